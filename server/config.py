@@ -1,0 +1,221 @@
+"""Settings: read once from an injected mapping of `LS_*` variables.
+
+Nothing else in the project reads `os.environ`; the CLI calls `load()` once and
+passes the frozen `Settings` down. Each setting is declared once in `FIELDS`,
+which is also the documentation (`lessonserver settings` prints it).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SANDBOXES = ("local", "docker")
+
+
+class ConfigError(ValueError):
+    """A setting could not be parsed; the message names the variable."""
+
+
+# --- parsers: str -> value, raising ValueError with a short reason ---------
+
+def _int(minimum: int = 0) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"{value} is below the minimum of {minimum}")
+        return value
+    return parse
+
+
+def _float(minimum: float = 0.0) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not value >= minimum:  # also rejects NaN
+            raise ValueError(f"{value} is below the minimum of {minimum}")
+        return value
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        scheme = parts.scheme.split("+", 1)[0]
+        if scheme not in schemes:
+            raise ValueError(f"{raw!r} is not a URL with scheme {' or '.join(schemes)}")
+        if scheme != "sqlite" and not parts.hostname and not parts.path:
+            raise ValueError(f"{raw!r} names no host")
+        return raw
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return raw
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def _path(raw: str) -> Path:
+    if not raw:
+        raise ValueError("empty path")
+    return Path(raw).expanduser()
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("LS_HOST", "host", _text, "127.0.0.1", "address the HTTP server binds"),
+    Field("LS_PORT", "port", _int(0), "8888", "HTTP port (0 picks a free one)"),
+    Field("LS_DATA_DIR", "data_dir", _path, ".lessonserver",
+          "embedded database, generated secrets, spooled trace events"),
+    Field("LS_DATABASE_URL", "database_url", _url("postgresql", "postgres", "sqlite"), None,
+          "postgresql://user:pass@host/db; unset = SQLite file in LS_DATA_DIR"),
+    Field("LS_REDIS_URL", "redis_url", _url("redis", "rediss", "unix"), None,
+          "redis://host:port/0; unset = embedded mode (in-process jobs and cache)"),
+    Field("LS_LESSONS_DIR", "lessons_dir", _path, str(PROJECT_ROOT / "lessons"),
+          "folder of the course to serve"),
+    Field("LS_SANDBOX", "sandbox", _choice(*SANDBOXES), "local",
+          "kernel sandbox backend: local (bubblewrap/rlimits) or docker"),
+    Field("LS_INSTANCE", "instance", _text, "default",
+          "name of this server in container labels (orphans of the same name are reaped)"),
+    Field("LS_RUNTIME_DIR", "runtime_dir", _path, "/tmp/lessonserver",
+          "short path for kernel connection sockets (unix paths are limited to 107 bytes)"),
+    Field("LS_API_TOKEN", "api_token", _text, None,
+          "token for the Jupyter-compatible API and admin; unset = generated into LS_DATA_DIR"),
+    Field("LS_COOKIE_SECRET", "cookie_secret", _text, None,
+          "secret that signs cookies; unset = generated into LS_DATA_DIR"),
+    Field("LS_POOL_SIZE", "pool_size", _int(0), "1", "warm kernels kept ready per language"),
+    Field("LS_MAX_KERNELS", "max_kernels", _int(1), "40", "kernels alive at once on this host"),
+    Field("LS_START_CONCURRENCY", "start_concurrency", _int(1), "4", "kernel starts in flight at once"),
+    Field("LS_START_QUEUE", "start_queue", _int(0), "64",
+          "kernel requests allowed to wait for a start; beyond it, 429 with Retry-After"),
+    Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), "10", "wall-clock seconds per run"),
+    Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), "65536", "output bytes kept per run"),
+    Field("LS_OUTPUT_MESSAGES", "output_messages", _int(1), "2000", "output messages kept per run"),
+    Field("LS_MEMORY_MB", "memory_mb", _int(32), "256", "memory per kernel, MiB (no swap)"),
+    Field("LS_PIDS_LIMIT", "pids_limit", _int(8), "64", "processes per kernel"),
+    Field("LS_CPUS", "cpus", _float(0.05), "1.0", "CPU share per kernel"),
+    Field("LS_TMP_MB", "tmp_mb", _int(1), "64", "size of the kernel's /tmp, MiB"),
+    Field("LS_IDLE_TIMEOUT", "idle_timeout", _float(1), "900", "seconds before an idle kernel is culled"),
+    Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
+    Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
+    Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),
+    Field("LS_TRACE_FLUSH", "trace_flush", _float(0.01), "0.5", "seconds before a partial batch is sent"),
+    Field("LS_TRACE_RETENTION_DAYS", "trace_retention_days", _int(1), "30",
+          "days raw trace events are kept (run summaries are kept)"),
+    Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
+    Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str | None
+    redis_url: str | None
+    lessons_dir: Path
+    sandbox: str
+    instance: str
+    runtime_dir: Path
+    api_token: str | None
+    cookie_secret: str | None
+    pool_size: int
+    max_kernels: int
+    start_concurrency: int
+    start_queue: int
+    run_timeout: float
+    output_limit: int
+    output_messages: int
+    memory_mb: int
+    pids_limit: int
+    cpus: float
+    tmp_mb: int
+    idle_timeout: float
+    max_lifetime: float
+    cache_ttl: float
+    trace_batch: int
+    trace_flush: float
+    trace_retention_days: int
+    secure_cookies: bool
+    log_level: str
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: jobs run in-process and the cache is local."""
+        return self.redis_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, with the SQLite default resolved."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lessonserver.db').resolve()}"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    """Parse every `LS_*` setting; the first bad one raises ConfigError naming it."""
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        raw = environ.get(field.env)
+        if raw is None or raw == "":
+            raw = field.default
+        if raw is None:
+            values[field.attr] = None
+            continue
+        try:
+            values[field.attr] = field.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{field.env}: {exc}") from None
+    settings = Settings(**values)
+    if settings.max_kernels < settings.pool_size:
+        raise ConfigError(
+            f"LS_POOL_SIZE: {settings.pool_size} warm kernels exceed LS_MAX_KERNELS={settings.max_kernels}")
+    return settings
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) rows for `lessonserver settings` and the README."""
+    return [(f.env, f.default if f.default is not None else "(unset)", f.doc) for f in FIELDS]
