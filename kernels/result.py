@@ -34,6 +34,8 @@ class RunLimits:
     output_bytes: int = 65536      # bytes of output forwarded per run
     output_messages: int = 2000    # output messages forwarded per run
     memory_mb: int = 256           # only for the learner's message when OOM-killed
+    pids_limit: int = 64           # only for the learner's message when forks fail
+    tmp_mb: int = 64               # only for the learner's message when /tmp is full
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Output:
     ename: str | None = None
     evalue: str | None = None
     traceback: tuple[str, ...] = ()
+    display_id: str | None = None             # for update_display_data; clear_output has no fields
 
     def to_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v)
