@@ -1,0 +1,252 @@
+"""Fold a run's kernel messages into a result: a pure function on values.
+
+`fold(state, msg)` takes one message (iopub, or the shell's execute_reply) as
+the plain dict jupyter_client hands out and returns the new state plus the
+outputs to forward right now. The output cap is enforced here, so the session
+only has to react to `state.limit`. `finish` turns the final state, plus what
+the shell saw (timeout, death), into a RunResult with a message in plain words.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kernels.result import LimitHit, Output, RunLimits, RunResult, RunStatus
+
+OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error")
+# How a failing fork looks in Python (BlockingIOError) and in shells ("fork: retry").
+PIDS_SIGNS = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry")
+DISK_SIGNS = ("No space left on device", "[Errno 28]")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    limits: RunLimits
+    parent_id: str | None = None          # only messages answering this request count
+    outputs: tuple[Output, ...] = ()      # what was kept, in order
+    bytes_out: int = 0                    # everything the kernel produced
+    bytes_kept: int = 0
+    messages_kept: int = 0
+    bytes_dropped: int = 0
+    messages_dropped: int = 0
+    capped: bool = False                  # the output cap was reached: forward nothing more
+    limit: LimitHit | None = None         # first limit that showed as an error (memory, pids, disk)
+    execution_count: int | None = None
+    reply_status: str | None = None       # ok | error | aborted, from execute_reply
+    idle: bool = False
+    pending_clear: bool = False           # clear_output(wait=True) waits for the next output
+    error_name: str | None = None         # last error, even when it was dropped
+
+    @property
+    def done(self) -> bool:
+        """The kernel went idle and answered: nothing more will come for this run."""
+        return self.idle and self.reply_status is not None
+
+
+def start(limits: RunLimits, parent_id: str | None = None) -> RunState:
+    return RunState(limits=limits, parent_id=parent_id)
+
+
+def fold(state: RunState, msg: Mapping[str, Any]) -> tuple[RunState, tuple[Output, ...]]:
+    parent = (msg.get("parent_header") or {}).get("msg_id")
+    if state.parent_id is not None and parent != state.parent_id:
+        return state, ()
+    kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
+    content = msg.get("content") or {}
+    if kind == "status":
+        return (dataclasses.replace(state, idle=True) if content.get("execution_state") == "idle"
+                else state), ()
+    if kind == "execute_input":
+        return dataclasses.replace(state, execution_count=content.get("execution_count")), ()
+    if kind == "execute_reply":
+        return dataclasses.replace(
+            state, reply_status=content.get("status", "ok"),
+            execution_count=content.get("execution_count", state.execution_count)), ()
+    if kind == "clear_output":
+        if content.get("wait"):
+            return dataclasses.replace(state, pending_clear=True), ()
+        return dataclasses.replace(state, outputs=(), pending_clear=False), (Output("clear_output"),)
+    output = _to_output(kind, content)
+    if output is None:
+        return state, ()
+    return _admit(_note_signs(state, output), output)
+
+
+def _to_output(kind: str | None, content: Mapping[str, Any]) -> Output | None:
+    display_id = (content.get("transient") or {}).get("display_id")
+    if kind == "stream":
+        return Output("stream", name=content.get("name", "stdout"), text=content.get("text", ""))
+    if kind in ("display_data", "execute_result", "update_display_data"):
+        return Output(kind, data=dict(content.get("data") or {}), display_id=display_id)
+    if kind == "error":
+        return Output("error", ename=content.get("ename", ""), evalue=content.get("evalue", ""),
+                      traceback=tuple(content.get("traceback") or ()))
+    return None
+
+
+def _size(output: Output) -> int:
+    if output.output_type == "stream":
+        return len((output.text or "").encode())
+    if output.output_type == "error":
+        return len("\n".join((output.ename or "", output.evalue or "", *output.traceback)).encode())
+    return sum(len(v.encode()) if isinstance(v, str) else len(json.dumps(v))
+               for v in (output.data or {}).values())
+
+
+def _note_signs(state: RunState, output: Output) -> RunState:
+    """Spot limits that surface as ordinary errors inside the kernel."""
+    if output.output_type == "error":
+        state = dataclasses.replace(state, error_name=output.ename)
+        text = f"{output.ename}: {output.evalue}"
+    elif output.output_type == "stream" and output.name == "stderr":
+        text = output.text or ""
+    else:
+        return state
+    if state.limit is not None:
+        return state
+    if output.ename == "MemoryError":
+        return dataclasses.replace(state, limit=LimitHit.MEMORY)
+    if any(sign in text for sign in PIDS_SIGNS):
+        return dataclasses.replace(state, limit=LimitHit.PIDS)
+    if any(sign in text for sign in DISK_SIGNS):
+        return dataclasses.replace(state, limit=LimitHit.DISK)
+    return state
+
+
+def _admit(state: RunState, output: Output) -> tuple[RunState, tuple[Output, ...]]:
+    """Keep and forward the output if it fits under the cap; cut the one that crosses it."""
+    size = _size(output)
+    state = dataclasses.replace(state, bytes_out=state.bytes_out + size)
+    room = state.limits.output_bytes - state.bytes_kept
+    if state.capped or state.messages_kept >= state.limits.output_messages or room <= 0:
+        return _drop(state, size), ()
+    if size > room:
+        if output.output_type != "stream":  # an image or table cannot be cut in half
+            return _drop(state, size), ()
+        text = (output.text or "").encode()[:room].decode(errors="ignore")
+        kept = len(text.encode())
+        output = dataclasses.replace(output, text=text)
+        state = dataclasses.replace(state, bytes_dropped=state.bytes_dropped + size - kept,
+                                    capped=True)
+        size = kept
+    state = dataclasses.replace(state, bytes_kept=state.bytes_kept + size,
+                                messages_kept=state.messages_kept + 1)
+    if output.output_type == "update_display_data":
+        return dataclasses.replace(state, outputs=tuple(
+            dataclasses.replace(o, data=output.data)
+            if o.display_id and o.display_id == output.display_id else o
+            for o in state.outputs)), (output,)
+    if state.pending_clear:
+        return dataclasses.replace(state, outputs=(output,), pending_clear=False), \
+            (Output("clear_output"), output)
+    return dataclasses.replace(state, outputs=(*state.outputs, output)), (output,)
+
+
+def _drop(state: RunState, size: int) -> RunState:
+    return dataclasses.replace(state, bytes_dropped=state.bytes_dropped + size,
+                               messages_dropped=state.messages_dropped + 1, capped=True)
+
+
+# --- the final result ------------------------------------------------------
+
+def finish(state: RunState, *, timed_out: bool = False, died: bool = False,
+           exit_code: int | None = None, oom_killed: bool = False) -> RunResult:
+    """The result of the run; `died` when the kernel's process or container ended."""
+    limit = _final_limit(state, timed_out=timed_out, died=died, oom_killed=oom_killed)
+    if limit is not None:
+        status, message = RunStatus.LIMIT, limit_message(limit, state)
+    elif died:
+        status, message = RunStatus.DIED, f"The kernel died ({_exit_words(exit_code)})"
+    elif state.reply_status in ("error", "aborted") or state.error_name:
+        status, message = RunStatus.ERROR, _error_words(state.error_name)
+    else:
+        status, message = RunStatus.OK, None
+    return RunResult(status=status, outputs=merge_streams(state.outputs), limit=limit,
+                     message=message, execution_count=state.execution_count,
+                     bytes_out=state.bytes_out, bytes_dropped=state.bytes_dropped,
+                     messages_dropped=state.messages_dropped)
+
+
+def _final_limit(state: RunState, *, timed_out: bool, died: bool,
+                 oom_killed: bool) -> LimitHit | None:
+    # Our own stop (interrupt, kill) follows from pids and output limits: report the cause.
+    if oom_killed:
+        return LimitHit.MEMORY
+    if state.limit is LimitHit.PIDS:
+        return LimitHit.PIDS
+    if state.capped:
+        return LimitHit.OUTPUT
+    if timed_out:
+        return LimitHit.TIMEOUT
+    if died:
+        return None
+    return state.limit
+
+
+def limit_message(limit: LimitHit, state: RunState) -> str:
+    limits = state.limits
+    if limit is LimitHit.TIMEOUT:
+        return f"Stopped after {limits.timeout:g} s"
+    if limit is LimitHit.OUTPUT:
+        if state.messages_kept < limits.output_messages:
+            return (f"Output cut at {human_bytes(limits.output_bytes)} "
+                    f"({human_bytes(state.bytes_dropped)} more was discarded)")
+        return (f"Output cut after {limits.output_messages} messages "
+                f"({state.messages_dropped} more were discarded)")
+    if limit is LimitHit.MEMORY:
+        return f"Your program used more than {limits.memory_mb} MB of memory and was stopped"
+    if limit is LimitHit.PIDS:
+        return f"Too many processes (limit {limits.pids_limit})"
+    return f"The disk space for files is full (limit {limits.tmp_mb} MB)"
+
+
+def _exit_words(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "no exit status"
+    # Docker and shells report death by signal N as 128+N; Popen reports -N.
+    number = -exit_code if exit_code < 0 else exit_code - 128 if exit_code > 128 else None
+    if number is None:
+        return f"exit code {exit_code}"
+    return f"killed by signal {number}"
+
+
+def _error_words(ename: str | None) -> str | None:
+    if ename == "SystemExit":
+        return "Your program called sys.exit(); the kernel keeps running and your variables are kept"
+    if ename == "KeyboardInterrupt":
+        return "Interrupted"
+    return None
+
+
+def note_restart(result: RunResult) -> RunResult:
+    """Tell the learner that a fresh kernel replaced the one this run lost."""
+    if result.status is RunStatus.DIED:
+        return dataclasses.replace(result, message=f"{result.message}; a fresh one has been started")
+    base = result.message or "The kernel stopped"
+    return dataclasses.replace(
+        result, message=f"{base}. A fresh kernel has been started, so earlier variables are gone")
+
+
+def merge_streams(outputs: tuple[Output, ...]) -> tuple[Output, ...]:
+    """Consecutive chunks of the same stream read as one output, as notebooks show them."""
+    merged: list[Output] = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (last is not None and output.output_type == "stream" and last.output_type == "stream"
+                and last.name == output.name):
+            merged[-1] = dataclasses.replace(last, text=(last.text or "") + (output.text or ""))
+        else:
+            merged.append(output)
+    return tuple(merged)
+
+
+def human_bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    for unit in ("KB", "MB", "GB"):
+        count /= 1024
+        if count < 1024 or unit == "GB":
+            return f"{count:.1f}".removesuffix(".0") + f" {unit}"
+    raise AssertionError("unreachable")
