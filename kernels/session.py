@@ -85,7 +85,7 @@ class KernelSession:
         if not self._queue.empty():
             return self._queue.get_nowait()
         if self._exited.done():
-            return "exit", self._exited.result()
+            return self._exit_event()
         getter = asyncio.ensure_future(self._queue.get())
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         done, _ = await asyncio.wait({getter, self._exited}, timeout=timeout,
@@ -97,7 +97,12 @@ class KernelSession:
             await getter
         if getter.done() and not getter.cancelled():  # a message won the race with cancel
             return getter.result()
-        return ("exit", self._exited.result()) if self._exited in done else None
+        return self._exit_event() if self._exited in done else None
+
+    def _exit_event(self) -> tuple[str, Any]:
+        if self._exited.cancelled() or self._exited.exception() is not None:
+            return "closed", None            # close() was called, or the sandbox lost track
+        return "exit", self._exited.result()
 
     async def _handshake(self) -> None:
         """Wait until iopub is subscribed, so no output of the first run is lost."""
@@ -112,13 +117,13 @@ class KernelSession:
                 raise SessionClosed(f"kernel {self.kernel.id} did not answer")
             probes.add(self._client.kernel_info())
             probe_until = min(give_up, loop.time() + PROBE_EVERY)
-            while not published and loop.time() < probe_until:
+            while not (replied and published) and loop.time() < probe_until:
                 event = await self._next(probe_until)
                 if event is None:
                     break
                 channel, msg = event
-                if channel == "exit":
-                    raise SessionClosed(f"kernel {self.kernel.id} ended: {msg.reason}")
+                if channel in ("exit", "closed"):
+                    raise SessionClosed(f"kernel {self.kernel.id} ended")
                 if msg.get("parent_header", {}).get("msg_id") in probes:
                     replied = replied or channel == "shell"
                     published = published or channel == "iopub"
@@ -146,6 +151,8 @@ class KernelSession:
                 deadline = loop.time() + GRACE
                 continue
             channel, msg = event
+            if channel == "closed":
+                raise SessionClosed(f"kernel {self.kernel.id} was closed during the run")
             if channel == "exit":
                 return fold.finish(state, timed_out=timed_out, died=True,
                                    exit_code=msg.exit_code, oom_killed=msg.oom_killed)
@@ -190,6 +197,7 @@ class KernelSession:
         if self._closed:
             return
         self._closed = True
+        self._queue.put_nowait(("closed", None))   # wakes a run in progress
         for task in (*self._readers, self._exited):
             task.cancel()
         await asyncio.gather(*self._readers, self._exited, return_exceptions=True)
