@@ -1,0 +1,151 @@
+"""`TraceBuffer`: collects the events of every run and sends them on in batches.
+
+`emit` only appends to a list, so a run never waits on tracing. A background
+task sends a batch when `batch_size` events are waiting or when the oldest
+has waited `flush_every` seconds. When sending fails (Redis down, or the
+database in embedded mode), the batch goes to the spool on local disk and
+sending is retried every `retry_every` seconds; once it works again the
+spool is replayed, oldest first, before newer batches. `close` sends or
+spools whatever is left, so a clean shutdown loses nothing either.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from server.config import Settings
+from server.tracing.events import TraceEvent
+from server.tracing.spool import Batch, Spool
+
+log = logging.getLogger("lessonserver.tracing")
+
+Send = Callable[[Batch], Awaitable[Any]]
+SPOOL_DIR = "trace-spool"
+
+
+class TraceBuffer:
+    def __init__(self, send: Send, spool: Spool, *, batch_size: int, flush_every: float,
+                 retry_every: float = 1.0) -> None:
+        self._send = send
+        self._spool = spool
+        self.batch_size = batch_size
+        self.flush_every = flush_every
+        self.retry_every = retry_every
+        self._pending: list[TraceEvent] = []
+        self._oldest = 0.0                  # monotonic time the oldest pending event arrived
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()         # one sender at a time: the task, flush() or close()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._down_until = 0.0              # while the sink fails: next monotonic time to try
+        self._spooled = False               # the spool may hold batches to replay
+        self.stats = {"sent": 0, "spooled": 0, "replayed": 0}   # events, for metrics and tests
+
+    @classmethod
+    def for_settings(cls, settings: Settings, send: Send) -> "TraceBuffer":
+        return cls(send, Spool(settings.data_dir / SPOOL_DIR), batch_size=settings.trace_batch,
+                   flush_every=settings.trace_flush)
+
+    def emit(self, event: TraceEvent) -> None:
+        """Queue one event; never blocks and never raises into the run."""
+        self._pending.append(event)
+        if len(self._pending) == 1:
+            self._oldest = time.monotonic()
+            self._wake.set()
+        elif len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        # Batches a previous process spooled (Redis was down when it stopped) are replayed too.
+        self._spooled = bool(await asyncio.to_thread(self._spool.pending))
+        self._task = asyncio.create_task(self._run(), name="trace-buffer")
+
+    async def flush(self) -> None:
+        """Send (or spool) everything emitted so far; for shutdown, tests and benchmarks."""
+        async with self._lock:
+            await self._replay()
+            while self._pending:
+                await self._deliver(self._take(self.batch_size))
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._timeout())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                async with self._lock:
+                    await self._send_due()
+            except Exception:  # the flusher must outlive any one bad batch
+                log.exception("trace flush failed")
+
+    def _timeout(self) -> float | None:
+        now, waits = time.monotonic(), []
+        if self._pending:
+            waits.append(self._oldest + self.flush_every - now)
+        if self._spooled:
+            waits.append(self._down_until - now)
+        return max(0.0, min(waits)) if waits else None
+
+    async def _send_due(self) -> None:
+        await self._replay()
+        while len(self._pending) >= self.batch_size:
+            await self._deliver(self._take(self.batch_size))
+        if self._pending and time.monotonic() >= self._oldest + self.flush_every:
+            await self._deliver(self._take(len(self._pending)))
+
+    def _take(self, count: int) -> Batch:
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        if self._pending:
+            self._oldest = time.monotonic()   # the rest arrived no earlier than now-ish: a new window
+        return [event.to_json() for event in batch]
+
+    async def _deliver(self, batch: Batch) -> None:
+        if not self._spooled and await self._try_send(batch):
+            self.stats["sent"] += len(batch)
+            return
+        # Down, or older batches wait in the spool: keep the order by queueing behind them.
+        await asyncio.to_thread(self._spool.append, batch)
+        self._spooled = True
+        self.stats["spooled"] += len(batch)
+
+    async def _replay(self) -> None:
+        if not self._spooled or time.monotonic() < self._down_until:
+            return
+        for path in await asyncio.to_thread(self._spool.pending):
+            batch = await asyncio.to_thread(self._spool.load, path)
+            if batch is None:
+                continue
+            if not await self._try_send(batch):
+                return
+            await asyncio.to_thread(self._spool.remove, path)
+            self.stats["replayed"] += len(batch)
+        self._spooled = False
+        log.info("trace spool replayed", extra={"fields": {"events": self.stats["replayed"]}})
+
+    async def _try_send(self, batch: Batch) -> bool:
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            await self._send(batch)
+        except Exception as exc:  # whatever the sink raises, the batch is kept on disk
+            if self._down_until == 0.0:
+                log.warning("trace sink unavailable, spooling to disk", extra={"fields": {
+                    "error": f"{type(exc).__name__}: {exc}"[:200], "dir": self._spool.directory}})
+            self._down_until = time.monotonic() + self.retry_every
+            return False
+        if self._down_until:
+            log.info("trace sink back")
+        self._down_until = 0.0
+        return True
