@@ -8,7 +8,7 @@ import random
 from kernels.result import LimitHit, Output, RunResult, RunStatus
 from server.tracing.events import (RUNNING, EventKind, TraceEvent, code_hash, output_data,
                                    summarize)
-from server.tracing.tracer import RunTracer
+from server.tracing.tracer import KernelEventRouter, RunTracer
 
 
 class FakeClock:
@@ -151,15 +151,26 @@ def test_a_kernel_death_ends_a_run_that_never_finished():
     assert summarize(tracer.run_id, died_then_finished).total_ms == 9.0
 
 
-def test_kernel_manager_hook_keeps_known_kinds_and_wraps_others():
-    _, emitted = traced_run(OK)
-    emitted.clear()
+def test_kernel_manager_hook_maps_its_events_and_wraps_unknown_ones():
+    emitted: list[TraceEvent] = []
     tracer = RunTracer(emitted.append)
-    tracer.on_event("kernel_restarted", {"reason": "oom"})
-    tracer.on_event("culled", {"idle_s": 900, "limit": LimitHit.MEMORY})
-    assert emitted[0].kind is EventKind.KERNEL_RESTARTED and emitted[0].data["reason"] == "oom"
-    assert emitted[1].kind is EventKind.KERNEL_EVENT
-    assert emitted[1].data["event"] == "culled" and emitted[1].data["limit"] == "memory"
+    tracer.on_event("kernel.assigned", {"kernel_id": "k1", "owner": "u", "plugin": "python",
+                                        "pool_hit": False, "ref": "c0ffee", "start_ms": 812.5})
+    tracer.on_event("kernel.limit", {"kernel_id": "k1", "limit": "memory", "message": "256 MiB"})
+    tracer.on_event("kernel.restarted", {"kernel_id": "k1", "reason": "oom", "pool_hit": True})
+    tracer.on_event("kernel.died", {"kernel_id": "k1", "exit_code": 137, "oom_killed": True})
+    tracer.on_event("kernel.culled", {"kernel_id": "k1", "limit": LimitHit.MEMORY})
+    assert [e.kind for e in emitted] == [EventKind.KERNEL_ASSIGNED, EventKind.LIMIT,
+                                         EventKind.KERNEL_RESTARTED, EventKind.KERNEL_DIED,
+                                         EventKind.KERNEL_EVENT]
+    assert emitted[0].data["container_id"] == "c0ffee" and emitted[0].data["start_ms"] == 812.5
+    assert emitted[1].data["limit"] == "memory"
+    assert emitted[3].data["oom_killed"] is True
+    assert emitted[4].data["event"] == "kernel.culled" and emitted[4].data["limit"] == "memory"
+    tracer.finished(RunResult(RunStatus.LIMIT, limit=LimitHit.MEMORY))
+    assert [e.kind for e in emitted].count(EventKind.LIMIT) == 1
+    s = summarize(tracer.run_id, emitted)
+    assert (s.status, s.limit_hit, s.start_ms) == ("limit", "memory", 812.5)
 
 
 def test_a_failing_emit_never_breaks_the_run():
@@ -178,3 +189,15 @@ def test_random_interleavings_of_many_runs_fold_per_run():
     for tracer, emitted in runs:
         mine = [e for e in mixed if e.run_id == tracer.run_id]
         assert summarize(tracer.run_id, mine) == summarize(tracer.run_id, emitted)
+
+
+def test_router_sends_kernel_events_to_the_run_on_that_kernel_only_while_attached():
+    router, mine, other = KernelEventRouter(), [], []
+    tracer, other_tracer = RunTracer(mine.append), RunTracer(other.append)
+    router.attach("k1", tracer)
+    router.attach("k2", other_tracer)
+    router("kernel.died", {"kernel_id": "k1", "exit_code": 9})
+    router("kernel.culled", {"kernel_id": "k3"})
+    router.detach("k1")
+    router("kernel.restarted", {"kernel_id": "k1", "reason": "late"})
+    assert [e.kind for e in mine] == [EventKind.KERNEL_DIED] and other == []

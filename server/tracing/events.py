@@ -114,14 +114,6 @@ def limit_data(limit: LimitHit, message: str | None = None) -> dict[str, Any]:
     return {"limit": LimitHit(limit).value, "message": message}
 
 
-def restarted_data(reason: str) -> dict[str, Any]:
-    return {"reason": reason}
-
-
-def died_data(reason: str, exit_code: int | None = None) -> dict[str, Any]:
-    return {"reason": reason, "exit_code": exit_code}
-
-
 def verdict_data(passed: bool, message: str | None = None) -> dict[str, Any]:
     return {"passed": bool(passed), "message": message}
 

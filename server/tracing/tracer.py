@@ -19,6 +19,7 @@ from server.tracing.events import EventKind, TraceEvent
 log = logging.getLogger("lessonserver.tracing")
 
 Emit = Callable[[TraceEvent], None]
+LIMITS = frozenset(limit.value for limit in LimitHit)
 
 
 class RunTracer:
@@ -51,10 +52,10 @@ class RunTracer:
         self._record(EventKind.LIMIT, lambda: events.limit_data(limit, message))
 
     def restarted(self, reason: str) -> None:
-        self._record(EventKind.KERNEL_RESTARTED, lambda: events.restarted_data(reason))
+        self._record(EventKind.KERNEL_RESTARTED, lambda: {"reason": reason})
 
     def died(self, reason: str, exit_code: int | None = None) -> None:
-        self._record(EventKind.KERNEL_DIED, lambda: events.died_data(reason, exit_code))
+        self._record(EventKind.KERNEL_DIED, lambda: {"reason": reason, "exit_code": exit_code})
 
     def verdict(self, passed: bool, message: str | None = None) -> None:
         self._record(EventKind.VERDICT, lambda: events.verdict_data(passed, message))
@@ -66,13 +67,18 @@ class RunTracer:
         self._record(EventKind.FINISHED, lambda: events.finished_data(result))
 
     def on_event(self, kind: str, data: Mapping[str, Any]) -> None:
-        """The kernel manager's observer hook: known kinds keep their name, others are wrapped."""
-        try:
-            known = EventKind(kind)
-        except ValueError:
-            self._record(EventKind.KERNEL_EVENT, lambda: {"event": kind, **data})
+        """The kernel manager's observer hook (`kernel.assigned`, `kernel.limit`, ...)."""
+        name = kind.removeprefix("kernel.")
+        if name == "assigned":
+            self.kernel_assigned(pool_hit=bool(data.get("pool_hit")), container_id=data.get("ref"),
+                                 start_ms=float(data.get("start_ms") or 0.0))
+        elif name == "limit" and data.get("limit") in LIMITS:
+            self.limit(LimitHit(data["limit"]), data.get("message"))
+        elif name in ("restarted", "died"):
+            kind_ = EventKind.KERNEL_RESTARTED if name == "restarted" else EventKind.KERNEL_DIED
+            self._record(kind_, lambda: dict(data))
         else:
-            self._record(known, lambda: dict(data))
+            self._record(EventKind.KERNEL_EVENT, lambda: {"event": kind, **data})
 
     def _record(self, kind: EventKind, build: Callable[[], Mapping[str, Any]]) -> None:
         try:
@@ -83,3 +89,25 @@ class RunTracer:
         except Exception:  # a trace must never fail the run it describes
             log.exception("trace event dropped", extra={"fields": {"run_id": self.run_id,
                                                                     "kind": kind.value}})
+
+
+class KernelEventRouter:
+    """The kernel manager's observer: hands each host-wide event to the run on that kernel.
+
+    The run handler attaches its tracer for the length of a run; events of
+    kernels with no run in progress (culling, idle deaths) have no run to go to.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunTracer] = {}
+
+    def attach(self, kernel_id: str, tracer: RunTracer) -> None:
+        self._runs[kernel_id] = tracer
+
+    def detach(self, kernel_id: str) -> None:
+        self._runs.pop(kernel_id, None)
+
+    def __call__(self, kind: str, data: Mapping[str, Any]) -> None:
+        tracer = self._runs.get(str(data.get("kernel_id")))
+        if tracer is not None:
+            tracer.on_event(kind, data)
