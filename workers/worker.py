@@ -1,0 +1,99 @@
+"""`lessonserver worker`: an RQ worker with its scheduler, and the retention schedule.
+
+A SimpleWorker (no fork per job) so one database connection serves every
+batch; trace jobs are short database writes, so a crash in one is not a
+reason to isolate it. Registries are cleaned every minute, so a batch whose
+worker died (SIGKILL, OOM) is found once its heartbeat lapses and retried by
+RQ's abandoned-job handling. The loop survives Redis going away: RQ retries
+its connection, and if the worker loop itself gives up it is started again.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import time
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
+
+from server import logs
+from server.config import Settings
+from workers import deps, queue, traces
+
+log = logging.getLogger("lessonserver.workers")
+
+MAINTENANCE_INTERVAL = 60        # seconds between registry clean-ups (abandoned jobs, retries)
+RESTART_PAUSE = 2.0              # seconds before the worker loop is started again after a failure
+RETENTION_JOB_ID = "lessonserver-trace-retention"
+
+
+class LessonWorker(SimpleWorker):
+    """Runs each job with the process's JobDeps and keeps the retention job scheduled."""
+
+    def __init__(self, *args, job_deps: deps.JobDeps, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.job_deps = job_deps
+        self.stop_requested = False
+
+    def perform_job(self, job, queue_, execution) -> bool:
+        with deps.provided(self.job_deps):
+            return super().perform_job(job, queue_, execution)
+
+    def request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+        super().request_stop(signum, frame)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        schedule_retention(self.connection)
+
+
+def schedule_retention(connection: redis.Redis) -> None:
+    """One retention job scheduled or queued at a time, whatever the number of workers."""
+    with connection.lock(f"{RETENTION_JOB_ID}:lock", timeout=10, blocking_timeout=0) as held:
+        if not held:
+            return
+        job = Job.fetch_many([RETENTION_JOB_ID], connection=connection)[0]
+        if job is not None and job.get_status() in (JobStatus.SCHEDULED, JobStatus.QUEUED,
+                                                    JobStatus.STARTED):
+            return
+        Queue(queue.TRACES, connection=connection).enqueue_in(
+            dt.timedelta(seconds=queue.RETENTION_EVERY), traces.purge_old_events,
+            job_id=RETENTION_JOB_ID, job_timeout=600, result_ttl=0,
+            failure_ttl=queue.FAILURE_TTL, description="drop trace events past retention")
+
+
+def _stopped_during_pause(seconds: float) -> bool:
+    """Wait before starting the worker loop again; True if SIGTERM or SIGINT came meanwhile."""
+    signals: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: signals.append(received))
+    deadline = time.monotonic() + seconds
+    while not signals and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(signals)
+
+
+def run_worker(settings: Settings, burst: bool = False) -> int:
+    """Work the queues until SIGTERM/SIGINT (or, with burst, until they are empty)."""
+    logs.setup(settings.log_level)
+    if settings.redis_url is None:
+        log.error("the worker needs LS_REDIS_URL (embedded mode runs jobs in the server)")
+        return 2
+    job_deps = deps.JobDeps(settings)
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        while True:
+            worker = LessonWorker(list(queue.QUEUES), connection=connection, job_deps=job_deps,
+                                  maintenance_interval=MAINTENANCE_INTERVAL)
+            try:
+                worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+            except redis.RedisError as exc:   # e.g. Redis away while the worker registers
+                log.warning("worker lost Redis", extra={"fields": {"error": str(exc)[:200]}})
+            if burst or worker.stop_requested or _stopped_during_pause(RESTART_PAUSE):
+                return 0
+    finally:
+        job_deps.close()
+        connection.close()
