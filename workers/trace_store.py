@@ -61,6 +61,12 @@ def utc(ts: float | None) -> dt.datetime | None:
 
 class TraceStore:
     """The dialect-neutral steps; subclasses supply the connection and the SQL."""
+    _conn: Any = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def write(self, events: Sequence[TraceEvent]) -> int:
         """Store a batch; returns how many events were new."""
@@ -103,8 +109,6 @@ class TraceStore:
     def _load_events(self, cur, run_ids: list[str]) -> list[TraceEvent]: raise NotImplementedError
     def _upsert_runs(self, cur, summaries: list[RunSummary]) -> None: raise NotImplementedError
     def _delete_events_before(self, cur, cutoff: float) -> int: raise NotImplementedError
-
-    def close(self) -> None: raise NotImplementedError
 
 
 def _upsert_sql(placeholders: str) -> str:
@@ -155,11 +159,6 @@ class PostgresTraceStore(TraceStore):
     def _delete_events_before(self, cur, cutoff):
         cur.execute("DELETE FROM trace_events WHERE ts < %s", (utc(cutoff),))
         return cur.rowcount
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 class _PgTransaction:
@@ -226,11 +225,6 @@ class SqliteTraceStore(TraceStore):
     def _delete_events_before(self, cur, cutoff):
         cur.execute("DELETE FROM trace_events WHERE ts < ?", (_sqlite_time(cutoff),))
         return cur.rowcount
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 def _sqlite_time(ts: float) -> str:
