@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kernels import fold
 from kernels.pool import CapacityError, Pool, StartGate
 from kernels.result import RunLimits, RunResult, RunStatus
+from kernels.sandbox import StartSpec
 from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed
 
 if TYPE_CHECKING:
@@ -86,24 +87,25 @@ def run_limits(settings: Settings, plugin: Plugin) -> RunLimits:
                                         if k in RunLimits.__dataclass_fields__})
 
 
+def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
+    """How to start a kernel of this plugin with the host's container limits."""
+    return StartSpec(plugin=plugin.name, image=plugin.image, argv=tuple(plugin.argv),
+                     local_argv=tuple(plugin.local_argv), memory_mb=settings.memory_mb,
+                     pids_limit=settings.pids_limit, cpus=settings.cpus, tmp_mb=settings.tmp_mb,
+                     labels={"lessonserver.plugin": plugin.name})
+
+
 class KernelManager:
     def __init__(self, settings: Settings, sandbox: Sandbox, plugins: Iterable[Plugin],
                  on_event: Iterable[Observer] = ()) -> None:
-        from kernels.sandbox import StartSpec  # the one value this shell builds for the sandbox
         self.settings = settings
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
         self.observers = list(on_event)
         self.gate = StartGate(settings.start_concurrency, settings.start_queue)
-        self.pools = {
-            name: Pool(sandbox, StartSpec(plugin=name, image=p.image, argv=tuple(p.argv),
-                                          local_argv=tuple(p.local_argv),
-                                          memory_mb=settings.memory_mb,
-                                          pids_limit=settings.pids_limit, cpus=settings.cpus,
-                                          tmp_mb=settings.tmp_mb,
-                                          labels={"lessonserver.plugin": name}),
-                       settings.pool_size, self.gate, room=self._room)
-            for name, p in self.plugins.items()}
+        self.pools = {name: Pool(sandbox, start_spec(settings, p), settings.pool_size, self.gate,
+                                 room=self._room)
+                      for name, p in self.plugins.items()}
         self._kernels: dict[str, _Entry] = {}
         self._reserved = 0               # starts in progress, counted against max_kernels
         self._culler: asyncio.Task | None = None
