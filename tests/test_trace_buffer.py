@@ -5,7 +5,8 @@ import asyncio
 import time
 
 from kernels.result import Output, RunResult, RunStatus
-from server.tracing.buffer import TraceBuffer
+from server.tracing.buffer import BatchRejected, TraceBuffer
+from server.tracing.events import EventKind, TraceEvent
 from server.tracing.spool import Spool
 from server.tracing.tracer import RunTracer
 
@@ -127,6 +128,26 @@ async def test_a_failing_sink_is_not_hammered_while_down(tmp_path):
         await asyncio.sleep(0.005)
     await wait_for(lambda: buffer.stats["spooled"] == 40)
     assert sink.calls == 1                        # one try, then straight to the spool
+    await buffer.close()
+
+
+async def test_a_batch_the_sink_refuses_is_set_aside_and_the_rest_flows_on(tmp_path):
+    class Refusing(Sink):
+        async def __call__(self, batch):
+            if any(e["data"].get("text") == "poison" for e in batch):
+                raise BatchRejected("bad event")
+            await super().__call__(batch)
+
+    sink = Refusing()
+    buffer = make_buffer(tmp_path, sink, batch_size=100)
+    await buffer.start()
+    buffer.emit(TraceEvent("a" * 32, "r", 0, 0.0, EventKind.KERNEL_EVENT, {"text": "poison"}))
+    await buffer.flush()
+    run_events(RunTracer(buffer.emit), 1)
+    await buffer.flush()
+    assert len(sink.events) == 3 and buffer.stats["rejected"] == 1
+    spool = Spool(tmp_path / "spool")
+    assert spool.pending() == [] and len(list(spool.directory.glob("*.bad"))) == 1
     await buffer.close()
 
 

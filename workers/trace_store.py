@@ -24,12 +24,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
+from psycopg2.extras import Json, execute_values
+
 from server.tracing.events import EventKind, RunSummary, TraceEvent, summarize
 
 SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(RunSummary))
 RUN_COLUMNS = tuple("id" if name == "run_id" else name for name in SUMMARY_FIELDS)
 TIME_FIELDS = frozenset({"requested_at", "started_at", "finished_at"})
 EVENT_COLUMNS = ("id", "run_id", "seq", "ts", "kind", "data")
+# Errors that say the batch itself is wrong: retrying cannot help.
+BAD_DATA = (psycopg2.DataError, psycopg2.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError)
 
 
 def open_store(url: str) -> "TraceStore":
@@ -124,7 +129,6 @@ class PostgresTraceStore(TraceStore):
         self._conn = None
 
     def _connection(self):
-        import psycopg2
         if self._conn is None or self._conn.closed:
             self._conn = psycopg2.connect(self.dsn, connect_timeout=10,
                                           application_name="lessonserver-traces")
@@ -139,7 +143,6 @@ class PostgresTraceStore(TraceStore):
                     "AS u(k, n) ORDER BY n", (sorted(lock_key(r) for r in run_ids),))
 
     def _insert_events(self, cur, events):
-        from psycopg2.extras import Json, execute_values
         rows = [(e.id, e.run_id, e.seq, utc(e.ts), e.kind.value, Json(dict(e.data))) for e in events]
         returned = execute_values(
             cur, f"INSERT INTO trace_events ({', '.join(EVENT_COLUMNS)}) VALUES %s "
@@ -152,7 +155,6 @@ class PostgresTraceStore(TraceStore):
         return [self._event(row) for row in cur.fetchall()]
 
     def _upsert_runs(self, cur, summaries):
-        from psycopg2.extras import execute_values
         execute_values(cur, _upsert_sql("%s"), [self._summary_row(s) for s in summaries],
                        page_size=max(1, len(summaries)))
 
@@ -173,7 +175,6 @@ class _PgTransaction:
         return self.cur
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        import psycopg2
         self.cur.close()
         if exc_type is None:
             self.conn.commit()

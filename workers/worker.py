@@ -31,6 +31,7 @@ RETENTION_JOB_ID = "lessonserver-trace-retention"
 
 class LessonWorker(SimpleWorker):
     """Runs each job with the process's JobDeps and keeps the retention job scheduled."""
+    max_connection_wait_time = 5.0   # back within seconds of Redis returning (RQ waits up to 60)
 
     def __init__(self, *args, job_deps: deps.JobDeps, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -26,6 +26,10 @@ Send = Callable[[Batch], Awaitable[Any]]
 SPOOL_DIR = "trace-spool"
 
 
+class BatchRejected(Exception):
+    """Raised by a sink that will never take this batch: it is set aside, not retried."""
+
+
 class TraceBuffer:
     def __init__(self, send: Send, spool: Spool, *, batch_size: int, flush_every: float,
                  retry_every: float = 1.0) -> None:
@@ -42,7 +46,7 @@ class TraceBuffer:
         self._closing = False
         self._down_until = 0.0              # while the sink fails: next monotonic time to try
         self._spooled = False               # the spool may hold batches to replay
-        self.stats = {"sent": 0, "spooled": 0, "replayed": 0}   # events, for metrics and tests
+        self.stats = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0}   # events, for metrics and tests
 
     @classmethod
     def for_settings(cls, settings: Settings, send: Send) -> "TraceBuffer":
@@ -112,8 +116,7 @@ class TraceBuffer:
         return [event.to_json() for event in batch]
 
     async def _deliver(self, batch: Batch) -> None:
-        if not self._spooled and await self._try_send(batch):
-            self.stats["sent"] += len(batch)
+        if not self._spooled and await self._try_send(batch, "sent"):
             return
         # Down, or older batches wait in the spool: keep the order by queueing behind them.
         await asyncio.to_thread(self._spool.append, batch)
@@ -127,19 +130,24 @@ class TraceBuffer:
             batch = await asyncio.to_thread(self._spool.load, path)
             if batch is None:
                 continue
-            if not await self._try_send(batch):
+            if not await self._try_send(batch, "replayed"):
                 return
             await asyncio.to_thread(self._spool.remove, path)
-            self.stats["replayed"] += len(batch)
         self._spooled = False
         log.info("trace spool replayed", extra={"fields": {"events": self.stats["replayed"]}})
 
-    async def _try_send(self, batch: Batch) -> bool:
+    async def _try_send(self, batch: Batch, outcome: str) -> bool:
+        """True when the batch is dealt with (taken, or refused and set aside), counted as `outcome`."""
         if time.monotonic() < self._down_until:
             return False
         try:
             await self._send(batch)
-        except Exception as exc:  # whatever the sink raises, the batch is kept on disk
+        except BatchRejected as exc:
+            log.error("trace batch rejected and set aside", extra={"fields": {
+                "events": len(batch), "error": str(exc)[:300]}})
+            await asyncio.to_thread(self._spool.set_aside, batch)
+            outcome = "rejected"
+        except Exception as exc:  # whatever else the sink raises, the batch is kept on disk
             if self._down_until == 0.0:
                 log.warning("trace sink unavailable, spooling to disk", extra={"fields": {
                     "error": f"{type(exc).__name__}: {exc}"[:200], "dir": self._spool.directory}})
@@ -148,4 +156,5 @@ class TraceBuffer:
         if self._down_until:
             log.info("trace sink back")
         self._down_until = 0.0
+        self.stats[outcome] += len(batch)
         return True

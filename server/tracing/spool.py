@@ -24,15 +24,19 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def append(self, batch: Batch) -> Path:
+    def append(self, batch: Batch, suffix: str = ".json") -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{suffix}"
         final = self.directory / name
         partial = self.directory / f".{name}.partial"
         with open(partial, "w", encoding="utf-8") as out:
             json.dump(batch, out, separators=(",", ":"))
         os.replace(partial, final)
         return final
+
+    def set_aside(self, batch: Batch) -> Path:
+        """Keep a batch the sink refused for a person to look at; replay skips it."""
+        return self.append(batch, suffix=".bad")
 
     def pending(self) -> list[Path]:
         """Spooled batches, oldest first (another process may be replaying some of them)."""
