@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
@@ -94,6 +94,16 @@ async def open_buffer(settings) -> tuple[TraceBuffer, object]:
     return buffer, jobs
 
 
+def recorder(buffer: TraceBuffer) -> tuple[list[TraceEvent], Callable[[TraceEvent], None]]:
+    """An emit that also keeps what it sent, for the test to compare with Postgres."""
+    emitted: list[TraceEvent] = []
+
+    def emit(event: TraceEvent) -> None:
+        emitted.append(event)
+        buffer.emit(event)
+    return emitted, emit
+
+
 async def traced_run(tracer: RunTracer, outputs: int, result: RunResult | None = None) -> None:
     """A run as the handler traces it, with the event loop free between outputs."""
     tracer.requested(user_id="learner", lesson_slug="intro", exercise_id="loops", kernel="python",
@@ -126,11 +136,7 @@ async def test_events_of_concurrent_runs_arrive_in_order_with_their_summaries(pi
     settings, new_worker = pipeline
     new_worker()
     buffer, jobs = await open_buffer(settings)
-    emitted: list[TraceEvent] = []
-
-    def emit(event: TraceEvent) -> None:
-        emitted.append(event)
-        buffer.emit(event)
+    emitted, emit = recorder(buffer)
 
     tracers = [RunTracer(emit) for _ in range(12)]
     timeout = RunResult(RunStatus.LIMIT, limit=LimitHit.TIMEOUT, message="10 s", bytes_out=5)
@@ -160,8 +166,8 @@ async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(pipeline):
     url = settings.database_url
     first = new_worker()
     buffer, jobs = await open_buffer(settings)
-    emitted: list[TraceEvent] = []
-    tracer = RunTracer(lambda e: (emitted.append(e), buffer.emit(e)))
+    emitted, emit = recorder(buffer)
+    tracer = RunTracer(emit)
 
     # Hold a lock that the batch's insert needs, so the worker is provably inside the batch.
     blocker = psycopg2.connect(url)
@@ -197,11 +203,7 @@ async def test_redis_stopped_and_restarted_during_runs_loses_nothing(pipeline, r
     url = settings.database_url
     new_worker()
     buffer, jobs = await open_buffer(settings)
-    emitted: list[TraceEvent] = []
-
-    def emit(event: TraceEvent) -> None:
-        emitted.append(event)
-        buffer.emit(event)
+    emitted, emit = recorder(buffer)
 
     spanning = RunTracer(emit)                       # a run that straddles the outage
     spanning.requested(user_id="learner", lesson_slug="intro", exercise_id="loops",
