@@ -62,8 +62,14 @@ def make_event(run_id: str, seq: int, ts: float, elapsed_ms: float, kind: EventK
                       data={**json_safe(data), "elapsed_ms": round(elapsed_ms, 3)})
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
     """Data from other modules may hold enums, tuples or odd objects: keep what JSON can say."""
+    if all(type(v) in _PLAIN or isinstance(v, enum.Enum) for v in data.values()):
+        # The common case, on every run's path: no JSON round trip.
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in data.items()}
     return json.loads(json.dumps(dict(data), default=str))
 
 
