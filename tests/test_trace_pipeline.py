@@ -60,7 +60,8 @@ class WorkerProcess:
 @pytest.fixture
 def pipeline(request, tmp_path, pg_url, redis_server, make_settings):
     """Settings for production mode on a fresh database and an empty Redis, plus a worker."""
-    redis_server.start() if redis_server.proc is None else None
+    if redis_server.proc is None:
+        redis_server.start()
     redis.Redis.from_url(redis_server.url).flushdb()
     with fresh_postgres(pg_url) as db_url:
         migrate(db_url, make_settings)
