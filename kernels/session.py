@@ -163,7 +163,12 @@ class KernelSession:
             state, outputs = fold.fold(state, msg)
             for output in outputs:
                 if on_output is not None:
-                    await on_output(output)
+                    try:
+                        await on_output(output)
+                    except Exception:  # a closed socket must not leave the run without limits
+                        log.exception("kernel %s: on_output failed; not forwarding more",
+                                      self.kernel.id)
+                        on_output = None
             if state.capped and not was_capped and step == 0:
                 step = 1                     # stop the flood; what still comes is discarded
                 await self.interrupt()
