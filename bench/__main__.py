@@ -6,6 +6,7 @@ import importlib
 import inspect
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -17,17 +18,24 @@ def modules(names: list[str]) -> list[str]:
     return [name for name in found if not names or name in names]
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    failed = []
     for name in modules(argv):
         print(f"== bench.{name}", flush=True)
         began = time.monotonic()
-        entry = importlib.import_module(f"bench.{name}").main
-        if inspect.iscoroutinefunction(entry):
-            asyncio.run(entry())
-        else:
-            entry()
+        try:  # one broken bench must not hide the figures of the others
+            entry = importlib.import_module(f"bench.{name}").main
+            if inspect.iscoroutinefunction(entry):
+                asyncio.run(entry())
+            else:
+                entry()
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
         print(f"== bench.{name} took {time.monotonic() - began:.0f} s", flush=True)
-
+    if failed:
+        print(f"== failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
