@@ -1,0 +1,195 @@
+// One exercise on the page: editor, buttons, input box, result banner, outputs.
+// It talks to the page (run ids, the socket) only through the `page` it is given.
+import {createEditor} from "../editor/dist/editor.js";
+import {OutputArea} from "./outputs.js";
+
+const LIMIT_WORDS = {
+  timeout: "Stopped: the run took longer than the time limit.",
+  output: "Stopped: your program printed more output than is allowed.",
+  memory: "Stopped: your program used more memory than is allowed.",
+  pids: "Stopped: your program started too many processes.",
+  disk: "Stopped: your program filled the disk space for files.",
+};
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function ordinal(n) {
+  const tail = n % 100 >= 11 && n % 100 <= 13 ? "th" : ({1: "st", 2: "nd", 3: "rd"}[n % 10] || "th");
+  return `${n}${tail}`;
+}
+
+// What the banner says about a finished run: {kind: passed|failed|stopped, text}.
+export function verdictBanner(msg) {
+  const verdict = msg.verdict || {passed: false, message: ""};
+  if (msg.status === "limit" || msg.status === "died") {
+    const stopped = msg.message || LIMIT_WORDS[msg.limit] || "Stopped: the kernel ended the run.";
+    return {kind: "stopped", text: stopped};
+  }
+  if (verdict.passed) return {kind: "passed", text: `✓ Passed${verdict.message ? `: ${verdict.message}` : ""}`};
+  return {kind: "failed", text: `✗ Not yet: ${verdict.message || msg.message || "the check did not pass."}`};
+}
+
+export class Cell {
+  constructor(section, page, saved = {}) {
+    this.section = section;
+    this.page = page;
+    this.id = section.dataset.exercise;
+    this.runId = null;
+    this.sent = false;
+    const pre = section.querySelector("pre.starter");
+    this.starter = pre ? pre.textContent.replace(/\n$/, "") : "";
+    this.build(pre, saved);
+  }
+
+  build(pre, saved) {
+    const id = this.id;
+    let heading = this.section.querySelector("h3");
+    if (!heading) { heading = el("h3", {}, id); this.section.prepend(heading); }
+    if (!heading.id) heading.id = `exercise-${id}`;
+    this.section.setAttribute("aria-labelledby", heading.id);
+    this.badge = el("span", {class: "exercise-badge"});
+    heading.append(" ", this.badge);
+    const editorBox = el("div", {class: "editor"});
+    if (pre) pre.replaceWith(editorBox); else heading.after(editorBox);
+    this.editor = createEditor(editorBox, {
+      doc: saved.code ?? this.starter,
+      language: this.section.dataset.language || this.page.mode,
+      label: `Code for exercise ${heading.textContent.trim()}`,
+      onRun: () => this.run(),
+    });
+    const bar = el("div", {class: "cell-toolbar", role: "toolbar", "aria-label": `Exercise ${id}`});
+    this.runButton = this.button(bar, "Run", "run", () => this.run(), "Run (Shift-Enter)");
+    this.interruptButton = this.button(bar, "Interrupt", "interrupt", () => this.page.interrupt());
+    this.button(bar, "Restart kernel", "restart", () => this.page.restart());
+    this.button(bar, "Reset to starter", "reset", () => this.reset());
+    this.state = el("span", {class: "cell-state", "aria-live": "polite"});
+    bar.append(this.state, el("span", {class: "cell-hint"}, "Shift-Enter runs · Esc then Tab leaves the editor"));
+    this.banner = el("div", {class: "result-banner", role: "status", "aria-live": "polite"});
+    this.banner.hidden = true;
+    this.stdin = this.buildInput();
+    this.outputNode = el("div", {class: "output", role: "log", "aria-live": "polite",
+                                 "aria-label": `Output of exercise ${id}`});
+    this.outputs = new OutputArea(this.outputNode);
+    editorBox.after(bar, this.banner, this.stdin, this.outputNode);
+    this.setStatus(saved.status, saved.attempts);
+    this.interruptButton.disabled = true;
+  }
+
+  button(bar, label, name, action, title) {
+    const button = el("button", {type: "button", class: `btn-${name}`, "data-action": name}, label);
+    if (title) button.title = title;
+    button.addEventListener("click", action);
+    bar.append(button);
+    return button;
+  }
+
+  buildInput() {
+    const form = el("form", {class: "stdin"});
+    this.stdinLabel = el("label", {for: `stdin-${this.id}`});
+    this.stdinField = el("input", {id: `stdin-${this.id}`, type: "text", autocomplete: "off"});
+    form.append(this.stdinLabel, this.stdinField, el("button", {type: "submit"}, "Send"));
+    form.hidden = true;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!this.runId) return;
+      const value = this.stdinField.value;
+      this.outputs.echoInput(value, this.stdinField.type === "password");
+      this.page.send({type: "input", run: this.runId, value});
+      form.hidden = true;
+      this.stdinField.value = "";
+      this.editor.focus();
+    });
+    return form;
+  }
+
+  // --- learner actions ---
+
+  run() {
+    if (this.runId) return;
+    this.runId = this.page.newRunId(this);
+    this.outputs.clear();
+    this.banner.hidden = true;
+    this.busy(true, this.page.connected ? "Waiting for the kernel…" : "Waiting for the connection…");
+    this.page.send({type: "run", run: this.runId, exercise: this.id, code: this.editor.getValue()});
+  }
+
+  reset() {
+    this.editor.setValue(this.starter);
+    this.editor.focus();
+  }
+
+  // --- what the server says ---
+
+  queued(position) {
+    this.state.textContent = `Waiting for a free kernel: ${ordinal(position)} in the queue`;
+  }
+
+  started() {
+    this.state.textContent = "Running…";
+  }
+
+  output(output) {
+    this.outputs.add(output);
+  }
+
+  inputRequest(prompt, password) {
+    this.stdinLabel.textContent = prompt || "Input:";
+    this.stdinField.type = password ? "password" : "text";
+    this.stdin.hidden = false;
+    this.state.textContent = "Waiting for your input";
+    this.stdinField.focus();
+  }
+
+  finished(msg) {
+    const {kind, text} = verdictBanner(msg);
+    this.showBanner(kind, text);
+    if (msg.verdict) this.setStatus(msg.verdict.passed ? "passed" : "failed");
+    this.done();
+  }
+
+  failed(message) {
+    this.showBanner("error", message);
+    this.done();
+  }
+
+  // The socket dropped: a run already sent has an unknown fate.
+  lost() {
+    if (!this.runId) return;
+    this.failed("The connection dropped during this run, so its result is unknown. Run it again.");
+  }
+
+  // --- display ---
+
+  showBanner(kind, text) {
+    this.banner.className = `result-banner result-${kind}`;
+    this.banner.textContent = text;
+    this.banner.hidden = false;
+  }
+
+  setStatus(status, attempts) {
+    const passed = status === "passed" || this.section.dataset.status === "passed";
+    this.section.dataset.status = passed ? "passed" : (status || "new");
+    this.badge.textContent = passed ? "✓ passed" : status === "failed" ? "not passed yet" : "";
+    this.badge.className = `exercise-badge badge-${this.section.dataset.status}`;
+    if (attempts) this.badge.title = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
+  }
+
+  busy(running, text) {
+    this.section.classList.toggle("running", running);
+    this.runButton.disabled = running;
+    this.interruptButton.disabled = !running;
+    this.state.textContent = text || "";
+  }
+
+  done() {
+    this.page.forgetRun(this.runId);
+    this.runId = null;
+    this.stdin.hidden = true;
+    this.busy(false);
+  }
+}

@@ -1,0 +1,155 @@
+// The lesson page: mounts one Cell per exercise and shares one WebSocket
+// (/lessons/<slug>/ws) between them. No framework, no inline script (CSP).
+import {Cell} from "./cell.js";
+import {Connection} from "./connection.js";
+
+const STATE_WORDS = {
+  connecting: "connecting…", starting: "starting", idle: "idle", busy: "busy",
+  restarting: "restarting", dead: "dead", queued: "queued", reconnecting: "reconnecting…",
+  closed: "disconnected",
+};
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function parseJson(text, fallback) {
+  try { return text ? JSON.parse(text) : fallback; } catch { return fallback; }
+}
+
+class Page {
+  constructor(article) {
+    this.article = article;
+    this.slug = article.dataset.lesson;
+    this.kernel = article.dataset.kernel || "";
+    this.mode = article.dataset.mode || this.kernel;
+    this.runs = new Map();   // run id -> Cell
+    this.cells = new Map();  // exercise id -> Cell
+    this.connected = false;
+    this.progressNode = article.querySelector(".lesson-progress");
+    this.buildStatusBar();
+    const saved = parseJson(article.dataset.exercises, {});
+    for (const section of article.querySelectorAll("section.exercise[data-exercise]")) {
+      const cell = new Cell(section, this, saved[section.dataset.exercise] || {});
+      this.cells.set(cell.id, cell);
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    this.connection = new Connection(`${scheme}//${location.host}/lessons/${encodeURIComponent(this.slug)}/ws`, {
+      open: () => { this.connected = true; this.setKernel("connecting", null); },
+      message: (msg) => this.dispatch(msg),
+      lost: () => this.lost(),
+      retrying: (delay) => this.setKernel("reconnecting", `trying again in ${Math.ceil(delay / 1000)} s`),
+      closed: (code, reason) => this.setKernel("closed", reason || "The server closed the connection."),
+    });
+    this.setKernel("connecting", null);
+    this.connection.connect();
+    window.addEventListener("pagehide", () => this.connection.close());
+  }
+
+  buildStatusBar() {
+    const bar = document.createElement("div");
+    bar.className = "kernel-bar";
+    bar.setAttribute("role", "status");
+    bar.setAttribute("aria-live", "polite");
+    const label = document.createElement("span");
+    label.className = "kernel-name";
+    label.textContent = `Kernel${this.kernel ? ` (${this.kernel})` : ""}:`;
+    this.kernelDot = document.createElement("span");
+    this.kernelDot.className = "kernel-dot";
+    this.kernelDot.setAttribute("aria-hidden", "true");
+    this.kernelState = document.createElement("span");
+    this.kernelState.className = "kernel-state";
+    this.kernelMessage = document.createElement("span");
+    this.kernelMessage.className = "kernel-message";
+    bar.append(label, " ", this.kernelDot, this.kernelState, " ", this.kernelMessage);
+    const body = this.article.querySelector(".lesson-body");
+    (this.progressNode || body || this.article.firstElementChild).after(bar);
+    this.statusBar = bar;
+  }
+
+  setKernel(state, message) {
+    this.statusBar.dataset.state = state;
+    this.kernelState.textContent = STATE_WORDS[state] || state;
+    this.kernelMessage.textContent = message || "";
+  }
+
+  // --- what cells ask for ---
+
+  newRunId(cell) {
+    const id = newId();
+    this.runs.set(id, cell);
+    return id;
+  }
+
+  forgetRun(id) {
+    this.runs.delete(id);
+  }
+
+  send(msg) {
+    this.connection.send(msg);
+  }
+
+  interrupt() {
+    this.send({type: "interrupt"});
+  }
+
+  restart() {
+    this.send({type: "restart"});
+  }
+
+  // --- what the server says ---
+
+  dispatch(msg) {
+    const cell = msg.run ? this.runs.get(msg.run) : undefined;
+    switch (msg.type) {
+      case "kernel": return this.setKernel(msg.state, msg.message);
+      case "queued":
+        this.setKernel("queued", `position ${msg.position} in the queue`);
+        for (const waiting of this.runs.values()) waiting.queued(msg.position);
+        return undefined;
+      case "started": return cell && cell.started();
+      case "output": return cell && cell.output(msg.output);
+      case "input_request": return cell && cell.inputRequest(msg.prompt, msg.password);
+      case "result":
+        if (cell) cell.finished(msg);
+        if (msg.progress) this.setProgress(msg.progress.passed, msg.progress.total);
+        return undefined;
+      case "error": return this.error(msg, cell);
+      default: return undefined;
+    }
+  }
+
+  error(msg, cell) {
+    const retry = msg.retry_after ? ` Try again in ${msg.retry_after} s.` : "";
+    const text = `${msg.message || "The server could not do that."}${retry}`;
+    if (cell) cell.failed(text);
+    else this.kernelMessage.textContent = text;
+  }
+
+  lost() {
+    this.connected = false;
+    for (const cell of new Set(this.runs.values())) cell.lost();
+    this.setKernel("reconnecting", null);
+  }
+
+  setProgress(passed, total) {
+    if (!this.progressNode) return;
+    this.progressNode.textContent = `${passed} of ${total} exercises passed`;
+    this.progressNode.dataset.passed = passed;
+    this.progressNode.dataset.total = total;
+  }
+}
+
+function main() {
+  const article = document.querySelector("article.lesson[data-lesson]");
+  if (!article || !article.querySelector("section.exercise[data-exercise]")) return;
+  const page = new Page(article);
+  // A hook for tests and the curious: the editors by exercise id.
+  window.lessonserver = {
+    page,
+    editors: Object.fromEntries([...page.cells].map(([id, cell]) => [id, cell.editor])),
+  };
+}
+
+main();
