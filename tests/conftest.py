@@ -23,6 +23,26 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def fresh_pg_url(pg_url: str) -> Iterator[str]:
+    """A new, empty database in the session's Postgres cluster for one test; dropped afterwards."""
+    from tests.test_trace_support import fresh_postgres
+    with fresh_postgres(pg_url, prefix="t") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_engine(request, make_settings):
+    """A migrated database of each kind behind the server's own AsyncEngine."""
+    from server import db
+    env = {} if request.param == "sqlite" else {"LS_DATABASE_URL": request.getfixturevalue("fresh_pg_url")}
+    settings = make_settings(**env)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[services.RedisServer]:
     """A throwaway redis-server that tests may stop and restart."""

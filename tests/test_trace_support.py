@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
+from server.db import upgrade
+
 
 def fetch_all(url: str, sql: str, params: tuple = ()) -> list[tuple]:
     if url.startswith("sqlite"):
@@ -21,9 +23,9 @@ def fetch_all(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 @contextlib.contextmanager
-def fresh_postgres(server_url: str) -> Iterator[str]:
+def fresh_postgres(server_url: str, prefix: str = "traces") -> Iterator[str]:
     """A new, empty database on the test cluster; dropped afterwards."""
-    name = f"traces_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     parts = urlsplit(server_url)
     admin_url = urlunsplit((*parts[:2], "/postgres", *parts[3:]))
     _admin(admin_url, f"CREATE DATABASE {name}")
@@ -42,55 +44,8 @@ def _admin(url: str, sql: str) -> None:
         conn.close()
 
 
-INTERIM_DDL = """
-CREATE TABLE runs (
-    id varchar(32) PRIMARY KEY,
-    user_id varchar(64),
-    lesson_slug varchar(200),
-    exercise_id varchar(200),
-    kernel varchar(64),
-    code_hash varchar(64),
-    code text,
-    status varchar(16) NOT NULL DEFAULT 'running',
-    limit_hit varchar(16),
-    verdict varchar(16),
-    pool_hit boolean,
-    container_id varchar(128),
-    requested_at timestamptz,
-    started_at timestamptz,
-    finished_at timestamptz,
-    queue_ms double precision,
-    start_ms double precision,
-    first_output_ms double precision,
-    total_ms double precision,
-    bytes_out bigint NOT NULL DEFAULT 0,
-    event_count integer NOT NULL DEFAULT 0);
-CREATE TABLE trace_events (
-    id varchar(32) PRIMARY KEY,
-    run_id varchar(32) NOT NULL,
-    seq integer NOT NULL,
-    ts timestamptz NOT NULL,
-    kind varchar(32) NOT NULL,
-    data jsonb NOT NULL);
-CREATE INDEX ix_trace_events_run_seq ON trace_events (run_id,
-    seq);
-"""
-
-
 def migrate(url: str, settings_factory) -> None:
-    try:
-        from server.db import upgrade
-    except ImportError:  # until the schema's migration lands: the tables it will create
-        ddl = INTERIM_DDL
-        if url.startswith("sqlite"):
-            ddl = ddl.replace("timestamptz", "datetime").replace("jsonb", "json").replace("double precision", "float")
-            with contextlib.closing(sqlite3.connect(url.split("///", 1)[1])) as conn:
-                conn.executescript(ddl)
-        else:
-            with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
-                cur.execute(ddl)
-                conn.commit()
-        return
+    """The real schema: `server.db.upgrade` on the database at `url`."""
     upgrade(settings_factory(LS_DATABASE_URL=url))
 
 

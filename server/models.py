@@ -1,0 +1,177 @@
+"""The schema as SQLAlchemy 2 declarative rows: plain columns, no methods that do I/O.
+
+The store modules query these tables and hand out frozen dataclasses, never
+these objects. Migrations under server/migrations create the same schema;
+`tests/test_db_migrations.py` checks that the two agree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# JSONB on Postgres (indexable, compact); JSON text elsewhere.
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UtcDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes in and out on every backend.
+
+    SQLite keeps naive text, which the trace store also writes as naive UTC;
+    this puts the zone back on the way out so callers never compare naive
+    with aware times.
+    """
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # rows written by plain sqlite3
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention={
+        # Stable constraint names, so batch migrations on SQLite can find them.
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    })
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    email: Mapped[str | None] = mapped_column(sa.String(320), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200), server_default="")
+    password_hash: Mapped[str | None] = mapped_column(sa.String(200))
+    is_admin: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+
+
+class Course(Base):
+    __tablename__ = "courses"
+    slug: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(300))
+    description: Mapped[str] = mapped_column(sa.Text, server_default="")
+    position: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+
+
+class Lesson(Base):
+    __tablename__ = "lessons"
+    slug: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    course_slug: Mapped[str] = mapped_column(sa.String(200), sa.ForeignKey("courses.slug"), index=True)
+    title: Mapped[str] = mapped_column(sa.String(300))
+    kernel: Mapped[str] = mapped_column(sa.String(64))
+    paid: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    position: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    prerequisites: Mapped[list[str]] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class Exercise(Base):
+    __tablename__ = "exercises"
+    lesson_slug: Mapped[str] = mapped_column(
+        sa.String(200), sa.ForeignKey("lessons.slug", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(300))
+    check_kind: Mapped[str] = mapped_column(sa.String(16))
+
+
+class Progress(Base):
+    """One row per learner and exercise. No foreign key to lessons: progress
+    outlives a lesson that is renamed or withdrawn from the course."""
+    __tablename__ = "progress"
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    lesson_slug: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    exercise_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    code: Mapped[str] = mapped_column(sa.Text, server_default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
+
+
+class Run(Base):
+    """The summary of one traced run; written by workers/trace_store.py (plain SQL).
+    No foreign keys: traces arrive in any order and outlive users and lessons."""
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(64))
+    lesson_slug: Mapped[str | None] = mapped_column(sa.String(200))
+    exercise_id: Mapped[str | None] = mapped_column(sa.String(200))
+    kernel: Mapped[str | None] = mapped_column(sa.String(64))
+    code_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    code: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16), server_default="running")
+    limit_hit: Mapped[str | None] = mapped_column(sa.String(16))
+    verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    pool_hit: Mapped[bool | None] = mapped_column(sa.Boolean)
+    container_id: Mapped[str | None] = mapped_column(sa.String(128))
+    requested_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    queue_ms: Mapped[float | None] = mapped_column(sa.Double)
+    start_ms: Mapped[float | None] = mapped_column(sa.Double)
+    first_output_ms: Mapped[float | None] = mapped_column(sa.Double)
+    total_ms: Mapped[float | None] = mapped_column(sa.Double)
+    bytes_out: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+    event_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+
+
+class TraceEvent(Base):
+    __tablename__ = "trace_events"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(sa.String(32))
+    seq: Mapped[int] = mapped_column(sa.Integer)
+    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (sa.Index("ix_trace_events_run_seq", "run_id", "seq"),)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    current_period_end: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+
+
+class ProcessedWebhookEvent(Base):
+    """Stripe event ids already handled, so a redelivered webhook is a no-op."""
+    __tablename__ = "processed_webhook_events"
+    event_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(100))
+    processed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+
+
+class EmailLog(Base):
+    """Emails sent, so a retried job does not send the same one twice."""
+    __tablename__ = "email_log"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    recipient: Mapped[str] = mapped_column(sa.String(320))
+    sent_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())

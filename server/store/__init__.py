@@ -1,0 +1,32 @@
+"""Thin async reads and writes over the AsyncEngine; each returns frozen dataclasses, never ORM rows.
+
+One module per noun (users, catalog, progress, runs, subscriptions). Upserts
+pick the dialect's INSERT ... ON CONFLICT through `upsert()` so the same call
+works on Postgres and SQLite.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+def upsert(engine: AsyncEngine, table: Any) -> Any:
+    """`INSERT` with `.on_conflict_do_update/nothing` for the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no upsert for {engine.dialect.name}")
+
+
+T = TypeVar("T")
+
+
+def from_row(cls: type[T], row: sa.RowMapping, **overrides: Any) -> T:
+    """The dataclass `cls` from the same-named columns of a result row."""
+    return cls(**{f.name: overrides[f.name] if f.name in overrides else row[f.name]
+                  for f in dataclasses.fields(cls)})

@@ -1,0 +1,73 @@
+"""Learner progress per exercise: one upserted row each, counting attempts.
+
+`record` is a single INSERT ... ON CONFLICT DO UPDATE ... RETURNING on both
+Postgres and SQLite, so concurrent submissions of the same exercise never
+lose an attempt and never race a read against a write.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.models import Progress, utcnow
+from server.store import from_row, upsert
+
+
+class Status(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressRow:
+    lesson_slug: str
+    exercise_id: str
+    status: Status
+    attempts: int
+    code: str             # the learner's latest submission, passing or not
+    updated_at: dt.datetime
+
+
+COLUMNS = tuple(getattr(Progress, f.name) for f in dataclasses.fields(ProgressRow))
+
+
+def _row(row: sa.RowMapping) -> ProgressRow:
+    return from_row(ProgressRow, row, status=Status(row["status"]))
+
+
+def by_exercise(rows: Iterable[ProgressRow]) -> dict[tuple[str, str], ProgressRow]:
+    """{(lesson_slug, exercise_id): row}: the shape pages look statuses up in."""
+    return {(row.lesson_slug, row.exercise_id): row for row in rows}
+
+
+async def get_for_user(engine: AsyncEngine, user_id: str) -> list[ProgressRow]:
+    query = (sa.select(*COLUMNS).where(Progress.user_id == user_id)
+             .order_by(Progress.lesson_slug, Progress.exercise_id))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [_row(row) for row in rows]
+
+
+async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
+                 passed: bool, code: str) -> ProgressRow:
+    """Count one attempt; a passed exercise stays passed whatever comes after."""
+    status = Status.PASSED if passed else Status.FAILED
+    stmt = upsert(engine, Progress.__table__).values(
+        user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, status=status.value,
+        attempts=1, code=code, updated_at=utcnow())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id", "lesson_slug", "exercise_id"],
+        set_={"status": sa.case((Progress.status == Status.PASSED.value, Status.PASSED.value),
+                                else_=stmt.excluded.status),
+              "attempts": Progress.attempts + 1,
+              "code": stmt.excluded.code,
+              "updated_at": stmt.excluded.updated_at},
+    ).returning(*COLUMNS)
+    async with engine.begin() as conn:
+        row = (await conn.execute(stmt)).mappings().one()
+    return _row(row)
