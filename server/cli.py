@@ -66,15 +66,18 @@ def lessons() -> None:
 
 
 @lessons.command("check")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-def lessons_check(path: Path) -> None:
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--kernel", "kernels", multiple=True,
+              help="Known kernel names (repeatable); default: the installed kernel plugins.")
+def lessons_check(path: Path, kernels: tuple[str, ...]) -> None:
     """Parse every lesson under PATH and print each error with file and line."""
-    from server.course.loader import load_course
-    course = load_course(path, known_kernels=_known_kernels())
-    for error in course.errors:
+    from server.course.loader import load_catalog
+    catalog = load_catalog(path, frozenset(kernels) or _known_kernels())
+    for error in catalog.errors:
         click.echo(str(error), err=True)
-    click.echo(f"{len(course.lessons)} lessons parsed, {len(course.errors)} errors")
-    sys.exit(1 if course.errors else 0)
+    lessons = sum(len(course.lessons) for course in catalog.courses)
+    click.echo(f"{lessons} lessons in {len(catalog.courses)} courses, {len(catalog.errors)} errors")
+    sys.exit(1 if catalog.errors else 0)
 
 
 def _known_kernels() -> frozenset[str]:

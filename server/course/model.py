@@ -1,0 +1,90 @@
+"""The course as frozen values: what the parser makes and everyone else reads. No I/O."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+
+
+class LessonError(Exception):
+    """A lesson file that cannot be served, named as `path:line: message` for editors to jump to."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class CheckKind(str, enum.Enum):
+    OUTPUT = "output"   # stdout must equal `expected` (trailing whitespace ignored)
+    TESTS = "tests"     # hidden `code` runs after the learner's; passes when it raises nothing
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    kind: CheckKind
+    expected: str | None = None
+    code: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    id: str
+    title: str
+    language: str
+    starter: str
+    check: Check
+    setup: str = ""                  # hidden code run before the learner's
+    hints: tuple[str, ...] = ()
+    line: int = 0                    # 1-based line of the fence in the lesson file
+
+
+@dataclasses.dataclass(frozen=True)
+class Lesson:
+    slug: str
+    title: str
+    summary: str
+    kernel: str
+    paid: bool
+    order: int
+    prerequisites: tuple[str, ...]
+    exercises: tuple[Exercise, ...]
+    body: str                        # the Markdown source without its front matter
+    path: str
+    course: str
+
+    def exercise(self, exercise_id: str) -> Exercise | None:
+        return next((ex for ex in self.exercises if ex.id == exercise_id), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Course:
+    slug: str
+    title: str
+    description: str
+    lessons: tuple[Lesson, ...]      # by order, then slug
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    courses: tuple[Course, ...]
+    errors: tuple[LessonError, ...] = ()
+
+    # Pages look lessons up per request; the index is built once per catalog.
+    @functools.cached_property
+    def _by_slug(self) -> dict[str, tuple[Course, Lesson]]:
+        return {lesson.slug: (course, lesson) for course in self.courses for lesson in course.lessons}
+
+    def lesson(self, slug: str) -> Lesson | None:
+        found = self._by_slug.get(slug)
+        return found[1] if found else None
+
+    def course_of(self, slug: str) -> Course | None:
+        found = self._by_slug.get(slug)
+        return found[0] if found else None
+
+    def exercise(self, lesson_slug: str, exercise_id: str) -> Exercise | None:
+        lesson = self.lesson(lesson_slug)
+        return lesson.exercise(exercise_id) if lesson else None

@@ -1,0 +1,71 @@
+"""A lesson's Markdown -> sanitized HTML, each exercise replaced by an editor placeholder.
+
+Only the starter code of an exercise reaches the HTML: its setup, tests and
+expected output stay on the server. The result goes through nh3 with an
+allow-list, so raw HTML in a lesson cannot bring scripts, handlers or
+javascript: links.
+"""
+from __future__ import annotations
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+
+from server.course.model import Exercise, Lesson
+from server.course.parse import exercise_info
+
+TAGS = frozenset({
+    "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
+    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s",
+    "section", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "th", "thead",
+    "tr", "ul",
+})
+ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title"},
+    "ol": {"start"},
+    "th": {"style"},
+    "td": {"style"},
+    "code": {"class"},
+    "pre": {"class"},
+    "div": {"class"},
+    "details": {"class"},
+    "section": {"class", "data-exercise", "data-language"},
+}
+
+
+def render_lesson(lesson: Lesson) -> str:
+    md = MarkdownIt("commonmark", {"html": True}).enable("table")
+    md.add_render_rule("fence", _fence)
+    html = md.render(lesson.body, {"exercises": {ex.id: ex for ex in lesson.exercises}})
+    return sanitize(html)
+
+
+def sanitize(html: str) -> str:
+    return nh3.clean(html, tags=set(TAGS), attributes={k: set(v) for k, v in ATTRIBUTES.items()},
+                     url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer",
+                     filter_style_properties={"text-align"})
+
+
+def _fence(renderer, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    try:
+        info = exercise_info(token.info)
+    except ValueError:
+        info = None  # the parser already refused such a lesson; show it as code
+    exercise = env["exercises"].get(info.id) if info else None
+    if exercise is None:
+        language = token.info.split(None, 1)[0] if token.info.strip() else ""
+        css = f' class="language-{escapeHtml(language)}"' if language else ""
+        return f'<div class="cell"><pre><code{css}>{escapeHtml(token.content)}</code></pre></div>\n'
+    return placeholder(exercise)
+
+
+def placeholder(exercise: Exercise) -> str:
+    """Where the UI mounts the editor: the starter and the hints, never the hidden parts."""
+    hints = "".join(f'<details class="hint"><summary>Hint {n}</summary><pre>{escapeHtml(hint)}</pre>'
+                    f"</details>" for n, hint in enumerate(exercise.hints, start=1))
+    return (f'<div class="cell"><section class="exercise" data-exercise="{escapeHtml(exercise.id)}" '
+            f'data-language="{escapeHtml(exercise.language)}"><h3>{escapeHtml(exercise.title)}</h3>'
+            f'<pre class="starter"><code>{escapeHtml(exercise.starter)}</code></pre>{hints}</section>'
+            f"</div>\n")
