@@ -1,0 +1,222 @@
+"""The Jupyter-Server-compatible kernel API: /api/kernelspecs and /api/kernels.
+
+Existing Jupyter clients (nbclient through a gateway, JupyterLab, Thebe) speak
+this shape, so the JSON follows Jupyter Server's, field for field. Callers are
+the API token (owner "api:token") or a learner's cookie (owner = user id); a
+caller sees only its own kernels, and another owner's kernel is a 404 so ids
+cannot be probed. The WebSocket lives in kernel_channels.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+
+from kernels.launch import launcher_argv
+from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
+from kernels import kernelspecs
+from kernels.pool import CapacityError
+from kernels.sandbox import SandboxError
+from server import auth
+from server.handlers.base import USER_COOKIE, BaseHandler, Common, json_response
+
+if TYPE_CHECKING:
+    from kernels.plugins import Plugin
+    from server.handlers.kernel_channels import ChannelHub
+
+DEFAULT_KERNEL = "python"
+KERNEL_ID = r"(?P<kernel_id>[0-9a-f]{32})"
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTPError that keeps its headers (send_error clears those set before raising)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, message)
+        self.headers = dict(headers or {})
+
+
+# --- JSON shapes (pure) ------------------------------------------------------
+
+def iso_time(epoch: float) -> str:
+    """Jupyter's timestamp format: ISO 8601 in UTC with a Z."""
+    moment = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def kernel_model(kernel: ManagedKernel, connections: int,
+                 seen: tuple[str, float] | None = None) -> dict[str, Any]:
+    """`seen` is what the channels saw (state, time): runs over a WebSocket bypass the manager."""
+    state, last = kernel.execution_state, kernel.last_activity
+    if seen is not None:
+        last = max(last, seen[1])
+        if state == "idle":
+            state = seen[0]
+    return {"id": kernel.id, "name": kernel.plugin, "last_activity": iso_time(last),
+            "execution_state": state, "connections": connections}
+
+
+def kernelspecs_model(plugins: Iterable[Plugin]) -> dict[str, Any]:
+    """Remote clients see the launcher argv: what `jupyter kernelspec` would install here."""
+    return kernelspecs.api_model(plugins, lambda plugin: launcher_argv(plugin.name), DEFAULT_KERNEL)
+
+
+def requested_name(body: bytes, known: Iterable[str]) -> str:
+    """The kernel name of a POST /api/kernels body (empty body: the default kernel)."""
+    if not body.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the body must be JSON, like {\"name\": \"python\"}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object, like {\"name\": \"python\"}")
+    name = data.get("name") or DEFAULT_KERNEL
+    if not isinstance(name, str):
+        raise ApiError(400, "'name' must be a string")
+    known = sorted(known)
+    if name not in known:
+        raise ApiError(400, f"no kernel named {name!r} (known: {', '.join(known)})")
+    return name
+
+
+# --- handlers ----------------------------------------------------------------
+
+class ApiHandler(BaseHandler):
+    """Authentication, ownership and JSON errors shared by the REST handlers and the WebSocket."""
+    route = "kernels_api"
+    query_token = False          # only the WebSocket takes ?token= (browsers cannot set headers)
+
+    def initialize(self, common: Common, manager: KernelManager, plugins: tuple[Plugin, ...],
+                   api_token: str | None, hub: ChannelHub) -> None:
+        super().initialize(common)
+        self.manager = manager
+        self.plugins = plugins
+        self.api_token = api_token
+        self.hub = hub
+        self.owner = ""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        # A token is not sent by browsers on their own, so token calls cannot be forged
+        # cross-site; without any credentials prepare() answers 401 rather than an XSRF 403.
+        if auth.header_token(self.request.headers.get("Authorization")) is not None:
+            return
+        if self.get_cookie(USER_COOKIE) is None:
+            return
+        super().check_xsrf_cookie()
+
+    async def prepare(self) -> None:
+        super().prepare()
+        token = auth.header_token(self.request.headers.get("Authorization"))
+        if token is None and self.query_token:
+            token = self.get_query_argument("token", "") or None
+        user = await self.load_user() if token is None else None
+        verdict = auth.decide(token, self.api_token, user.id if user else None)
+        if not verdict.allowed:
+            headers = {"WWW-Authenticate": 'token realm="lessonserver"'} if verdict.status == 401 else {}
+            raise ApiError(verdict.status or 403, verdict.message, headers)
+        self.owner = verdict.owner
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        # the XSRF check fails before prepare() has named the request
+        self.request_id = getattr(self, "request_id", "-")
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
+        super().write_error(status_code, **kwargs)
+
+    def owned(self, kernel_id: str) -> ManagedKernel:
+        kernel = self.manager.get(kernel_id)
+        if kernel is None or not auth.may_see(self.owner, kernel.owner):
+            raise ApiError(404, f"no kernel {kernel_id}")
+        return kernel
+
+    def model(self, kernel: ManagedKernel) -> dict[str, Any]:
+        return kernel_model(kernel, self.hub.count(kernel.id), self.hub.seen(kernel.id))
+
+
+class KernelSpecsHandler(ApiHandler):
+    def get(self) -> None:
+        json_response(self, kernelspecs_model(self.plugins))
+
+
+class KernelSpecHandler(ApiHandler):
+    def get(self, name: str) -> None:
+        specs = kernelspecs_model(self.plugins)["kernelspecs"]
+        if name not in specs:
+            raise ApiError(404, f"no kernelspec named {name!r}")
+        json_response(self, specs[name])
+
+
+class KernelsHandler(ApiHandler):
+    def get(self) -> None:
+        json_response(self, [self.model(k) for k in self.manager.list(self.owner)])
+
+    async def post(self) -> None:
+        name = requested_name(self.request.body, self.manager.plugins)
+        try:
+            kernel = await self.manager.start(self.owner, name)
+        except CapacityError as exc:
+            raise ApiError(429, f"no kernel can be started now: {exc}",
+                           {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
+        except SandboxError as exc:
+            raise ApiError(503, f"the kernel could not be started: {exc}") from None
+        self.set_header("Location", f"/api/kernels/{kernel.id}")
+        json_response(self, self.model(kernel), status=201)
+
+
+class KernelHandler(ApiHandler):
+    def get(self, kernel_id: str) -> None:
+        json_response(self, self.model(self.owned(kernel_id)))
+
+    async def delete(self, kernel_id: str) -> None:
+        self.owned(kernel_id)
+        try:
+            await self.manager.shutdown(kernel_id, "deleted through the API")
+        except UnknownKernel:
+            raise ApiError(404, f"no kernel {kernel_id}") from None
+        self.set_status(204)
+        self.finish()
+
+
+class KernelActionHandler(ApiHandler):
+    async def post(self, kernel_id: str, action: str) -> None:
+        self.owned(kernel_id)
+        try:
+            if action == "interrupt":
+                await self.manager.interrupt(kernel_id)
+                self.set_status(204)
+                self.finish()
+                return
+            kernel = await self.manager.restart(kernel_id)
+        except UnknownKernel:
+            raise ApiError(404, f"no kernel {kernel_id}") from None
+        json_response(self, self.model(kernel))
+
+
+def routes(manager: KernelManager, plugins: Iterable[Plugin], common: Common,
+           api_token: str | None) -> list[tuple]:
+    """The kernel API's route table, channels WebSocket included, for server/app.py."""
+    from server.handlers.kernel_channels import ChannelHub, KernelChannelsHandler
+
+    hub = ChannelHub()
+    manager.observers.append(hub.on_event)   # restarts and shutdowns reach open sockets
+    deps = {"common": common, "manager": manager, "plugins": tuple(plugins),
+            "api_token": api_token, "hub": hub}
+    return [
+        (r"/api/kernelspecs/?", KernelSpecsHandler, deps),
+        (r"/api/kernelspecs/(?P<name>[A-Za-z0-9_.-]+)/?", KernelSpecHandler, deps),
+        (r"/api/kernels/?", KernelsHandler, deps),
+        (rf"/api/kernels/{KERNEL_ID}/?", KernelHandler, deps),
+        (rf"/api/kernels/{KERNEL_ID}/(?P<action>interrupt|restart)/?", KernelActionHandler, deps),
+        (rf"/api/kernels/{KERNEL_ID}/channels", KernelChannelsHandler, deps),
+    ]
