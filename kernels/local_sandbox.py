@@ -1,0 +1,282 @@
+"""The local sandbox: each kernel a child process, confined by bubblewrap when installed.
+
+For `make run` on a laptop and for tests of everything above the sandbox. Under
+bwrap the kernel has no network (its own empty net namespace), its own pid
+namespace, a read-only view of /, a private /tmp, no capabilities, and only its
+own connection directory writable; rlimits cap its address space and file size.
+Without bwrap only the rlimits remain, and the server says so loudly, once.
+
+Every kernel's directory holds a `pid` file (pid and start time), so a later
+process of the same instance can find and kill what an earlier one left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zmq.asyncio
+
+from kernels import connection
+from kernels.sandbox import KernelExit, Sandbox, SandboxError, SandboxKernel, StartSpec
+
+if TYPE_CHECKING:
+    from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 15.0        # seconds a kernel may take to answer its first kernel_info
+KILL_WAIT = 5.0             # seconds kill() waits for the process to be reaped
+STDERR_TAIL = 4096          # bytes of the kernel's stderr kept for start errors
+# RLIMIT_AS counts reserved address space (thread stacks, malloc arenas), not memory in
+# use: an idle ipykernel reserves ~200 MiB, so the limit is memory_mb plus this headroom.
+AS_HEADROOM_MB = 512
+PID_FILE = "pid"
+ENDED_KEPT = 256            # exits remembered after kill(), for a wait() that comes late
+NO_BWRAP = ("local sandbox: only rlimits, no isolation (bubblewrap `bwrap` is not installed): "
+            "learner code can read your files and use the network. Install bubblewrap, "
+            "or use LS_SANDBOX=docker for anything but your own experiments")
+
+
+@dataclasses.dataclass(eq=False)
+class _Child:
+    proc: asyncio.subprocess.Process
+    directory: Path
+    stderr: collections.deque
+    kernel_pid: int               # the kernel itself (below bwrap's processes), for SIGINT
+    killed: bool = False
+    exited: asyncio.Task | None = None
+    drain: asyncio.Task | None = None
+
+    def stderr_tail(self) -> str:
+        return b"".join(self.stderr)[-STDERR_TAIL:].decode(errors="replace").strip()
+
+
+def bwrap_argv(bwrap: str, directory: Path, tmp_bytes: int) -> list[str]:
+    """The confinement around one kernel: everything read-only but its dir and /tmp."""
+    return [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+            "--bind", str(directory), str(directory),      # after /tmp: it may live below it
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--cap-drop", "ALL", "--die-with-parent",
+            "--new-session", "--chdir", "/tmp", "--"]
+
+
+def kernel_env(home: str) -> dict[str, str]:
+    """Only what a kernel needs: never the server's environment (LS_* secrets) or the key."""
+    bindir = str(Path(sys.executable).parent)
+    return {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
+            "MALLOC_ARENA_MAX": "2"}   # fewer reserved arenas keep RLIMIT_AS meaningful
+
+
+def _set_rlimits(memory_mb: int, tmp_mb: int) -> None:
+    """Runs in the child between fork and exec (only setrlimit: safe there)."""
+    address_space = (memory_mb + AS_HEADROOM_MB) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (tmp_mb * 2**20, tmp_mb * 2**20))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: tells a pid from a later process reusing it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def find_kernel_pid(outer: int) -> int:
+    """The first process below `outer` that is not bwrap itself (bwrap forks a reaper)."""
+    pid = outer
+    for _ in range(4):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
+                return pid
+        except OSError:
+            return outer
+        below = _children_of(pid)
+        if not below:
+            return outer
+        pid = min(below)
+    return outer
+
+
+def _remove_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.chmod(0o700)   # made read-only after start; unlinking needs write again
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class LocalSandbox(Sandbox):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = connection.instance_dir(settings.runtime_dir, settings.instance)
+        self.bwrap = shutil.which("bwrap")
+        if self.bwrap is None:
+            log.warning(NO_BWRAP)
+        self._children: dict[str, _Child] = {}
+        self._ended: collections.OrderedDict[str, KernelExit] = collections.OrderedDict()
+        self._context = zmq.asyncio.Context()
+
+    async def start(self, spec: StartSpec) -> SandboxKernel:
+        if not spec.local_argv:
+            raise SandboxError(f"plugin {spec.plugin!r} has no local_argv: it runs only in docker")
+        kernel_id = uuid.uuid4().hex
+        try:
+            directory = connection.kernel_dir(self.settings.runtime_dir, self.settings.instance,
+                                              kernel_id)
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from None
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.mkdir(mode=0o700)
+        info = connection.connection_info(directory, connection.new_key(), spec.plugin)
+        child = await self._spawn(spec, directory, info)
+        self._children[kernel_id] = child
+        try:
+            await connection.wait_ready(self._context, info, START_TIMEOUT,
+                                        lambda: _running(child))
+        except (TimeoutError, ProcessLookupError) as exc:
+            await self._remove(kernel_id)
+            raise SandboxError(f"{spec.plugin} kernel did not start: {exc}. "
+                               f"Its stderr: {child.stderr_tail() or '(empty)'}") from None
+        except BaseException:          # cancelled: leave nothing behind
+            await self._remove(kernel_id)
+            raise
+        child.kernel_pid = find_kernel_pid(child.proc.pid) if self.bwrap else child.proc.pid
+        directory.chmod(0o500)         # sockets are bound: the kernel may not add files
+        return SandboxKernel(id=kernel_id, plugin=spec.plugin, ref=str(child.proc.pid),
+                             connection=info, started_at=time.monotonic())
+
+    async def _spawn(self, spec: StartSpec, directory: Path, info: dict) -> _Child:
+        conn_file = directory / connection.CONNECTION_FILE
+        fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(info, out)
+        argv = connection.fill_argv(spec.local_argv, python=sys.executable,
+                                    connection_file=str(conn_file))
+        home, cwd = ("/tmp", "/") if self.bwrap else (str(directory), str(directory))
+        if self.bwrap:
+            argv = bwrap_argv(self.bwrap, directory, spec.tmp_mb * 2**20) + argv
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=kernel_env(home), cwd=cwd,
+                start_new_session=True,  # its own process group: kill() takes all of it
+                preexec_fn=lambda: _set_rlimits(spec.memory_mb, spec.tmp_mb))
+        except OSError as exc:
+            _remove_dir(directory)
+            raise SandboxError(f"{spec.plugin} kernel could not be started: {exc}") from None
+        (directory / PID_FILE).write_text(f"{proc.pid} {process_start_time(proc.pid)}\n")
+        child = _Child(proc, directory, collections.deque(maxlen=64), proc.pid)
+        child.drain = asyncio.create_task(_drain(proc.stderr, child.stderr))
+        child.exited = asyncio.create_task(_exit_of(child))
+        return child
+
+    async def wait(self, kernel: SandboxKernel) -> KernelExit:
+        child = self._children.get(kernel.id)
+        if child is None:
+            return self._ended.get(kernel.id) or KernelExit(None, reason="vanished")
+        return await asyncio.shield(child.exited)
+
+    async def interrupt(self, kernel: SandboxKernel) -> None:
+        child = self._children.get(kernel.id)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.kernel_pid, signal.SIGINT)
+
+    async def kill(self, kernel: SandboxKernel) -> None:
+        await self._remove(kernel.id)
+
+    async def _remove(self, kernel_id: str) -> None:
+        child = self._children.get(kernel_id)
+        if child is None:
+            return
+        child.killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exited), KILL_WAIT)
+        self._children.pop(kernel_id, None)   # only now: a wait() meanwhile sees 'killed'
+        child.drain.cancel()
+        _remove_dir(child.directory)
+        if child.exited.done():
+            self._ended[kernel_id] = child.exited.result()
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    async def is_alive(self, kernel: SandboxKernel) -> bool:
+        child = self._children.get(kernel.id)
+        return child is not None and child.proc.returncode is None
+
+    async def reap_orphans(self) -> int:
+        """Kill the kernels of this instance that no live LocalSandbox object started here."""
+        if not self.root.is_dir():
+            return 0
+        ours = {child.directory for child in self._children.values()}
+        reaped = 0
+        for directory in self.root.iterdir():
+            if directory in ours or not directory.is_dir():
+                continue
+            reaped += _kill_recorded(directory / PID_FILE)
+            _remove_dir(directory)
+        return reaped
+
+    async def close(self) -> None:
+        self._context.destroy(linger=0)
+
+
+def _kill_recorded(pid_file: Path) -> int:
+    """Kill the process group a pid file names, if that very process still runs: 1 or 0."""
+    try:
+        pid_text, started = pid_file.read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return 0
+    if process_start_time(pid) != started:
+        return 0                   # gone, or the pid now belongs to someone else
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+        return 1
+    return 0
+
+
+async def _running(child: _Child) -> bool:
+    return child.proc.returncode is None
+
+
+async def _drain(stream: asyncio.StreamReader, tail: collections.deque) -> None:
+    """Keep reading the kernel's stderr (a full pipe would block it); keep the tail."""
+    while chunk := await stream.read(4096):
+        tail.append(chunk)
+
+
+async def _exit_of(child: _Child) -> KernelExit:
+    code = await child.proc.wait()
+    if code < 0:
+        code = 128 - code          # as docker and bwrap report a signal: 128 + N
+    if child.killed:
+        return KernelExit(code, reason="killed")
+    return KernelExit(code, reason="killed" if code > 128 else "exited")

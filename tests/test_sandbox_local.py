@@ -1,0 +1,223 @@
+"""LocalSandbox on real kernel processes under bubblewrap: start, confinement, signals, cleanup."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from kernels import connection
+from kernels.local_sandbox import LocalSandbox, process_start_time
+from kernels.manager import start_spec
+from kernels.plugins import discover
+from kernels.sandbox import SandboxError, StartSpec, create_sandbox
+
+
+def test_bubblewrap_is_installed():
+    # Every confinement test below would be meaningless without it (tests.services installs it).
+    assert shutil.which("bwrap")
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(LS_SANDBOX="local", LS_INSTANCE=f"t-{uuid.uuid4().hex[:8]}",
+                         LS_MEMORY_MB="256", LS_TMP_MB="8")
+
+
+@pytest.fixture
+def spec(settings) -> StartSpec:
+    return start_spec(settings, next(p for p in discover() if p.name == "python"))
+
+
+@pytest.fixture
+async def sandbox(settings):
+    sandbox = create_sandbox(settings)
+    assert isinstance(sandbox, LocalSandbox)
+    yield sandbox
+    await sandbox.reap_orphans()
+    for child in list(sandbox._children):
+        await sandbox._remove(child)
+    await sandbox.close()
+
+
+@pytest.fixture
+async def kernel(sandbox, spec):
+    kernel = await sandbox.start(spec)
+    yield kernel
+    await sandbox.kill(kernel)
+
+
+@pytest.fixture
+async def client(kernel):
+    client = AsyncKernelClient()
+    client.load_connection_info(dict(kernel.connection))
+    client.start_channels()
+    await client.wait_for_ready(timeout=10)
+    yield client
+    client.stop_channels()
+
+
+async def run(client: AsyncKernelClient, code: str, timeout: float = 10) -> tuple[str, dict]:
+    """(stdout, execute_reply content) of one cell."""
+    out: list[str] = []
+
+    def hook(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+
+    reply = await client.execute_interactive(code, output_hook=hook, timeout=timeout)
+    return "".join(out), reply["content"]
+
+
+async def test_start_answers_kernel_info_over_ipc(kernel, client):
+    info = dict(kernel.connection)
+    assert info["transport"] == "ipc" and Path(info["ip"]).parent.is_dir()
+    assert len(connection.socket_path(Path(info["ip"]).parent, 5)) <= connection.MAX_SOCKET_PATH
+    reply = await client.kernel_info(reply=True, timeout=5)
+    assert reply["content"]["status"] == "ok"
+    assert reply["content"]["language_info"]["name"] == "python"
+    assert (await run(client, "print(6 * 7)"))[0] == "42\n"
+
+
+async def test_every_plugin_starts_locally(sandbox, settings):
+    kernels = await asyncio.gather(*(sandbox.start(start_spec(settings, p)) for p in discover()))
+    assert {k.plugin for k in kernels} >= {"python", "bash", "sql"}
+    for k in kernels:
+        assert await sandbox.is_alive(k)
+        await sandbox.kill(k)
+
+
+async def test_no_network_only_loopback(client):
+    code = ("import socket, errno\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "try:\n    s.connect(('192.0.2.1', 9)); print('connected')\n"
+            "except OSError as e:\n    print(errno.errorcode[e.errno])\n"
+            "print(sorted(name for _, name in socket.if_nameindex()))")
+    out, reply = await run(client, code)
+    assert reply["status"] == "ok"
+    assert out == "ENETUNREACH\n['lo']\n"
+
+
+async def test_the_environment_holds_no_secret(kernel, client, monkeypatch, sandbox, spec):
+    monkeypatch.setenv("LS_API_TOKEN", "server-secret")   # as the server would have it
+    other = await sandbox.start(spec)                     # started while the secret is set
+    try:
+        key = dict(other.connection)["key"]
+        probe = AsyncKernelClient()
+        probe.load_connection_info(dict(other.connection))
+        probe.start_channels()
+        await probe.wait_for_ready(timeout=10)
+        out, _ = await run(probe, "import os, json; print(json.dumps(dict(os.environ)))")
+        probe.stop_channels()
+    finally:
+        await sandbox.kill(other)
+    env = json.loads(out)
+    assert not [k for k in env if k.startswith("LS_")]
+    assert key not in json.dumps(env) and "server-secret" not in json.dumps(env)
+    assert {"PATH", "HOME", "LANG"} <= set(env)
+
+
+async def test_root_is_read_only_tmp_private_and_pids_separate(client):
+    marker = Path(__file__).resolve().parent / f"kernel-wrote-{uuid.uuid4().hex}"  # not in /tmp
+    code = ("import os\n"
+            f"try:\n    open({str(marker)!r}, 'w'); print('wrote')\n"
+            "except OSError as e:\n    print(e.strerror)\n"
+            "open('/tmp/only-in-kernel', 'w').write('x')\n"
+            "print(os.getpid() < 10, len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)")
+    try:
+        out, _ = await run(client, code)
+    finally:
+        exists = marker.exists()
+        marker.unlink(missing_ok=True)
+    assert out == "Read-only file system\nTrue True\n"
+    assert not exists and not Path("/tmp/only-in-kernel").exists()
+
+
+async def test_rlimits_and_tmp_size(client):
+    code = ("import resource, os\n"
+            "print(resource.getrlimit(resource.RLIMIT_FSIZE)[0] // 2**20)\n"
+            "print(resource.getrlimit(resource.RLIMIT_AS)[0] // 2**20)\n"
+            "s = os.statvfs('/tmp'); print(s.f_blocks * s.f_frsize // 2**20)")
+    out, _ = await run(client, code)
+    assert out.split() == ["8", str(256 + 512), "8"]
+
+
+async def test_signal_interrupt_reaches_the_kernel(sandbox, kernel, client):
+    run_task = asyncio.create_task(run(client, "import time\ntime.sleep(30)", timeout=20))
+    await asyncio.sleep(0.5)
+    await sandbox.interrupt(kernel)
+    _, reply = await asyncio.wait_for(run_task, 5)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+
+
+async def test_exit_is_reported_and_kill_removes_everything(sandbox, spec):
+    kernel = await sandbox.start(spec)
+    directory = Path(dict(kernel.connection)["ip"]).parent
+    client = AsyncKernelClient()
+    client.load_connection_info(dict(kernel.connection))
+    client.start_channels()
+    client.execute("import os; os._exit(3)")
+    ended = await asyncio.wait_for(sandbox.wait(kernel), 5)
+    client.stop_channels()
+    assert (ended.exit_code, ended.reason, ended.oom_killed) == (3, "exited", False)
+    assert not await sandbox.is_alive(kernel)
+
+    other = await sandbox.start(spec)
+    pid = int(other.ref)
+    waiter = asyncio.create_task(sandbox.wait(other))
+    await sandbox.kill(other)
+    await sandbox.kill(other)                                  # twice is fine
+    assert (await asyncio.wait_for(waiter, 5)).reason == "killed"
+    assert process_start_time(pid) is None and not await sandbox.is_alive(other)
+    assert not Path(dict(other.connection)["ip"]).parent.exists()
+    await sandbox.kill(kernel)
+    assert not directory.exists()
+
+
+async def test_orphans_of_an_earlier_process_are_reaped(settings, spec):
+    earlier = LocalSandbox(settings)
+    forgotten = await earlier.start(spec)                      # its owner "crashes"
+    directory = Path(dict(forgotten.connection)["ip"]).parent
+    later = LocalSandbox(settings)
+    kept = await later.start(spec)
+    try:
+        assert await later.reap_orphans() == 1
+        assert await asyncio.wait_for(earlier.wait(forgotten), 5) is not None
+        assert process_start_time(int(forgotten.ref)) is None and not directory.exists()
+        assert await later.is_alive(kept)                      # its own kernels stay
+        assert await later.reap_orphans() == 0
+    finally:
+        await later.kill(kept)
+        await earlier.kill(forgotten)
+        await earlier.close()
+        await later.close()
+
+
+async def test_a_kernel_that_fails_to_start_says_why(sandbox, spec, settings):
+    broken = StartSpec(plugin="broken", image="", argv=(),
+                       local_argv=("{python}", "-c", "import sys; sys.exit('no such kernel here')"))
+    with pytest.raises(SandboxError, match="no such kernel here"):
+        await sandbox.start(broken)
+    with pytest.raises(SandboxError, match="no local_argv"):
+        await sandbox.start(StartSpec(plugin="x", image="", argv=("k",)))
+    root = connection.instance_dir(settings.runtime_dir, settings.instance)
+    assert not root.exists() or list(root.iterdir()) == []     # nothing left behind
+
+
+def test_connection_helpers():
+    info = connection.connection_info("/conn", "abc", "python")
+    assert (info["transport"], info["ip"], info["shell_port"], info["hb_port"]) == (
+        "ipc", "/conn/k", 1, 5)
+    assert connection.fill_argv(("{python}", "-f", "{connection_file}"), python="/p",
+                                connection_file="/conn/kernel.json") == ["/p", "-f", "/conn/kernel.json"]
+    assert connection.safe_name("a/b c") == "a_b_c"
+    assert len(connection.new_key()) == 64 and connection.new_key() != connection.new_key()
+    with pytest.raises(ValueError, match="LS_RUNTIME_DIR"):
+        connection.kernel_dir(Path("/" + "x" * 100), "i", "k" * 32)
+    assert os.path.basename(connection.kernel_dir(Path("/run/ls"), "i", "0123456789abcdef")) == (
+        "0123456789ab")
