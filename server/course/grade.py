@@ -37,6 +37,8 @@ def grade(check: Check, result: RunResult) -> Verdict:
 def _compare(expected: str, got: str) -> Verdict:
     if expected == got:
         return Verdict(True, PASSED_OUTPUT)
+    if not got:
+        return Verdict(False, f"Your code printed nothing. Expected:\n{expected}")
     want_lines, got_lines = expected.split("\n"), got.split("\n") if got else []
     for number in range(max(len(want_lines), len(got_lines))):
         want = want_lines[number] if number < len(want_lines) else None
@@ -61,7 +63,8 @@ def _stopped(check: Check, result: RunResult) -> str:
         return error.evalue or "A check failed (the test gave no message)."
     if error.ename:
         return f"{error.ename}: {error.evalue}" if error.evalue else error.ename
-    # Kernels without exceptions (bash) say little in the error; stderr says more.
-    stderr = [line for o in result.outputs if o.output_type == "stream" and o.name == "stderr"
-              for line in (o.text or "").splitlines() if line.strip()]
-    return stderr[-1] if stderr else f"The code failed ({error.evalue or 'no detail'})."
+    # Kernels without exceptions (bash) say little in the error; what the code printed
+    # last says more (bash_kernel merges stderr into stdout).
+    printed = [line for o in result.outputs if o.output_type == "stream"
+               for line in (o.text or "").splitlines() if line.strip()]
+    return printed[-1] if printed else f"The code failed ({error.evalue or 'no detail'})."
