@@ -74,6 +74,14 @@ def test_courses_and_lessons_are_ordered(tmp_path):
     assert slugs(catalog) == ["also-early", "early", "late", "other"]
 
 
+def test_a_single_course_folder_can_be_the_root(tmp_path):
+    folder = make_course(tmp_path, "solo", "Solo", a_md=lesson("a"), b_md=lesson("b", prerequisites="a"))
+    catalog = load_catalog(folder, KERNELS)
+    assert catalog.errors == ()
+    assert [(c.slug, c.title) for c in catalog.courses] == [("solo", "Solo")]
+    assert slugs(catalog) == ["a", "b"] and catalog.lesson("b").course == "solo"
+
+
 def test_a_broken_lesson_is_left_out_with_its_error(tmp_path):
     folder = make_course(tmp_path, a_md=lesson("good"),
                          b_md=lesson("bad", body="Text.\n\n```python exercise id=x\nprint(1)\n"))

@@ -1,7 +1,8 @@
 """Read a lessons folder into a Catalog: every file parsed, every error kept, nothing raised.
 
 Layout: <root>/<course-slug>/course.yaml (title, description, order) and the
-course's lessons as <root>/<course-slug>/*.md and *.ipynb. A broken lesson is
+course's lessons as <root>/<course-slug>/*.md and *.ipynb; a root with its own
+course.yaml is one course folder. A broken lesson is
 left out with its error; so is every lesson that needs it, one error each.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
     lessons: list[Lesson] = []
     texts: dict[str, str] = {}
     failed: set[str] = set()   # stems of files that did not parse: most likely their slugs
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in _course_folders(root):
         files = sorted(p for p in folder.iterdir() if p.suffix in PARSERS and p.is_file())
         if not files and not (folder / "course.yaml").exists():
             continue  # not a course folder (assets, caches)
@@ -60,6 +61,13 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
                tuple(sorted((l for l in kept if l.course == h.slug), key=lambda l: (l.order, l.slug))))
         for h in sorted(headers, key=lambda h: (h.order, h.slug)))
     return Catalog(courses, tuple(errors))
+
+
+def _course_folders(root: Path) -> list[Path]:
+    """The course folders under root; root itself when it is one course (has a course.yaml)."""
+    if (root / "course.yaml").is_file():
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _course_header(folder: Path) -> _CourseHeader:
