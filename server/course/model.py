@@ -38,7 +38,7 @@ class Exercise:
     check: Check
     setup: str = ""                  # hidden code run before the learner's
     hints: tuple[str, ...] = ()
-    line: int = 0                    # 1-based line of the fence in the lesson file
+    line: int = 0                    # 1-based line of the fence (cell number in a notebook)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,7 +86,8 @@ def _exercise(settings: Any, source: str, language: str, number: int) -> Exercis
         raise ValueError("title must be text")
     return Exercise(id=ex_id, title=title, language=language,
                     starter=section_text(source.splitlines()), check=check,
-                    setup=section_text((_str(settings, "setup") or "").splitlines()), hints=tuple(h for h in hints if h.strip()),
+                    setup=section_text((_str(settings, "setup") or "").splitlines()),
+                    hints=tuple(h for h in hints if h.strip()),
                     line=number)
 
 

@@ -26,6 +26,7 @@ ACCESS = ("free", "paid")
 SECTIONS = ("setup", "expected output", "tests", "hint")
 MARKER = re.compile(r"^\s*(?:#|--) --- (" + "|".join(SECTIONS) + r") ---\s*$")
 EXERCISE_KEYS = frozenset({"id", "title"})
+BOTH_CHECKS = "exercise has both an expected output and tests: keep one check"
 
 # A failure for one header key: the caller decides how to say where it is.
 Fail = Callable[[str | None, str], LessonError]
@@ -170,7 +171,7 @@ def check_id(ex_id: object) -> None:
 def make_check(expected: str | None, tests: str | None) -> Check:
     """The one check an exercise has; ValueError when it has none or both."""
     if expected is not None and tests is not None:
-        raise ValueError("exercise has both an expected output and tests: keep one check")
+        raise ValueError(BOTH_CHECKS)
     if expected is None and tests is None:
         raise ValueError("exercise has no check: add `# --- expected output ---` or `# --- tests ---`")
     if expected is not None:
@@ -187,9 +188,8 @@ def fence_is_closed(lines: list[str], start: int, end: int, markup: str) -> bool
     a last line of at least as many of the same fence characters."""
     if end - start < 2:
         return False
-    last = lines[end - 1].lstrip(" >")
-    stripped = last.rstrip()
-    return (len(stripped) >= len(markup) and set(stripped) == {markup[0]})
+    last = lines[end - 1].lstrip(" >").rstrip()
+    return len(last) >= len(markup) and set(last) == {markup[0]}
 
 
 def _exercises(body: str, offset: int, path: str) -> tuple[Exercise, ...]:
@@ -233,11 +233,11 @@ def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str) -> E
         if name in sections:
             raise LessonError(path, number, f"section {name!r} appears twice in exercise {info.id!r}")
         if {name, *sections} >= {"expected output", "tests"}:
-            raise LessonError(path, number, f"exercise {info.id!r} has both an expected output "
-                                            "and tests: keep one check")
+            raise LessonError(path, number, f"{BOTH_CHECKS} (exercise {info.id!r})")
         current = sections[name] = []
     try:
-        check = make_check(section_text(sections.get("expected output")), section_text(sections.get("tests")))
+        check = make_check(section_text(sections.get("expected output")),
+                           section_text(sections.get("tests")))
     except ValueError as exc:
         raise LessonError(path, fence_line, f"{exc} (exercise {info.id!r})") from None
     return Exercise(id=info.id, title=info.title, language=info.language,
