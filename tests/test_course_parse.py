@@ -199,6 +199,8 @@ NOTEBOOK_ERRORS = {
     "not json": ("{ nope", "not a notebook"),
     "not a notebook": ('{"cells": 3}', "not a valid notebook"),
     "missing title": (notebook([], title=""), "metadata: missing title"),
+    "open fence in markdown": (notebook([new_markdown_cell("ok"), new_markdown_cell("```python\nx = 1")]),
+                               "cell 2: a code block is never closed"),
     "unknown kernel": (notebook([], kernelspec="python3"), "metadata: unknown kernel 'python3'"),
     "bad access": (notebook([], access="vip"), "metadata: bad access 'vip'"),
     "bad id": (notebook([new_markdown_cell("x"), exercise_cell("x", exercise="Bad Id", expected="1")]),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from html import escape as html_escape
+
 from server.course.parse import parse_lesson
 from server.course.render import render_lesson
 
@@ -80,3 +82,23 @@ def test_plain_code_blocks_are_cells():
                                       "```\nplain\n```\n", "c/t.md", KERNELS))
     assert html == ('<div class="cell"><pre><code class="language-python">x = 1 &lt; 2\n</code></pre></div>\n'
                     '<div class="cell"><pre><code>plain\n</code></pre></div>\n')
+
+
+def test_bundled_lessons_render_placeholders_and_hide_their_hidden_code():
+    from server.config import PROJECT_ROOT
+    from server.course.loader import load_catalog
+
+    catalog = load_catalog(PROJECT_ROOT / "lessons", KERNELS)
+    for course in catalog.courses:
+        for lesson in course.lessons:
+            html = render_lesson(lesson)
+            placed = re.findall(r'<section class="exercise" data-exercise="([^"]+)" data-language="([^"]+)">',
+                                html)
+            assert placed == [(ex.id, ex.language) for ex in lesson.exercises], lesson.path
+            for exercise in lesson.exercises:
+                for hidden in (exercise.setup, exercise.check.code):
+                    for line in filter(str.strip, (hidden or "").splitlines()):
+                        # nh3 writes text with only &, < and > escaped
+                        shown = html_escape(line.strip(), quote=False)
+                        assert shown not in html, (lesson.path, line)
+            assert "--- expected output ---" not in html and "--- tests ---" not in html

@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 
 from server.course.model import Exercise, Lesson, LessonError
-from server.course.parse import check_id, default_title, make_check, read_header, section_text
+from server.course.parse import check_id, default_title, fences, make_check, read_header, section_text
 
 CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "hints"})
 
@@ -41,6 +41,9 @@ def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: 
     language = (nb.metadata.get("language_info") or {}).get("name") or header.kernel
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type == "markdown":
+            # An open fence would swallow every cell after it once the cells are joined.
+            if not all(closed for _, closed in fences(cell.source)):
+                raise LessonError(path, None, f"cell {number}: a code block is never closed")
             blocks.append(cell.source)
         elif cell.cell_type == "code":
             settings = cell.metadata.get("lessonserver")

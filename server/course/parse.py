@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePath
 from typing import Any
 
 import yaml
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from server.course.model import Check, CheckKind, Exercise, Lesson, LessonError
 
@@ -183,25 +184,25 @@ def make_check(expected: str | None, tests: str | None) -> Check:
     return Check(CheckKind.TESTS, code=tests)
 
 
-def fence_is_closed(lines: list[str], start: int, end: int, markup: str) -> bool:
-    """markdown-it closes a fence at the end of the document silently; a real close is
-    a last line of at least as many of the same fence characters."""
-    if end - start < 2:
-        return False
-    last = lines[end - 1].lstrip(" >").rstrip()
-    return len(last) >= len(markup) and set(last) == {markup[0]}
+def fences(markdown: str) -> Iterator[tuple[Token, bool]]:
+    """The fenced code blocks of a Markdown text, each with whether it is really closed:
+    markdown-it closes a fence at the end of the document silently; a real close is a
+    last line of at least as many of the same fence characters."""
+    lines = markdown.splitlines()
+    for token in MarkdownIt("commonmark").parse(markdown):
+        if token.type != "fence" or token.map is None:
+            continue
+        start, end = token.map
+        last = lines[end - 1].lstrip(" >").rstrip() if end - start >= 2 else ""
+        yield token, len(last) >= len(token.markup) and set(last) == {token.markup[0]}
 
 
 def _exercises(body: str, offset: int, path: str) -> tuple[Exercise, ...]:
     exercises: list[Exercise] = []
     seen: set[str] = set()
-    body_lines = body.splitlines()
-    for token in MarkdownIt("commonmark").parse(body):
-        if token.type != "fence" or token.map is None:
-            continue
-        start, end = token.map
-        line = offset + start + 1
-        if not fence_is_closed(body_lines, start, end, token.markup):
+    for token, closed in fences(body):
+        line = offset + token.map[0] + 1
+        if not closed:
             raise LessonError(path, line, f"code block opened here is never closed with {token.markup}")
         try:
             info = exercise_info(token.info)
