@@ -6,13 +6,15 @@ mounts that directory at /conn, so the kernel and the host see the same
 sockets under two paths; `connection_info` builds either view. Unix socket
 paths are limited to 107 bytes, hence short directory names.
 
-All helpers are pure except `wait_ready`, the readiness probe both backends use.
+All helpers are pure except `remove_dir` and `wait_ready`, the readiness probe both
+backends use.
 """
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -42,18 +44,26 @@ def safe_name(name: str) -> str:
     return cleaned[:40]
 
 
-def instance_dir(runtime_dir: Path, instance: str) -> Path:
-    return Path(runtime_dir) / safe_name(instance)
+def instance_dir(runtime_dir: Path, instance: str, backend: str) -> Path:
+    """Where one backend of one instance keeps its kernels' dirs (each reaps only its own)."""
+    return Path(runtime_dir) / safe_name(instance) / backend
 
 
-def kernel_dir(runtime_dir: Path, instance: str, kernel_id: str) -> Path:
+def kernel_dir(root: Path, kernel_id: str) -> Path:
     """The kernel's private directory; raises ValueError when its sockets' paths are too long."""
-    path = instance_dir(runtime_dir, instance) / kernel_id[:DIR_ID_CHARS]
+    path = root / kernel_id[:DIR_ID_CHARS]
     longest = socket_path(path, max(PORTS.values()))
-    if len(str(longest).encode()) > MAX_SOCKET_PATH:
+    if len(longest.encode()) > MAX_SOCKET_PATH:
         raise ValueError(f"socket path {longest} is longer than {MAX_SOCKET_PATH} bytes; "
                          "set LS_RUNTIME_DIR to a shorter directory")
     return path
+
+
+def remove_dir(directory: Path) -> None:
+    """Remove a kernel's dir, also after it was made read-only."""
+    with contextlib.suppress(OSError):
+        directory.chmod(0o700)   # unlinking the sockets needs write permission again
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def socket_path(directory: Path | str, port: int) -> str:

@@ -124,16 +124,10 @@ def find_kernel_pid(outer: int) -> int:
     return outer
 
 
-def _remove_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        directory.chmod(0o700)   # made read-only after start; unlinking needs write again
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 class LocalSandbox(Sandbox):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = connection.instance_dir(settings.runtime_dir, settings.instance)
+        self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "local")
         self.bwrap = shutil.which("bwrap")
         if self.bwrap is None:
             log.warning(NO_BWRAP)
@@ -146,8 +140,7 @@ class LocalSandbox(Sandbox):
             raise SandboxError(f"plugin {spec.plugin!r} has no local_argv: it runs only in docker")
         kernel_id = uuid.uuid4().hex
         try:
-            directory = connection.kernel_dir(self.settings.runtime_dir, self.settings.instance,
-                                              kernel_id)
+            directory = connection.kernel_dir(self.root, kernel_id)
         except ValueError as exc:
             raise SandboxError(str(exc)) from None
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -187,7 +180,7 @@ class LocalSandbox(Sandbox):
                 start_new_session=True,  # its own process group: kill() takes all of it
                 preexec_fn=lambda: _set_rlimits(spec.memory_mb, spec.tmp_mb))
         except OSError as exc:
-            _remove_dir(directory)
+            connection.remove_dir(directory)
             raise SandboxError(f"{spec.plugin} kernel could not be started: {exc}") from None
         (directory / PID_FILE).write_text(f"{proc.pid} {process_start_time(proc.pid)}\n")
         child = _Child(proc, directory, collections.deque(maxlen=64), proc.pid)
@@ -221,7 +214,7 @@ class LocalSandbox(Sandbox):
             await asyncio.wait_for(asyncio.shield(child.exited), KILL_WAIT)
         self._children.pop(kernel_id, None)   # only now: a wait() meanwhile sees 'killed'
         child.drain.cancel()
-        _remove_dir(child.directory)
+        connection.remove_dir(child.directory)
         if child.exited.done():
             self._ended[kernel_id] = child.exited.result()
             while len(self._ended) > ENDED_KEPT:
@@ -241,7 +234,7 @@ class LocalSandbox(Sandbox):
             if directory in ours or not directory.is_dir():
                 continue
             reaped += _kill_recorded(directory / PID_FILE)
-            _remove_dir(directory)
+            connection.remove_dir(directory)
         return reaped
 
     async def close(self) -> None:

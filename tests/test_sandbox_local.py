@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -16,6 +15,7 @@ from kernels.local_sandbox import LocalSandbox, process_start_time
 from kernels.manager import start_spec
 from kernels.plugins import discover
 from kernels.sandbox import SandboxError, StartSpec, create_sandbox
+from tests.kernel_client import connect, run
 
 
 def test_bubblewrap_is_installed():
@@ -54,24 +54,8 @@ async def kernel(sandbox, spec):
 
 @pytest.fixture
 async def client(kernel):
-    client = AsyncKernelClient()
-    client.load_connection_info(dict(kernel.connection))
-    client.start_channels()
-    await client.wait_for_ready(timeout=10)
-    yield client
-    client.stop_channels()
-
-
-async def run(client: AsyncKernelClient, code: str, timeout: float = 10) -> tuple[str, dict]:
-    """(stdout, execute_reply content) of one cell."""
-    out: list[str] = []
-
-    def hook(msg: dict) -> None:
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-
-    reply = await client.execute_interactive(code, output_hook=hook, timeout=timeout)
-    return "".join(out), reply["content"]
+    async with connect(kernel) as client:
+        yield client
 
 
 async def test_start_answers_kernel_info_over_ipc(kernel, client):
@@ -108,12 +92,8 @@ async def test_the_environment_holds_no_secret(kernel, client, monkeypatch, sand
     other = await sandbox.start(spec)                     # started while the secret is set
     try:
         key = dict(other.connection)["key"]
-        probe = AsyncKernelClient()
-        probe.load_connection_info(dict(other.connection))
-        probe.start_channels()
-        await probe.wait_for_ready(timeout=10)
-        out, _ = await run(probe, "import os, json; print(json.dumps(dict(os.environ)))")
-        probe.stop_channels()
+        async with connect(other) as probe:
+            out, _ = await run(probe, "import os, json; print(json.dumps(dict(os.environ)))")
     finally:
         await sandbox.kill(other)
     env = json.loads(out)
@@ -205,7 +185,7 @@ async def test_a_kernel_that_fails_to_start_says_why(sandbox, spec, settings):
         await sandbox.start(broken)
     with pytest.raises(SandboxError, match="no local_argv"):
         await sandbox.start(StartSpec(plugin="x", image="", argv=("k",)))
-    root = connection.instance_dir(settings.runtime_dir, settings.instance)
+    root = connection.instance_dir(settings.runtime_dir, settings.instance, "local")
     assert not root.exists() or list(root.iterdir()) == []     # nothing left behind
 
 
@@ -218,6 +198,6 @@ def test_connection_helpers():
     assert connection.safe_name("a/b c") == "a_b_c"
     assert len(connection.new_key()) == 64 and connection.new_key() != connection.new_key()
     with pytest.raises(ValueError, match="LS_RUNTIME_DIR"):
-        connection.kernel_dir(Path("/" + "x" * 100), "i", "k" * 32)
-    assert os.path.basename(connection.kernel_dir(Path("/run/ls"), "i", "0123456789abcdef")) == (
-        "0123456789ab")
+        connection.kernel_dir(Path("/" + "x" * 100), "k" * 32)
+    root = connection.instance_dir(Path("/run/ls"), "a/b", "docker")
+    assert connection.kernel_dir(root, "0123456789abcdef") == Path("/run/ls/a_b/docker/0123456789ab")
