@@ -93,10 +93,20 @@ def images() -> None:
 @images.command("build")
 @click.option("--plugin", "names", multiple=True, help="Only these plugins (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild even when the recipe is unchanged.")
-def images_build(names: tuple[str, ...], force: bool) -> None:
-    """Build each plugin's kernel image offline (debootstrap + venv + docker build)."""
-    from kernels.images import build_all
-    build_all(names=names, force=force)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Wheelhouse and scratch space (default ~/.cache/lessonserver).")
+def images_build(names: tuple[str, ...], force: bool, cache_dir: Path | None) -> None:
+    """Build each plugin's kernel image offline (debootstrap + venv + docker build).
+
+    Skips an image whose recipe (Dockerfile, requirements, kernel files, base) is unchanged.
+    """
+    from kernels.images import ImageError, build_all
+    from kernels.plugins import PluginError
+    try:
+        build_all(names=names, force=force, cache_dir=cache_dir)
+    except (ImageError, PluginError) as exc:
+        click.echo(f"lessonserver images build: {exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
