@@ -1,0 +1,187 @@
+"""Start-up as a flat sequence of steps, the route table, and a clean shutdown."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import tornado.httpserver
+import tornado.web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server import db, logs
+from server.config import PROJECT_ROOT, Settings
+from server.course.loader import load_catalog
+from server.course.model import Catalog
+from kernels.manager import KernelManager
+from kernels.plugins import Plugin, discover
+from kernels.sandbox import create_sandbox
+from server.exercise_runner import ExerciseRunner
+from server.handlers import admin_runs
+from server.handlers.base import Common, NotFoundHandler
+from server.handlers.exercise_ws import ExerciseSocket
+from server.handlers.health import HealthHandler, MetricsHandler
+from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
+from server.library import Library, build_library
+from server.metrics import Metrics
+from server.secrets import Secrets, load_secrets
+from server.store import catalog as catalog_store
+from server.tracing.buffer import TraceBuffer
+from server.tracing.tracer import KernelEventRouter
+from workers.queue import open_jobs
+
+log = logging.getLogger("lessonserver")
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = PROJECT_ROOT / "static"
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Everything `serve` started, so that it can be stopped in reverse order."""
+    settings: Settings
+    secrets: Secrets
+    engine: AsyncEngine
+    metrics: Metrics
+    library: Library
+    plugins: tuple[Plugin, ...] = ()
+    manager: KernelManager | None = None
+    runner: ExerciseRunner | None = None
+    redis: object | None = None
+    closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:  # keep closing the rest; the failure is logged
+                log.exception("error during shutdown")
+
+
+def load_library(settings: Settings, plugins: tuple[Plugin, ...]) -> Library:
+    """Parse the course; a broken lesson is logged with file and line and left out."""
+    catalog: Catalog = load_catalog(settings.lessons_dir, frozenset(p.name for p in plugins))
+    for error in catalog.errors:
+        log.error("lesson skipped", extra={"fields": {"error": str(error)}})
+    lessons = sum(len(course.lessons) for course in catalog.courses)
+    log.info("course loaded", extra={"fields": {"dir": settings.lessons_dir, "lessons": lessons,
+                                                "errors": len(catalog.errors)}})
+    return build_library(catalog)
+
+
+async def start_runtime(settings: Settings) -> Runtime:
+    secrets = load_secrets(settings)
+    if settings.database_url is None:
+        # Embedded mode creates its SQLite schema itself; a shared Postgres is
+        # migrated by the operator with `lessonserver db upgrade` before rollout.
+        await asyncio.to_thread(db.upgrade, settings)
+    engine = db.create_engine(settings)
+    plugins = discover()
+    runtime = Runtime(settings, secrets, engine, Metrics(), load_library(settings, plugins), plugins)
+    runtime.closers.append(engine.dispose)
+    try:
+        await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
+        if settings.redis_url:
+            import redis.asyncio
+            runtime.redis = redis.asyncio.from_url(settings.redis_url)
+            runtime.closers.append(runtime.redis.aclose)
+        await start_kernels(runtime)
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime
+
+
+async def start_kernels(runtime: Runtime) -> None:
+    """Trace pipeline first (the manager reports into it), then sandbox, manager and pools."""
+    settings = runtime.settings
+    jobs = open_jobs(settings)
+    await jobs.start()
+    runtime.closers.append(jobs.close)
+    traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
+    await traces.start()
+    runtime.closers.append(traces.close)
+    sandbox = create_sandbox(settings)
+    runtime.closers.append(sandbox.close)
+    router = KernelEventRouter()
+    runtime.manager = KernelManager(settings, sandbox, runtime.plugins, on_event=[router])
+    await runtime.manager.startup()
+    runtime.closers.append(runtime.manager.close)
+    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router)
+
+
+def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
+    checks: dict[str, Callable[[], Awaitable[None]]] = {"database": lambda: db.ping(runtime.engine)}
+    if runtime.redis is not None:
+        checks["redis"] = runtime.redis.ping
+    return checks
+
+
+def make_app(runtime: Runtime) -> tornado.web.Application:
+    common = Common(runtime.settings, runtime.engine, runtime.metrics)
+    pages = {"common": common, "library": runtime.library}
+    routes = [
+        (r"/", CatalogHandler, pages),
+        (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, pages),
+        (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
+         {**pages, "manager": runtime.manager, "runner": runtime.runner}),
+        (r"/api/lessons", LessonsApiHandler, pages),
+        *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
+        (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
+        (r"/metrics", MetricsHandler, {"common": common}),
+    ]
+    return tornado.web.Application(
+        routes,
+        template_path=str(TEMPLATES),
+        static_path=str(STATIC),
+        cookie_secret=runtime.secrets.cookie_secret,
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"samesite": "Strict", "secure": runtime.settings.secure_cookies},
+        log_function=logs.log_request,
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"common": common},
+        compress_response=True,
+    )
+
+
+async def run_server(settings: Settings, ready: Callable[[int], None] | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (by SIGINT/SIGTERM when not given)."""
+    runtime = await start_runtime(settings)
+    try:
+        server = tornado.httpserver.HTTPServer(make_app(runtime), xheaders=True)
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        stop = stop or _stop_on_signals()
+        log.info("listening", extra={"fields": {"url": f"http://{settings.host}:{port}/",
+                                                "sandbox": settings.sandbox,
+                                                "mode": "embedded" if settings.embedded else "production"}})
+        if runtime.secrets.api_token_file:
+            log.info("API token generated", extra={"fields": {"file": runtime.secrets.api_token_file}})
+        if ready:
+            ready(port)
+        await stop.wait()
+        log.info("stopping")
+        server.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.close_all_connections(), 5)
+    finally:
+        await runtime.close()
+        log.info("stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def serve(settings: Settings) -> None:
+    logs.setup(settings.log_level)
+    asyncio.run(run_server(settings))

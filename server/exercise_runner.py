@@ -1,0 +1,80 @@
+"""Run one exercise in a learner's kernel: the steps, the trace, the verdict, the progress row.
+
+The thin shell around `exercise_steps` (pure): it talks to the kernel manager,
+the trace buffer and the database, and hands the learner's outputs to the
+caller as they arrive.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kernels.manager import KernelManager
+from kernels.result import Output, RunResult, RunStatus
+from server import exercise_steps
+from server.course.grade import Verdict
+from server.course.model import Exercise, Lesson
+from server.exercise_steps import StepKind
+from server.store import progress
+from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
+
+log = logging.getLogger("lessonserver.runs")
+
+OnOutput = Callable[[Output], Awaitable[None]]
+OnInput = Callable[[str, bool], Awaitable[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    result: RunResult         # the learner's step (or the setup's when that failed)
+    verdict: Verdict
+    passed_in_lesson: int
+    total_in_lesson: int
+
+
+class ExerciseRunner:
+    def __init__(self, manager: KernelManager, engine: AsyncEngine, emit: Emit,
+                 router: KernelEventRouter) -> None:
+        self.manager = manager
+        self.engine = engine
+        self.emit = emit
+        self.router = router
+
+    async def run(self, *, user_id: str, kernel_id: str, lesson: Lesson, exercise: Exercise,
+                  code: str, on_output: OnOutput, on_input: OnInput | None = None,
+                  run_id: str | None = None) -> Outcome:
+        tracer = RunTracer(self.emit, run_id)
+        tracer.requested(user_id=user_id, lesson_slug=lesson.slug, exercise_id=exercise.id,
+                         kernel=lesson.kernel, code=code)
+
+        async def forward(output: Output) -> None:
+            tracer.output(output)
+            await on_output(output)
+
+        results: dict[StepKind, RunResult] = {}
+        self.router.attach(kernel_id, tracer)
+        try:
+            for step in exercise_steps.plan(exercise, code):
+                result = await self.manager.execute(
+                    kernel_id, step.code, on_output=forward if step.visible else None,
+                    on_input=on_input if step.visible else None)
+                results[step.kind] = result
+                if not exercise_steps.should_continue(step, result):
+                    break
+        finally:
+            self.router.detach(kernel_id)
+        verdict = exercise_steps.judge(exercise, results)
+        shown = results.get(StepKind.LEARNER) or results.get(StepKind.SETUP) \
+            or RunResult(RunStatus.DIED, message="Nothing ran.")
+        tracer.verdict(verdict.passed, verdict.message)
+        tracer.finished(shown)
+        await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
+        rows = await progress.get_for_user(self.engine, user_id)
+        passed = {row.exercise_id for row in rows
+                  if row.lesson_slug == lesson.slug and str(getattr(row.status, "value", row.status)) == "passed"}
+        ids = {ex.id for ex in lesson.exercises}
+        return Outcome(tracer.run_id, shown, verdict, len(passed & ids), len(ids))

@@ -1,0 +1,103 @@
+"""What every handler shares: request ids, metrics, error pages, the learner's identity."""
+from __future__ import annotations
+
+import dataclasses
+import http
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import tornado.web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.config import Settings
+from server.metrics import Metrics
+from server.store import users
+
+USER_COOKIE = "ls_user"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Common:
+    """Dependencies every handler takes through initialize()."""
+    settings: Settings
+    engine: AsyncEngine
+    metrics: Metrics
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    route = "other"          # the metrics label; set per handler class
+    user: users.User | None = None
+
+    def initialize(self, common: Common) -> None:
+        self.common = common
+        self.settings_ = common.settings
+
+    def prepare(self) -> None:
+        given = self.request.headers.get("X-Request-Id", "")
+        self.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        self.set_header("X-Request-Id", self.request_id)
+
+    def on_finish(self) -> None:
+        self.common.metrics.observe_request(self.request.method or "-", self.route,
+                                            self.get_status(), self.request.request_time())
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+
+    # --- identity: a signed cookie naming a user row (anonymous until claimed) ---
+
+    async def load_user(self) -> users.User | None:
+        raw = self.get_signed_cookie(USER_COOKIE, max_age_days=365)
+        if raw is None:
+            return None
+        self.user = await users.get(self.common.engine, raw.decode())
+        return self.user
+
+    async def ensure_user(self) -> users.User:
+        """The current user, creating an anonymous one on first need (not on every page view)."""
+        if self.user is None and await self.load_user() is None:
+            self.user = await users.create_anonymous(self.common.engine)
+            self.set_signed_cookie(USER_COOKIE, self.user.id, expires_days=365, httponly=True,
+                                   samesite="Lax", secure=self.settings_.secure_cookies)
+        return self.user
+
+    # --- errors: an HTML page for people, JSON under /api/ ---
+
+    def wants_json(self) -> bool:
+        return self.request.path.startswith("/api/")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        reason = self._reason or http.HTTPStatus(status_code).phrase
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message \
+            and status_code < 500 else None
+        if self.wants_json():
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error": {"status": status_code, "reason": reason,
+                                              "message": message, "request_id": self.request_id}}))
+            return
+        self.render("error.html", status=status_code, reason=reason, message=message,
+                    request_id=getattr(self, "request_id", "-"))
+
+
+class NotFoundHandler(BaseHandler):
+    route = "not_found"
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise tornado.web.HTTPError(404, "There is no page at this address.")
+
+
+def json_response(handler: tornado.web.RequestHandler, payload: Any, status: int = 200) -> None:
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    handler.finish(json.dumps(payload, default=str))
+
+
+def now() -> float:
+    return time.time()

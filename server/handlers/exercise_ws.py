@@ -1,0 +1,212 @@
+"""The lesson page's WebSocket: run exercises, stream outputs, answer input(), report verdicts.
+
+One socket per open lesson page and one kernel per socket, started on the
+first run (from the warm pool) and shut down when the page goes away. The
+protocol is JSON frames; see static/js/notebook.js for the other side.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import tornado.web
+import tornado.websocket
+
+from kernels.manager import KernelManager, UnknownKernel
+from kernels.pool import CapacityError
+from kernels.result import Output
+from server import progress_view
+from server.exercise_runner import ExerciseRunner
+from server.handlers.base import Common
+from server.handlers.pages import LearnerPage
+from server.library import Library
+
+log = logging.getLogger("lessonserver.ws")
+
+MAX_FRAME = 256 * 1024        # a learner's code cell, with room to spare
+INPUT_TIMEOUT = 300.0         # seconds a run may wait for the learner to answer input()
+
+
+class ProtocolError(ValueError):
+    """A frame the client should not have sent; told to the client, the socket stays open."""
+
+
+def parse_frame(raw: str | bytes) -> dict[str, Any]:
+    try:
+        frame = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("frames must be JSON objects") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise ProtocolError("frames must be JSON objects with a string 'type'")
+    if frame["type"] == "run":
+        for key in ("run", "exercise", "code"):
+            if not isinstance(frame.get(key), str):
+                raise ProtocolError(f"a run frame needs a string {key!r}")
+    elif frame["type"] == "input":
+        if not isinstance(frame.get("value"), str):
+            raise ProtocolError("an input frame needs a string 'value'")
+    elif frame["type"] not in ("interrupt", "restart"):
+        raise ProtocolError(f"unknown frame type {frame['type']!r}")
+    return frame
+
+
+class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
+    route = "lesson_ws"
+
+    def initialize(self, common: Common, library: Library, manager: KernelManager,
+                   runner: ExerciseRunner) -> None:
+        LearnerPage.initialize(self, common, library)
+        self.manager = manager
+        self.runner = runner
+        self.lesson = None
+        self.kernel_id: str | None = None
+        self.running: asyncio.Task | None = None
+        self.answer: asyncio.Future[str] | None = None
+        self.closed = False
+
+    def get_compression_options(self) -> dict[str, Any]:
+        return {}
+
+    async def get(self, slug: str) -> None:
+        """Check who is asking and whether the lesson is open to them before upgrading."""
+        lesson = self.library.catalog.lesson(slug)
+        if lesson is None:
+            raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
+        user = await self.load_user()
+        if user is None:
+            raise tornado.web.HTTPError(403, "Open the lesson page first.")
+        statuses, subscribed, is_admin = await self.learner_state()
+        completed = progress_view.completed_lessons(self.library.catalog, statuses)
+        state = progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
+        if not state.access.open:
+            raise tornado.web.HTTPError(403, "This lesson is locked for you.")
+        self.lesson = lesson
+        await super().get(slug)
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_FRAME
+
+    def open(self, slug: str) -> None:
+        self.send({"type": "kernel", "state": "idle" if self.kernel_id else "none", "message": None})
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            self.write_message(json.dumps(frame, default=str))
+        except tornado.websocket.WebSocketClosedError:
+            self.closed = True
+
+    def on_message(self, raw: str | bytes) -> None:
+        try:
+            frame = parse_frame(raw)
+        except ProtocolError as exc:
+            self.send({"type": "error", "run": None, "message": str(exc)})
+            return
+        kind = frame["type"]
+        if kind == "run":
+            if self.running is not None and not self.running.done():
+                self.send({"type": "error", "run": frame["run"],
+                           "message": "A run is already in progress; interrupt it first."})
+                return
+            self.running = asyncio.create_task(self._run(frame))
+        elif kind == "input":
+            if self.answer is not None and not self.answer.done():
+                self.answer.set_result(frame["value"])
+        elif kind == "interrupt":
+            asyncio.create_task(self._control(self.manager.interrupt, "interrupt"))
+        elif kind == "restart":
+            asyncio.create_task(self._control(self._restart, "restart"))
+
+    async def _restart(self, kernel_id: str) -> None:
+        self.send({"type": "kernel", "state": "restarting", "message": None})
+        await self.manager.restart(kernel_id)
+        self.send({"type": "kernel", "state": "idle", "message": "The kernel was restarted."})
+
+    async def _control(self, action, name: str) -> None:
+        if self.kernel_id is None:
+            return
+        try:
+            await action(self.kernel_id)
+        except UnknownKernel:
+            self.kernel_id = None
+        except Exception:
+            log.exception("%s failed", name)
+            self.send({"type": "error", "run": None, "message": f"Could not {name} the kernel."})
+
+    async def _kernel(self) -> str:
+        if self.kernel_id is None or self.manager.get(self.kernel_id) is None:
+            self.send({"type": "kernel", "state": "starting", "message": None})
+            kernel = await self.manager.start(self.user.id, self.lesson.kernel)
+            self.kernel_id = kernel.id
+            if self.closed:                  # the page went away while we waited
+                await self._shutdown()
+                raise asyncio.CancelledError
+        return self.kernel_id
+
+    async def _run(self, frame: dict[str, Any]) -> None:
+        run_id = frame["run"]
+        exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
+        if exercise is None:
+            self.send({"type": "error", "run": run_id,
+                       "message": f"This lesson has no exercise {frame['exercise']!r}."})
+            return
+        try:
+            kernel_id = await self._kernel()
+        except CapacityError as exc:
+            self.send({"type": "error", "run": run_id, "retry_after": exc.retry_after,
+                       "message": f"All kernels are busy right now; try again in "
+                                  f"{exc.retry_after:.0f} s."})
+            return
+        self.send({"type": "started", "run": run_id, "exercise": exercise.id})
+        self.send({"type": "kernel", "state": "busy", "message": None})
+
+        async def on_output(output: Output) -> None:
+            self.send({"type": "output", "run": run_id, "output": output.to_json()})
+
+        async def on_input(prompt: str, password: bool) -> str:
+            self.answer = asyncio.get_running_loop().create_future()
+            self.send({"type": "input_request", "run": run_id, "prompt": prompt,
+                       "password": password})
+            return await asyncio.wait_for(self.answer, INPUT_TIMEOUT)
+
+        try:
+            outcome = await self.runner.run(
+                user_id=self.user.id, kernel_id=kernel_id, lesson=self.lesson, exercise=exercise,
+                code=frame["code"], on_output=on_output, on_input=on_input)
+        except UnknownKernel:
+            self.kernel_id = None
+            self.send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})
+            return
+        except Exception:
+            log.exception("run failed", extra={"fields": {"lesson": self.lesson.slug,
+                                                          "exercise": exercise.id}})
+            self.send({"type": "error", "run": run_id,
+                       "message": "The server could not finish this run."})
+            return
+        result = outcome.result
+        self.send({"type": "kernel", "state": "idle", "message": None})
+        self.send({"type": "result", "run": run_id, "trace": outcome.run_id, "exercise": exercise.id,
+                   "status": result.status.value, "limit": result.limit.value if result.limit else None,
+                   "message": result.message,
+                   "verdict": {"passed": outcome.verdict.passed, "message": outcome.verdict.message},
+                   "progress": {"passed": outcome.passed_in_lesson, "total": outcome.total_in_lesson}})
+
+    async def _shutdown(self) -> None:
+        kernel_id, self.kernel_id = self.kernel_id, None
+        if kernel_id is not None:
+            try:
+                await self.manager.shutdown(kernel_id, "lesson page closed")
+            except UnknownKernel:
+                pass
+
+    def on_close(self) -> None:
+        self.closed = True
+        if self.answer is not None and not self.answer.done():
+            self.answer.cancel()
+        if self.running is not None and not self.running.done():
+            self.running.cancel()
+        asyncio.create_task(self._shutdown())

@@ -1,0 +1,88 @@
+"""Catalog and lesson pages, and the lesson list as JSON."""
+from __future__ import annotations
+
+import tornado.web
+
+from server import progress_view
+from server.access import Lock
+from server.handlers.base import BaseHandler, Common, json_response
+from server.library import Library
+from server.store import progress, subscriptions
+
+ACTIVE_SUBSCRIPTION = frozenset({"active", "trialing"})
+
+
+class LearnerPage(BaseHandler):
+    def initialize(self, common: Common, library: Library) -> None:
+        super().initialize(common)
+        self.library = library
+
+    async def learner_state(self) -> tuple[dict, bool, bool]:
+        """(exercise statuses, subscribed, is admin) of the visitor; empty for a new visitor."""
+        user = self.user or await self.load_user()
+        if user is None:
+            return {}, False, False
+        rows = await progress.get_for_user(self.common.engine, user.id)
+        sub = await subscriptions.get(self.common.engine, user.id)
+        statuses = {(row.lesson_slug, row.exercise_id): str(getattr(row.status, "value", row.status))
+                    for row in rows}
+        subscribed = sub is not None and str(getattr(sub.status, "value", sub.status)) in ACTIVE_SUBSCRIPTION
+        return statuses, subscribed, user.is_admin
+
+
+class CatalogHandler(LearnerPage):
+    route = "catalog"
+
+    async def get(self) -> None:
+        statuses, subscribed, is_admin = await self.learner_state()
+        courses = progress_view.catalog_state(self.library.catalog, statuses, subscribed, is_admin)
+        self.set_header("Cache-Control", "private, no-cache")
+        self.render("catalog.html", courses=courses)
+
+
+class LessonHandler(LearnerPage):
+    route = "lesson"
+
+    async def get(self, slug: str) -> None:
+        catalog = self.library.catalog
+        lesson = catalog.lesson(slug)
+        if lesson is None:
+            raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
+        if lesson.exercises:  # its runs and progress need a learner (anonymous until claimed)
+            await self.ensure_user()
+        statuses, subscribed, is_admin = await self.learner_state()
+        completed = progress_view.completed_lessons(catalog, statuses)
+        state = progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
+        course = catalog.course_of(slug)
+        titles = {l.slug: l.title for c in catalog.courses for l in c.lessons}
+        self.set_header("Cache-Control", "private, no-cache")
+        if not state.access.open:
+            self.set_status(403 if state.access.lock is Lock.PREREQUISITES else 402)
+        self.render("lesson.html", lesson=lesson, course=course, state=state, titles=titles,
+                    body=self.library.bodies[slug] if state.access.open else "",
+                    statuses=statuses, next_lesson=_next_lesson(course, slug))
+
+
+def _next_lesson(course, slug: str):
+    lessons = list(course.lessons)
+    index = next(i for i, lesson in enumerate(lessons) if lesson.slug == slug)
+    return lessons[index + 1] if index + 1 < len(lessons) else None
+
+
+class LessonsApiHandler(BaseHandler):
+    route = "api_lessons"
+
+    def initialize(self, common: Common, library: Library) -> None:
+        super().initialize(common)
+        self.library = library
+
+    def get(self) -> None:
+        json_response(self, {"courses": [
+            {"slug": course.slug, "title": course.title, "description": course.description,
+             "lessons": [{"slug": lesson.slug, "title": lesson.title, "url": f"/lessons/{lesson.slug}",
+                          "access": "paid" if lesson.paid else "free", "kernel": lesson.kernel,
+                          "order": lesson.order, "prerequisites": list(lesson.prerequisites),
+                          "exercises": [{"id": ex.id, "title": ex.title, "check": ex.check.kind.value}
+                                        for ex in lesson.exercises]}
+                         for lesson in course.lessons]}
+            for course in self.library.catalog.courses]})

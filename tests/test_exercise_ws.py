@@ -1,0 +1,186 @@
+"""The lesson page's WebSocket end to end: real server, real kernels (local sandbox), real DB."""
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from tests.test_pages import start
+
+TOKEN = "t" * 40
+COURSE = "course.yaml"
+LESSON = '''\
+---
+title: Practice
+slug: practice
+kernel: python
+---
+# Practice
+
+```python exercise id=hello title="Say hello"
+print("...")
+# --- expected output ---
+hello
+```
+
+```python exercise id=add title="Add"
+def add(a, b):
+    return 0
+# --- setup ---
+HIDDEN = 5
+# --- tests ---
+assert add(2, 3) == HIDDEN, "add(2, 3) should be 5"
+```
+
+```python exercise id=ask title="Ask"
+name = input("name? ")
+# --- expected output ---
+hi Ada
+```
+'''
+PAID = '''\
+---
+title: Paid
+slug: paid
+kernel: python
+access: paid
+---
+```python exercise id=x
+print(1)
+# --- expected output ---
+1
+```
+'''
+
+
+@pytest.fixture
+async def site(tmp_path, make_settings):
+    course = tmp_path / "lessons" / "practice"
+    course.mkdir(parents=True)
+    (course / COURSE).write_text("title: Practice\ndescription: drills\n")
+    (course / "practice.md").write_text(LESSON)
+    (course / "paid.md").write_text(PAID)
+    settings = make_settings(LS_LESSONS_DIR=str(tmp_path / "lessons"), LS_SANDBOX="local",
+                             LS_RUN_TIMEOUT="2", LS_API_TOKEN=TOKEN, LS_TRACE_FLUSH="0.05")
+    server, stop, task = await start(settings)
+    yield server
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+class Page:
+    """A learner with a cookie and the lesson's socket."""
+
+    def __init__(self, site, socket) -> None:
+        self.site, self.socket = site, socket
+
+    @classmethod
+    async def open(cls, site, slug: str = "practice") -> "Page":
+        page = await site.get(f"/lessons/{slug}")
+        assert page.code == 200
+        cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+        request = tornado.httpclient.HTTPRequest(
+            site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie})
+        return cls(site, await tornado.websocket.websocket_connect(request))
+
+    async def send(self, **frame) -> None:
+        await self.socket.write_message(json.dumps(frame))
+
+    async def until(self, kind: str, timeout: float = 30) -> tuple[dict, list[dict]]:
+        """Frames up to and including the first of `kind`."""
+        seen = []
+        while True:
+            raw = await asyncio.wait_for(self.socket.read_message(), timeout)
+            assert raw is not None, f"socket closed while waiting for {kind}; got {seen}"
+            frame = json.loads(raw)
+            seen.append(frame)
+            if frame["type"] == kind:
+                return frame, seen
+
+    async def run(self, exercise: str, code: str, run: str = "r1") -> tuple[dict, list[dict]]:
+        await self.send(type="run", run=run, exercise=exercise, code=textwrap.dedent(code))
+        return await self.until("result")
+
+
+async def test_output_check_passes_and_outputs_stream_first(site):
+    page = await Page.open(site)
+    result, frames = await page.run("hello", "print('hello')")
+    outputs = [f["output"] for f in frames if f["type"] == "output"]
+    assert outputs == [{"output_type": "stream", "name": "stdout", "text": "hello\n"}]
+    assert [f["type"] for f in frames].index("output") < [f["type"] for f in frames].index("result")
+    assert result["status"] == "ok" and result["verdict"]["passed"] is True
+    assert result["progress"] == {"passed": 1, "total": 3}
+    again = await site.get("/lessons/practice", headers={"Cookie": page.socket.request.headers["Cookie"]})
+    assert "1 of 3 exercises passed" in again.body.decode()
+
+
+async def test_hidden_tests_judge_and_never_show_their_code(site):
+    page = await Page.open(site)
+    result, frames = await page.run("add", "def add(a, b):\n    return a - b\nprint('defined')")
+    assert result["verdict"]["passed"] is False
+    assert "add(2, 3) should be 5" in result["verdict"]["message"]
+    assert "HIDDEN" not in json.dumps(frames)
+    result, _ = await page.run("add", "def add(a, b):\n    return a + b", run="r2")
+    assert result["verdict"]["passed"] is True and result["progress"]["passed"] == 1
+
+
+async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(site):
+    page = await Page.open(site)
+    result, _ = await page.run("hello", "while True:\n    pass")
+    assert result["status"] == "limit" and result["limit"] == "timeout"
+    assert "2" in result["message"] and not result["verdict"]["passed"]
+    result, _ = await page.run("hello", "print('hello')", run="r2")
+    assert result["verdict"]["passed"] is True
+
+
+async def test_input_is_asked_and_answered(site):
+    page = await Page.open(site)
+    await page.send(type="run", run="r1", exercise="ask", code="name = input('name? ')\nprint('hi', name)")
+    request, _ = await page.until("input_request")
+    assert request["prompt"] == "name? " and request["password"] is False
+    await page.send(type="input", run="r1", value="Ada")
+    result, _ = await page.until("result")
+    assert result["verdict"]["passed"] is True
+
+
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(site):
+    page = await Page.open(site)
+    await page.socket.write_message("not json")
+    error, _ = await page.until("error")
+    assert "JSON" in error["message"]
+    await page.send(type="run", run="r1", exercise="nope", code="1")
+    error, _ = await page.until("error")
+    assert "nope" in error["message"]
+    result, _ = await page.run("hello", "print('hello')", run="r2")
+    assert result["verdict"]["passed"] is True
+
+
+async def test_locked_lessons_refuse_the_socket(site):
+    page = await site.get("/lessons/paid")
+    assert page.code == 402
+    cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+    request = tornado.httpclient.HTTPRequest(site.base.replace("http", "ws") + "/lessons/paid/ws",
+                                             headers={"Cookie": cookie})
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await tornado.websocket.websocket_connect(request)
+    assert refused.value.code == 403
+
+
+async def test_every_run_is_traced(site):
+    page = await Page.open(site)
+    result, _ = await page.run("hello", "print('hello')")
+    headers = {"Authorization": f"token {TOKEN}"}
+    for _ in range(100):
+        response = await site.get(f"/api/admin/runs/{result['trace']}", headers=headers)
+        if response.code == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert response.code == 200, response.body
+    run = json.loads(response.body)
+    assert run["lesson_slug"] == "practice" and run["exercise_id"] == "hello"
+    kinds = [event["kind"] for event in run["events"]]
+    assert kinds[0] == "requested" and kinds[-1] == "finished" and "verdict" in kinds
