@@ -4,7 +4,7 @@ import {Cell} from "./cell.js";
 import {Connection} from "./connection.js";
 
 const STATE_WORDS = {
-  connecting: "connecting…", starting: "starting", idle: "idle", busy: "busy",
+  none: "not started (it starts on your first run)", connecting: "connecting…", starting: "starting", idle: "idle", busy: "busy",
   restarting: "restarting", dead: "dead", queued: "queued", reconnecting: "reconnecting…",
   closed: "disconnected",
 };

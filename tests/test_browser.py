@@ -1,0 +1,354 @@
+"""The learner's lesson page in real headless Chromium against a real `lessonserver serve`
+(embedded mode, local-sandbox kernels): editor, streaming, verdicts, progress, input(),
+interrupt and timeout, plots, untrusted HTML, reconnect, the paid lock, no console errors."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from server.config import PROJECT_ROOT
+from tests.services import free_port, wait_for_port
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = PROJECT_ROOT / "static" / "img" / "screenshot.png"
+RUN_TIMEOUT = 2
+
+LESSON = '''\
+---
+title: Browser practice
+slug: practice
+kernel: python
+summary: Exercises the lesson page end to end.
+---
+Run each exercise with **Run** or Shift-Enter.
+
+```python exercise id=hello title="Say hello"
+print("...")
+# --- expected output ---
+hello
+```
+
+```python exercise id=add title="Add two numbers"
+def add(a, b):
+    return 0
+# --- tests ---
+assert add(2, 3) == 5, "add(2, 3) should be 5"
+```
+
+```python exercise id=ask title="Ask for a name"
+name = input("name? ")
+# --- expected output ---
+hi Ada
+```
+
+```python exercise id=plot title="Plot the squares"
+import matplotlib.pyplot as plt
+squares = []
+plt.plot(squares)
+plt.show()
+# --- tests ---
+assert squares == [0, 1, 4, 9, 16], "squares should be [0, 1, 4, 9, 16]"
+```
+'''
+PAID = '''\
+---
+title: Members only
+slug: members
+kernel: python
+access: paid
+---
+```python exercise id=x
+print(1)
+# --- expected output ---
+1
+```
+'''
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, instance_name):
+    """`lessonserver serve` as `make run` starts it, on a course of two lessons."""
+    root = tmp_path_factory.mktemp("browser")
+    course = root / "lessons" / "practice"
+    course.mkdir(parents=True)
+    (course / "course.yaml").write_text("title: Practice\ndescription: drills\n")
+    (course / "practice.md").write_text(LESSON)
+    (course / "members.md").write_text(PAID)
+    port = free_port()
+    env = {**os.environ, "LS_PORT": str(port), "LS_DATA_DIR": str(root / "data"),
+           "LS_LESSONS_DIR": str(root / "lessons"), "LS_SANDBOX": "local",
+           "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0", "LS_RUN_TIMEOUT": str(RUN_TIMEOUT)}
+    for name in ("LS_DATABASE_URL", "LS_REDIS_URL"):
+        env.pop(name, None)
+    log = (root / "serve.log").open("w")
+    serve = str(Path(sys.executable).parent / "lessonserver")
+    proc = subprocess.Popen([serve, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 30, "lessonserver serve")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM    # explicit paths: selenium-manager never downloads
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield chrome
+    chrome.quit()
+
+
+class LessonPage:
+    def __init__(self, driver, site: str) -> None:
+        self.driver, self.site = driver, site
+
+    def open(self, slug: str = "practice") -> "LessonPage":
+        self.driver.get(f"{self.site}/lessons/{slug}")
+        return self
+
+    def ready(self) -> "LessonPage":
+        self.wait(lambda d: d.execute_script("return !!(window.lessonserver && "
+                                             "window.lessonserver.page.connected)"))
+        return self
+
+    def wait(self, condition, timeout: float = 20, message: str = ""):
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, message)
+
+    def find(self, css: str, within=None):
+        return (within or self.driver).find_element(By.CSS_SELECTOR, css)
+
+    def cell(self, exercise: str):
+        return self.find(f'section.exercise[data-exercise="{exercise}"]')
+
+    def set_code(self, exercise: str, code: str) -> None:
+        self.driver.execute_script("window.lessonserver.editors[arguments[0]].setValue(arguments[1])",
+                                   exercise, code)
+
+    def code(self, exercise: str) -> str:
+        return self.driver.execute_script("return window.lessonserver.editors[arguments[0]].getValue()",
+                                          exercise)
+
+    def button(self, exercise: str, action: str):
+        button = self.find(f'button[data-action="{action}"]', self.cell(exercise))
+        # Centred, so that the sticky kernel bar never covers what the test clicks.
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        return button
+
+    def output(self, exercise: str) -> str:
+        return self.find(".output", self.cell(exercise)).get_attribute("textContent")
+
+    def banner(self, exercise: str, timeout: float = 20) -> str:
+        node = self.find(".result-banner", self.cell(exercise))
+        self.wait(lambda d: node.is_displayed(), timeout, f"no result for {exercise}")
+        return node.text
+
+    def running(self, exercise: str) -> bool:
+        return "running" in self.cell(exercise).get_attribute("class").split()
+
+    def progress(self) -> str:
+        return self.find(".lesson-progress").text
+
+    def kernel_state(self) -> str:
+        return self.find(".kernel-bar").get_attribute("data-state")
+
+
+@pytest.fixture
+def page(driver, site):
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})   # every test is a new learner
+    driver.get("about:blank")
+    driver.get_log("browser")                                     # start with an empty console
+    yield LessonPage(driver, site)
+    problems = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+                and "status of 402" not in entry["message"]]   # the paid page's own status
+    assert problems == [], problems
+
+
+def test_output_streams_verdicts_show_and_progress_survives_reload(page):
+    page.open().ready()
+    assert page.progress() == "0 of 4 exercises passed"
+    assert page.code("hello") == 'print("...")'
+    page.set_code("hello", "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')")
+    page.button("hello", "run").click()
+    page.wait(lambda d: "one" in page.output("hello"), 20, "first line never arrived")
+    assert "two" not in page.output("hello") and page.running("hello")   # streamed, not batched
+    banner = page.banner("hello")
+    assert banner.startswith("✗") and "hello" in banner                  # the grader's words
+    assert page.output("hello").split() == ["one", "two"]
+
+    # Typed for real: CodeMirror closes brackets and quotes, typing over them; Shift-Enter runs.
+    editor = page.find(".cm-content", page.cell("hello"))
+    editor.click()
+    editor.send_keys(Keys.CONTROL, "a")
+    editor.send_keys('print("hello")')
+    assert page.code("hello") == 'print("hello")'
+    editor.send_keys(Keys.SHIFT, Keys.ENTER)
+    page.wait(lambda d: "Passed" in page.banner("hello"), 20)
+    assert page.banner("hello").startswith("✓")
+    assert page.progress() == "1 of 4 exercises passed"
+    assert page.cell("hello").get_attribute("data-status") == "passed"
+
+    page.open().ready()
+    assert page.progress() == "1 of 4 exercises passed"
+    assert page.cell("hello").get_attribute("data-status") == "passed"
+    assert "passed" in page.find(".exercise-badge", page.cell("hello")).text
+
+
+def test_hidden_tests_fail_with_the_graders_message_then_reset(page):
+    page.open().ready()
+    page.set_code("add", "def add(a, b):\n    return a - b")
+    page.button("add", "run").click()
+    banner = page.banner("add")
+    assert "add(2, 3) should be 5" in banner and not banner.startswith("✓")
+    assert page.cell("add").get_attribute("data-status") == "failed"
+    assert page.progress() == "0 of 4 exercises passed"
+    page.button("add", "reset").click()
+    assert page.code("add") == "def add(a, b):\n    return 0"
+
+
+def test_interrupt_button_and_timeout_stop_an_endless_loop(page):
+    page.open().ready()
+    page.set_code("hello", "print('looping', flush=True)\nwhile True:\n    pass")
+    page.button("hello", "run").click()
+    page.wait(lambda d: "looping" in page.output("hello"), 20)
+    interrupt = page.button("hello", "interrupt")
+    assert interrupt.is_enabled()
+    interrupt.click()
+    banner = page.banner("hello", timeout=RUN_TIMEOUT - 0.5)   # sooner than the timeout
+    assert "KeyboardInterrupt" in page.output("hello"), page.output("hello")
+    assert not banner.startswith("✓")
+    assert not interrupt.is_enabled()
+
+    page.button("hello", "run").click()
+    page.wait(lambda d: page.running("hello"), 5)
+    page.wait(lambda d: not page.running("hello"), RUN_TIMEOUT + 15, "the timeout never hit")
+    banner = page.banner("hello")
+    assert banner.startswith("Stopped") and f"{RUN_TIMEOUT} s" in banner, banner
+    assert "result-stopped" in page.find(".result-banner", page.cell("hello")).get_attribute("class")
+
+
+def test_input_is_asked_in_the_page(page):
+    page.open().ready()
+    page.set_code("ask", "name = input('name? ')\nprint('hi', name)")
+    page.button("ask", "run").click()
+    field = page.find("form.stdin input", page.cell("ask"))
+    page.wait(lambda d: field.is_displayed(), 20, "no input box")
+    assert page.find("form.stdin label", page.cell("ask")).text.strip() == "name?"
+    assert page.driver.switch_to.active_element == field
+    field.send_keys("Ada", Keys.ENTER)
+    assert page.banner("ask").startswith("✓")
+    assert not field.is_displayed()
+    assert "Ada" in page.output("ask") and "hi Ada" in page.output("ask")
+
+
+def test_plot_shows_as_an_image_and_kernel_html_cannot_run_script(page):
+    page.open().ready()
+    page.set_code("hello", "from IPython.display import HTML, display\n"
+                           "display(HTML('<b id=b>bold</b><script>parent.pwned = 1</script>'"
+                           "             '<img src=x onerror=\"parent.pwned = 2\">'))\n"
+                           "print('<script>window.pwned = 3</script>')")
+    page.button("hello", "run").click()
+    page.banner("hello")
+    frame = page.find(".output iframe.output-html", page.cell("hello"))
+    assert frame.get_attribute("sandbox") == ""
+    assert "<script>window.pwned = 3</script>" in page.output("hello")   # shown as text
+    assert page.driver.find_elements(By.CSS_SELECTOR, ".output script") == []
+    time.sleep(0.3)
+    assert page.driver.execute_script("return window.pwned") is None
+
+    page.set_code("plot", "import matplotlib.pyplot as plt\n"
+                          "squares = [n * n for n in range(5)]\n"
+                          "plt.plot(squares, marker='o')\n"
+                          "plt.title('Squares')\n"
+                          "plt.show()")
+    page.button("plot", "run").click()
+    assert page.banner("plot", timeout=40).startswith("✓")
+    image = page.find(".output img.output-image", page.cell("plot"))
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.driver.execute_script("return arguments[0].naturalWidth", image) > 100
+    page.set_code("hello", 'print("hello")')
+    page.button("hello", "run").click()
+    assert page.banner("hello").startswith("✓")
+    take_screenshot(page.driver)
+
+
+def take_screenshot(driver) -> None:
+    """The README's picture: the whole lesson, two exercises passed, the plot."""
+    size = driver.get_window_size()
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1100, min(height + 140, 2400))
+    try:
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(SCREENSHOT))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+    assert SCREENSHOT.stat().st_size > 20_000
+
+
+def test_a_dropped_socket_reconnects_and_runs_again(page):
+    page.open().ready()
+    page.driver.execute_script("window.lessonserver.page.connection.socket.close()")
+    page.wait(lambda d: page.kernel_state() == "reconnecting", 5)
+    assert "reconnecting" in page.find(".kernel-bar").text
+    page.wait(lambda d: page.driver.execute_script("return window.lessonserver.page.connected"), 20)
+    page.set_code("hello", "print('hello')")
+    page.button("hello", "run").click()
+    assert page.banner("hello").startswith("✓")
+
+
+def test_paid_lesson_shows_the_lock_and_opens_no_socket(page):
+    page.open("members")
+    assert "Subscribe" in page.find("article.lesson").text
+    assert page.driver.find_elements(By.CSS_SELECTOR, ".cm-editor, .kernel-bar") == []
+    with pytest.raises(TimeoutException):
+        page.wait(lambda d: d.execute_script("return !!window.lessonserver"), 0.5)
+
+
+def test_page_helpers_on_their_own(page):
+    """The pure pieces of notebook.js, imported in the page: ANSI colours, backoff, banners."""
+    page.open().ready()
+    got = page.driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        Promise.all([import("/static/js/ansi.js"), import("/static/js/connection.js"),
+                     import("/static/js/cell.js")]).then(([ansi, conn, cell]) => done({
+          pieces: ansi.parseAnsi("\\x1b[0;31mValueError\\x1b[0m: bad \\x1b[1;32mok\\x1b[K").pieces,
+          stripped: ansi.stripAnsi("\\x1b]0;title\\x07a\\x1b[38;5;200mb\\x1b[0m"),
+          delays: [0, 1, 2, 10].map((n) => conn.backoffDelay(n, () => 1)),
+          lowest: conn.backoffDelay(3, () => 0),
+          limit: cell.verdictBanner({status: "limit", limit: "timeout", message: null,
+                                     verdict: {passed: false, message: ""}}),
+          passed: cell.verdictBanner({status: "ok", verdict: {passed: true, message: "Good"}}),
+          failed: cell.verdictBanner({status: "error", message: "x",
+                                      verdict: {passed: false, message: "Expected 5"}}),
+        }), (error) => done({error: String(error)}));
+    """)
+    assert got.get("error") is None, got
+    assert got["pieces"] == [{"text": "ValueError", "cls": "ansi-red"}, {"text": ": bad ", "cls": ""},
+                             {"text": "ok", "cls": "ansi-green ansi-bold"}]
+    assert got["stripped"] == "ab"
+    assert got["delays"] == [500, 1000, 2000, 15000] and got["lowest"] == 2000
+    assert got["limit"] == {"kind": "stopped", "text": "Stopped: the run took longer than the time limit."}
+    assert got["passed"] == {"kind": "passed", "text": "✓ Passed: Good"}
+    assert got["failed"] == {"kind": "failed", "text": "✗ Not yet: Expected 5"}
