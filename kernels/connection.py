@@ -6,8 +6,8 @@ mounts that directory at /conn, so the kernel and the host see the same
 sockets under two paths; `connection_info` builds either view. Unix socket
 paths are limited to 107 bytes, hence short directory names.
 
-All helpers are pure except `remove_dir` and `wait_ready`, the readiness probe both
-backends use.
+All helpers are pure except `remove_dir`, `remove_if_empty` and `wait_ready` (the
+readiness probe both backends use).
 """
 from __future__ import annotations
 
@@ -64,6 +64,13 @@ def remove_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         directory.chmod(0o700)   # unlinking the sockets needs write permission again
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def remove_if_empty(root: Path) -> None:
+    """Tidy the backend's and the instance's dirs on close (others may still use them)."""
+    for directory in (root, root.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def socket_path(directory: Path | str, port: int) -> str:

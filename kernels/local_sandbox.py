@@ -239,6 +239,7 @@ class LocalSandbox(Sandbox):
 
     async def close(self) -> None:
         self._context.destroy(linger=0)
+        connection.remove_if_empty(self.root)
 
 
 def _kill_recorded(pid_file: Path) -> int:

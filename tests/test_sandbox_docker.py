@@ -1,0 +1,179 @@
+"""DockerSandbox on the real engine and the python kernel image: hardening, signals, cleanup."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kernels import connection
+from kernels.docker_sandbox import DockerSandbox, exit_of, kernel_user
+from kernels.manager import start_spec
+from kernels.plugins import discover
+from kernels.sandbox import INSTANCE_LABEL, SandboxError, create_sandbox
+from tests import services
+from tests.kernel_client import connect, run
+
+pytestmark = pytest.mark.docker
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def labelled(instance: str) -> list[str]:
+    return docker("ps", "-aq", "--no-trunc", "--filter", f"label={INSTANCE_LABEL}={instance}").split()
+
+
+@pytest.fixture
+def settings(make_settings):
+    services.ensure_docker()
+    return make_settings(LS_SANDBOX="docker", LS_INSTANCE=f"t-{uuid.uuid4().hex[:8]}",
+                         LS_MEMORY_MB="128", LS_TMP_MB="16", LS_PIDS_LIMIT="32", LS_CPUS="0.5")
+
+
+@pytest.fixture
+def spec(settings):
+    return start_spec(settings, next(p for p in discover() if p.name == "python"))
+
+
+@pytest.fixture
+async def sandbox(settings):
+    sandbox = create_sandbox(settings)
+    assert isinstance(sandbox, DockerSandbox)
+    yield sandbox
+    await sandbox.close()
+    sweeper = DockerSandbox(settings)              # whatever a failed test left behind
+    await sweeper.reap_orphans()
+    await sweeper.close()
+    assert labelled(settings.instance) == [], "containers left behind"
+
+
+@pytest.fixture
+async def kernel(sandbox, spec):
+    kernel = await sandbox.start(spec)
+    yield kernel
+    await sandbox.kill(kernel)
+
+
+async def test_container_has_every_hardening_flag(sandbox, kernel, settings):
+    details = json.loads(docker("inspect", kernel.ref))[0]
+    host, config = details["HostConfig"], details["Config"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": "size=16m,mode=1777"}
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 32 and host["Init"] is True
+    assert host["Memory"] == host["MemorySwap"] == 128 * 2**20        # no swap
+    assert host["NanoCpus"] == 500_000_000
+    assert host["LogConfig"]["Config"]["max-size"] == "1m"
+    directory = Path(dict(kernel.connection)["ip"]).parent
+    assert host["Binds"] == [f"{directory}:/conn:rw"]
+    assert config["User"] == kernel_user(os.geteuid(), os.getegid())[0]
+    assert config["Labels"][INSTANCE_LABEL] == settings.instance
+    assert config["Labels"]["lessonserver.plugin"] == "python"
+    key = dict(kernel.connection)["key"]
+    env = "\n".join(config["Env"])
+    assert key not in env and "LS_" not in env and key not in json.dumps(config)
+    assert details["State"]["Running"] and await sandbox.is_alive(kernel)
+
+
+async def test_kernel_answers_and_is_confined(kernel):
+    code = ("import os, socket, errno, json\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "try:\n    s.connect(('192.0.2.1', 9)); net = 'connected'\n"
+            "except OSError as e:\n    net = errno.errorcode[e.errno]\n"
+            "def writable(path):\n"
+            "    try:\n        open(path, 'w').close(); return True\n"
+            "    except OSError:\n        return False\n"
+            "st = os.statvfs('/tmp')\n"
+            "print(json.dumps({'uid': os.getuid(), 'net': net, 'ifaces': sorted(os.listdir('/sys/class/net')),\n"
+            "  'root': writable('/etc/x'), 'tmp': writable('/tmp/x'), 'conn': writable('/conn/x'),\n"
+            "  'tmp_mb': st.f_blocks * st.f_frsize // 2**20, 'env': dict(os.environ)}))")
+    async with connect(kernel) as client:
+        reply = await client.kernel_info(reply=True, timeout=5)
+        assert reply["content"]["language_info"]["name"] == "python"
+        out, content = await run(client, code)
+    assert content["status"] == "ok", content
+    seen = json.loads(out)
+    assert seen["uid"] == (1000 if os.geteuid() == 0 else os.geteuid())
+    assert (seen["net"], seen["ifaces"]) == ("ENETUNREACH", ["lo"])
+    assert (seen["root"], seen["tmp"], seen["conn"], seen["tmp_mb"]) == (False, True, False, 16)
+    key = dict(kernel.connection)["key"]
+    assert key not in json.dumps(seen["env"]) and not [k for k in seen["env"] if k.startswith("LS_")]
+
+
+async def test_interrupt_signal_exit_code_and_kill(sandbox, spec, kernel):
+    async with connect(kernel) as client:
+        running = asyncio.create_task(run(client, "import time\ntime.sleep(30)", timeout=20))
+        await asyncio.sleep(0.5)
+        await sandbox.interrupt(kernel)
+        _, reply = await asyncio.wait_for(running, 5)
+        assert reply["ename"] == "KeyboardInterrupt"
+        client.execute("import os; os._exit(3)")
+        ended = await asyncio.wait_for(sandbox.wait(kernel), 5)
+    assert (ended.exit_code, ended.oom_killed, ended.reason) == (3, False, "exited")
+    assert not await sandbox.is_alive(kernel)
+
+    other = await sandbox.start(spec)
+    directory = Path(dict(other.connection)["ip"]).parent
+    waiter = asyncio.create_task(sandbox.wait(other))
+    await sandbox.kill(other)
+    await sandbox.kill(other)                                    # twice is fine
+    assert (await asyncio.wait_for(waiter, 5)).reason == "killed"
+    assert docker("ps", "-aq", "--filter", f"id={other.ref}") == ""
+    assert not directory.exists()
+
+
+async def test_memory_bomb_is_reported_as_oom(sandbox, kernel):
+    async with connect(kernel) as client:
+        client.execute("hog = []\nwhile True:\n    hog.append(b'x' * 10**7)")
+        ended = await asyncio.wait_for(sandbox.wait(kernel), 20)
+    assert (ended.oom_killed, ended.reason, ended.exit_code) == (True, "oom", 137)
+
+
+async def test_orphans_of_an_earlier_process_are_reaped(settings, spec, sandbox):
+    earlier = DockerSandbox(settings)
+    forgotten = await earlier.start(spec)                        # its owner "crashes"
+    await earlier.close()
+    directory = Path(dict(forgotten.connection)["ip"]).parent
+    kept = await sandbox.start(spec)
+    assert await sandbox.reap_orphans() == 1
+    assert labelled(settings.instance) == [kept.ref] and not directory.exists()
+    assert await sandbox.is_alive(kept)                          # its own kernels stay
+    await sandbox.kill(kept)
+
+
+async def test_starts_overlap_and_every_plugin_runs(sandbox, settings):
+    kernels = await asyncio.gather(*(sandbox.start(start_spec(settings, p)) for p in discover()))
+    try:
+        for kernel in kernels:
+            async with connect(kernel) as client:
+                reply = await client.kernel_info(reply=True, timeout=5)
+                assert reply["content"]["status"] == "ok"
+    finally:
+        await asyncio.gather(*(sandbox.kill(k) for k in kernels))
+
+
+async def test_a_missing_image_or_a_dead_kernel_says_why(sandbox, spec, settings):
+    with pytest.raises(SandboxError, match="images build"):
+        await sandbox.start(dataclasses.replace(spec, image=f"lessonserver-missing-{uuid.uuid4().hex[:6]}"))
+    with pytest.raises(SandboxError, match="not-a-kernel"):
+        await sandbox.start(dataclasses.replace(
+            spec, argv=("/opt/venv/bin/python", "-c", "import sys; sys.exit('not-a-kernel')")))
+    root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_exit_and_user_rules():
+    assert exit_of(137, {"OOMKilled": True}, killed=False).reason == "oom"
+    assert exit_of(137, {}, killed=True).reason == "killed"
+    assert exit_of(139, {}, killed=False).reason == "killed"
+    assert exit_of(0, {}, killed=False).reason == "exited"
+    assert exit_of(None, {}, killed=False).reason == "vanished"
+    assert kernel_user(0, 0) == ("1000:1000", (1000, 1000))
+    assert kernel_user(1234, 99) == ("1234:99", None)
