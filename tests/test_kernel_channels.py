@@ -1,0 +1,197 @@
+"""The channels WebSocket: Jupyter messaging v5 over JSON frames, against real local kernels."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from server.handlers.kernel_channels import BadMessage, OutputCap, parse_client_message
+from kernels.result import RunLimits
+from tests.kernel_api_support import TOKEN, Channels, serve_api
+
+
+@pytest.fixture
+async def api_for(make_settings):
+    closers = []
+
+    async def make(**env: str):
+        api, close = await serve_api(make_settings(LS_SANDBOX="local", **env))
+        closers.append(close)
+        return api
+
+    yield make
+    for close in closers:
+        await close()
+
+
+@pytest.fixture
+async def api(api_for):
+    return await api_for()
+
+
+@pytest.fixture
+async def channels(api):
+    kernel_id = (await api.start("python"))["id"]
+    conn = await Channels.open(api, kernel_id)
+    conn.kernel_id = kernel_id
+    yield conn
+    conn.close()
+
+
+def stream_text(messages: list[dict]) -> str:
+    return "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+
+
+# --- pure parts -------------------------------------------------------------------
+
+def test_client_frames_are_checked():
+    msg = parse_client_message(json.dumps({"channel": "shell", "header": {
+        "msg_id": "1", "msg_type": "kernel_info_request"}, "content": None}))
+    assert msg == {"channel": "shell", "header": {"msg_id": "1", "msg_type": "kernel_info_request"},
+                   "parent_header": {}, "metadata": {}, "content": {}}
+    for frame in (b"{}", "nope", "[]", json.dumps({"channel": "iopub", "header": {}}),
+                  json.dumps({"channel": "shell", "header": {"msg_type": "x"}}),
+                  json.dumps({"channel": "shell", "header": {"msg_type": "x", "msg_id": "1"},
+                              "content": [1]})):
+        with pytest.raises(BadMessage):
+            parse_client_message(frame)
+
+
+def test_output_cap_cuts_the_stream_and_says_so():
+    cap = OutputCap(RunLimits(output_bytes=10))
+
+    def stream(text: str, parent: str = "p1") -> dict:
+        return {"header": {"msg_type": "stream"}, "parent_header": {"msg_id": parent},
+                "content": {"name": "stdout", "text": text}}
+
+    assert cap.admit(stream("12345")) == (stream("12345"), None)
+    cut, note = cap.admit(stream("6789abcdef"))
+    assert cut["content"]["text"] == "6789a" and "Output cut at 10 bytes" in note
+    assert cap.admit(stream("more")) == (None, None)
+    assert cap.admit(stream("other run", "p2"))[0] is not None      # each request has its own cap
+    idle = {"header": {"msg_type": "status"}, "parent_header": {"msg_id": "p1"},
+            "content": {"execution_state": "idle"}}
+    assert cap.admit(idle) == (idle, None) and "p1" not in cap.runs
+
+
+# --- over a real WebSocket ----------------------------------------------------------
+
+async def test_execute_streams_output_and_replies_to_the_request(channels, api):
+    msg_id = await channels.execute("print(1)")
+    reply = await channels.reply_to(msg_id)
+    assert reply["channel"] == "shell" and reply["msg_type"] == "execute_reply"
+    assert reply["content"]["status"] == "ok"
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["parent_header"]["session"] == channels.session.session
+    outputs = channels.outputs(msg_id)
+    assert [(m["msg_type"], m["content"]["name"], m["content"]["text"]) for m in outputs] == [
+        ("stream", "stdout", "1\n")]
+    states = [m["content"]["execution_state"] for m in channels.received
+              if m["msg_type"] == "status" and m["parent_header"].get("msg_id") == msg_id]
+    assert states == ["busy", "idle"]
+    assert all(m["channel"] in ("shell", "iopub") for m in channels.received)
+    assert all(isinstance(m["header"]["date"], str) for m in channels.received)
+    model = json.loads((await api.call("GET", f"/api/kernels/{channels.kernel_id}")).body)
+    assert model["connections"] == 1
+
+
+async def test_kernel_info_and_input_over_stdin(channels):
+    info_id = await channels.send("shell", "kernel_info_request", {})
+    info = await channels.reply_to(info_id)
+    assert info["content"]["language_info"]["name"] == "python"
+    run_id = await channels.execute("name = input('Who? ')\nprint('hi', name)", allow_stdin=True)
+    request = await channels.until(lambda m: m["channel"] == "stdin")
+    assert request["msg_type"] == "input_request" and request["content"]["prompt"] == "Who? "
+    await channels.send("stdin", "input_reply", {"value": "Ada"})
+    await channels.reply_to(run_id)
+    assert stream_text(channels.outputs(run_id)) == "hi Ada\n"
+
+
+async def test_interrupt_through_rest_stops_a_loop_run_over_the_socket(channels, api):
+    msg_id = await channels.execute("while True: pass")
+    await channels.until(lambda m: m["msg_type"] == "execute_input")
+    await asyncio.sleep(0.3)
+    began = time.monotonic()
+    response = await api.call("POST", f"/api/kernels/{channels.kernel_id}/interrupt")
+    assert response.code == 204
+    reply = await channels.reply_to(msg_id, timeout=10)
+    assert time.monotonic() - began < 5
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    again = await channels.execute("print('still here')")
+    await channels.reply_to(again)
+    assert stream_text(channels.outputs(again)) == "still here\n"
+
+
+async def test_restart_says_restarting_and_the_socket_follows_the_new_kernel(channels, api):
+    first = await channels.execute("x = 5")
+    await channels.reply_to(first)
+    response = await api.call("POST", f"/api/kernels/{channels.kernel_id}/restart")
+    assert response.code == 200
+    await channels.until(lambda m: m["msg_type"] == "status"
+                         and m["content"]["execution_state"] == "restarting")
+    run = await channels.execute("print(x)")
+    reply = await channels.reply_to(run)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "NameError"
+
+
+async def test_a_kernel_death_is_followed_by_a_fresh_kernel(channels):
+    await channels.execute("import os; os._exit(1)")
+    await channels.until(lambda m: m["msg_type"] == "status"
+                         and m["content"]["execution_state"] == "restarting", timeout=15)
+    await channels.until(lambda m: m["msg_type"] == "status"
+                         and m["content"]["execution_state"] == "idle"
+                         and not m["parent_header"], timeout=15)
+    run = await channels.execute("print('reborn')")
+    await channels.reply_to(run)
+    assert stream_text(channels.outputs(run)) == "reborn\n"
+
+
+async def test_an_output_flood_is_cut_per_request(api_for):
+    api = await api_for(LS_OUTPUT_LIMIT="4096")
+    kernel_id = (await api.start("python"))["id"]
+    channels = await Channels.open(api, kernel_id)
+    try:
+        began = time.monotonic()
+        flood = await channels.execute("while True: print('x' * 1000)")
+        reply = await channels.reply_to(flood, timeout=20)
+        assert time.monotonic() - began < 10
+        assert reply["content"]["status"] == "error"            # interrupted by the cap
+        text = stream_text([m for m in channels.outputs(flood) if m["content"].get("name") == "stdout"])
+        assert 0 < len(text) <= 4096
+        notes = [m for m in channels.outputs(flood) if m["content"].get("name") == "stderr"]
+        assert any("Output cut" in m["content"]["text"] for m in notes)
+        after = await channels.execute("print('ok')")            # the next request starts afresh
+        await channels.reply_to(after)
+        assert stream_text(channels.outputs(after)) == "ok\n"
+    finally:
+        channels.close()
+
+
+async def test_shutdown_says_dead_and_closes(channels, api):
+    response = await api.call("DELETE", f"/api/kernels/{channels.kernel_id}")
+    assert response.code == 204
+    await channels.until(lambda m: m["msg_type"] == "status"
+                         and m["content"]["execution_state"] == "dead")
+    assert await channels.next() is None
+
+
+async def test_socket_auth_and_ownership(api):
+    kernel_id = (await api.start("python"))["id"]
+
+    async def refused(url: str, headers: dict | None = None) -> int:
+        with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+            await tornado.websocket.websocket_connect(
+                tornado.httpclient.HTTPRequest(url, headers=headers or {}))
+        return caught.value.code
+
+    assert await refused(api.ws_url(kernel_id)) == 401
+    assert await refused(api.ws_url(kernel_id, "?token=wrong")) == 403
+    _, learner = await api.learner()
+    assert await refused(api.ws_url(kernel_id), learner) == 404      # not the learner's kernel
+    assert await refused(api.ws_url("0" * 32, f"?token={TOKEN}")) == 404
+    conn = await tornado.websocket.websocket_connect(api.ws_url(kernel_id, f"?token={TOKEN}"))
+    conn.close()
