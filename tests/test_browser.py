@@ -178,6 +178,8 @@ class LessonPage:
 @pytest.fixture
 def page(driver, site):
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})   # every test is a new learner
+    driver.execute_cdp_cmd("Storage.clearDataForOrigin",          # ... with no saved drafts
+                           {"origin": site, "storageTypes": "local_storage"})
     driver.get("about:blank")
     driver.get_log("browser")                                     # start with an empty console
     yield LessonPage(driver, site)
@@ -214,6 +216,8 @@ def test_output_streams_verdicts_show_and_progress_survives_reload(page):
     assert page.progress() == "1 of 4 exercises passed"
     assert page.cell("hello").get_attribute("data-status") == "passed"
     assert "passed" in page.find(".exercise-badge", page.cell("hello")).text
+    assert page.code("hello") == 'print("hello")'                       # the draft was kept
+    assert page.driver.find_elements(By.CSS_SELECTOR, "script:not([src])") == []  # CSP-ready
 
 
 def test_hidden_tests_fail_with_the_graders_message_then_reset(page):
@@ -226,6 +230,29 @@ def test_hidden_tests_fail_with_the_graders_message_then_reset(page):
     assert page.progress() == "0 of 4 exercises passed"
     page.button("add", "reset").click()
     assert page.code("add") == "def add(a, b):\n    return 0"
+    page.open().ready()
+    assert page.code("add") == "def add(a, b):\n    return 0"
+    assert page.cell("add").get_attribute("data-status") == "failed"
+
+
+def test_keyboard_only_run_and_restart_forgets_variables(page):
+    page.open().ready()
+    editor = page.find(".cm-content", page.cell("hello"))
+    editor.click()
+    editor.send_keys(Keys.CONTROL, "a")
+    editor.send_keys("x = 41")
+    editor.send_keys(Keys.CONTROL, Keys.ENTER)
+    page.banner("hello")
+    editor.send_keys(Keys.ESCAPE, Keys.TAB)    # out of the editor, onto its Run button
+    focused = page.driver.switch_to.active_element
+    assert focused.get_attribute("data-action") == "run" and focused.text == "Run"
+    page.button("hello", "restart").click()
+    page.wait(lambda d: "restarted" in page.find(".kernel-bar").text, 30)
+    page.set_code("hello", "print(x + 1)")
+    focused = page.button("hello", "run")
+    focused.send_keys(Keys.ENTER)              # a real button: Enter presses it
+    page.banner("hello")
+    assert "NameError" in page.output("hello")
 
 
 def test_interrupt_button_and_timeout_stop_an_endless_loop(page):

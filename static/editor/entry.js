@@ -18,9 +18,11 @@ const LANGUAGES = {
 };
 LANGUAGES.bash = LANGUAGES.shell;
 
-// createEditor(parent, {doc, language, label, onRun}) -> {view, getValue, setValue, focus}
-// onRun is called for Shift-Enter and Ctrl/Cmd-Enter; Tab indents (Escape then Tab leaves).
-export function createEditor(parent, {doc = "", language = "python", label = "Code", onRun = () => {}} = {}) {
+// createEditor(parent, {doc, language, label, onRun, onChange}) -> {view, getValue, setValue, focus}
+// onRun is called for Shift-Enter and Ctrl/Cmd-Enter; Tab indents (Escape then Tab leaves);
+// onChange(text) after every edit.
+export function createEditor(parent, {doc = "", language = "python", label = "Code",
+                                      onRun = () => {}, onChange = () => {}} = {}) {
   const run = () => { onRun(); return true; };
   const lang = LANGUAGES[language];
   const view = new EditorView({
@@ -34,6 +36,9 @@ export function createEditor(parent, {doc = "", language = "python", label = "Co
         keymap.of([{key: "Shift-Enter", run}, {key: "Mod-Enter", run},
                    ...closeBracketsKeymap, ...defaultKeymap, ...historyKeymap, indentWithTab]),
         EditorView.contentAttributes.of({"aria-label": label}),
+        EditorView.updateListener.of((update) => {
+          if (update.docChanged) onChange(update.state.doc.toString());
+        }),
         ...(lang ? [lang()] : []),
       ],
     }),

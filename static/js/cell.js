@@ -57,10 +57,11 @@ export class Cell {
     const editorBox = el("div", {class: "editor"});
     if (pre) pre.replaceWith(editorBox); else heading.after(editorBox);
     this.editor = createEditor(editorBox, {
-      doc: saved.code ?? this.starter,
+      doc: this.page.drafts.get(id) ?? saved.code ?? this.starter,
       language: this.section.dataset.language || this.page.mode,
       label: `Code for exercise ${heading.textContent.trim()}`,
       onRun: () => this.run(),
+      onChange: (text) => this.page.drafts.save(id, text, this.starter),
     });
     const bar = el("div", {class: "cell-toolbar", role: "toolbar", "aria-label": `Exercise ${id}`});
     this.runButton = this.button(bar, "Run", "run", () => this.run(), "Run (Shift-Enter)");
@@ -112,6 +113,7 @@ export class Cell {
   run() {
     if (this.runId) return;
     this.runId = this.page.newRunId(this);
+    this.page.drafts.flush();
     this.outputs.clear();
     this.banner.hidden = true;
     this.busy(true, this.page.connected ? "Waiting for the kernel…" : "Waiting for the connection…");

@@ -2,6 +2,7 @@
 // (/lessons/<slug>/ws) between them. No framework, no inline script (CSP).
 import {Cell} from "./cell.js";
 import {Connection} from "./connection.js";
+import {draftStore} from "./drafts.js";
 
 const STATE_WORDS = {
   none: "not started (it starts on your first run)", connecting: "connecting…", starting: "starting", idle: "idle", busy: "busy",
@@ -28,6 +29,7 @@ class Page {
     this.cells = new Map();  // exercise id -> Cell
     this.connected = false;
     this.progressNode = article.querySelector(".lesson-progress");
+    this.drafts = draftStore(this.slug);
     this.buildStatusBar();
     const saved = parseJson(article.dataset.exercises, {});
     for (const section of article.querySelectorAll("section.exercise[data-exercise]")) {
@@ -44,7 +46,7 @@ class Page {
     });
     this.setKernel("connecting", null);
     this.connection.connect();
-    window.addEventListener("pagehide", () => this.connection.close());
+    window.addEventListener("pagehide", () => { this.drafts.flush(); this.connection.close(); });
   }
 
   buildStatusBar() {
