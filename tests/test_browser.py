@@ -4,6 +4,7 @@ interrupt and timeout, plots, untrusted HTML, reconnect, the paid lock, no conso
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def site(tmp_path_factory, instance_name):
     (course / "course.yaml").write_text("title: Practice\ndescription: drills\n")
     (course / "practice.md").write_text(LESSON)
     (course / "members.md").write_text(PAID)
+    for bundled in ("sql", "shell"):          # the other two editor modes, with their kernels
+        shutil.copytree(PROJECT_ROOT / "lessons" / bundled, root / "lessons" / bundled)
     port = free_port()
     env = {**os.environ, "LS_PORT": str(port), "LS_DATA_DIR": str(root / "data"),
            "LS_LESSONS_DIR": str(root / "lessons"), "LS_SANDBOX": "local",
@@ -343,6 +346,20 @@ def test_a_dropped_socket_reconnects_and_runs_again(page):
     page.set_code("hello", "print('hello')")
     page.button("hello", "run").click()
     assert page.banner("hello").startswith("✓")
+
+
+@pytest.mark.parametrize("slug, exercise, code, token", [
+    ("sql-select", "titles", "SELECT title FROM books ORDER BY title;", "SELECT"),
+    ("shell-first-commands", "echo", 'echo "Hello, shell!"', '"Hello, shell!"'),
+])
+def test_sql_and_shell_lessons_highlight_and_pass(page, slug, exercise, code, token):
+    page.open(slug).ready()
+    page.set_code(exercise, code)
+    line = page.find(".cm-line", page.cell(exercise))
+    highlighted = [span.text for span in line.find_elements(By.CSS_SELECTOR, "span")]
+    assert token in highlighted, highlighted       # the language mode tokenised it
+    page.button(exercise, "run").click()
+    assert page.banner(exercise, timeout=30).startswith("✓"), page.output(exercise)
 
 
 def test_paid_lesson_shows_the_lock_and_opens_no_socket(page):
