@@ -195,13 +195,15 @@ def test_output_streams_verdicts_show_and_progress_survives_reload(page):
     page.open().ready()
     assert page.progress() == "0 of 4 exercises passed"
     assert page.code("hello") == 'print("...")'
-    page.set_code("hello", "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')")
+    page.set_code("hello", "import sys, time\nprint('one', flush=True)\ntime.sleep(1.5)\n"
+                           "print('two')\nprint('careful', file=sys.stderr)")
     page.button("hello", "run").click()
     page.wait(lambda d: "one" in page.output("hello"), 20, "first line never arrived")
     assert "two" not in page.output("hello") and page.running("hello")   # streamed, not batched
     banner = page.banner("hello")
     assert banner.startswith("✗") and "hello" in banner                  # the grader's words
-    assert page.output("hello").split() == ["one", "two"]
+    assert page.find(".stream-stdout", page.cell("hello")).text.split() == ["one", "two"]
+    assert page.find(".stream-stderr", page.cell("hello")).text == "careful"
 
     # Typed for real: CodeMirror closes brackets and quotes, typing over them; Shift-Enter runs.
     editor = page.find(".cm-content", page.cell("hello"))
@@ -255,7 +257,9 @@ def test_keyboard_only_run_and_restart_forgets_variables(page):
     focused = page.button("hello", "run")
     focused.send_keys(Keys.ENTER)              # a real button: Enter presses it
     page.banner("hello")
-    assert "NameError" in page.output("hello")
+    error = page.find(".output-error", page.cell("hello"))
+    assert "NameError" in error.text and "\x1b" not in error.get_attribute("textContent")
+    assert error.find_elements(By.CSS_SELECTOR, "span[class*=ansi-]")   # colours kept as classes
 
 
 def test_interrupt_button_and_timeout_stop_an_endless_loop(page):
@@ -376,9 +380,11 @@ def test_page_helpers_on_their_own(page):
     got = page.driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         Promise.all([import("/static/js/ansi.js"), import("/static/js/connection.js"),
-                     import("/static/js/cell.js")]).then(([ansi, conn, cell]) => done({
+                     import("/static/js/cell.js"), import("/static/js/outputs.js")])
+        .then(([ansi, conn, cell, outputs]) => done({
           pieces: ansi.parseAnsi("\\x1b[0;31mValueError\\x1b[0m: bad \\x1b[1;32mok\\x1b[K").pieces,
           stripped: ansi.stripAnsi("\\x1b]0;title\\x07a\\x1b[38;5;200mb\\x1b[0m"),
+          overwritten: outputs.overwriteLines("10%\\r50%\\r100%\\r\\ndone\\nabc\\r"),
           delays: [0, 1, 2, 10].map((n) => conn.backoffDelay(n, () => 1)),
           lowest: conn.backoffDelay(3, () => 0),
           limit: cell.verdictBanner({status: "limit", limit: "timeout", message: null,
@@ -392,6 +398,7 @@ def test_page_helpers_on_their_own(page):
     assert got["pieces"] == [{"text": "ValueError", "cls": "ansi-red"}, {"text": ": bad ", "cls": ""},
                              {"text": "ok", "cls": "ansi-green ansi-bold"}]
     assert got["stripped"] == "ab"
+    assert got["overwritten"] == "100%\ndone\nabc"
     assert got["delays"] == [500, 1000, 2000, 15000] and got["lowest"] == 2000
     assert got["limit"] == {"kind": "stopped", "text": "Stopped: the run took longer than the time limit."}
     assert got["passed"] == {"kind": "passed", "text": "✓ Passed: Good"}

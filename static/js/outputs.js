@@ -34,7 +34,7 @@ function htmlFrame(html, plain) {
   frame.title = "HTML output of your code";
   // The frame cannot be measured from here (opaque origin): size it from the plain text.
   const lines = plain ? plain.split("\n").length : 6;
-  frame.style.height = `${Math.min(30, Math.max(4, lines * 1.6 + 2))}em`;
+  frame.style.height = `${Math.min(30, Math.max(4, lines * 1.5 + 1.5))}em`;
   frame.srcdoc = `<!doctype html><meta http-equiv="Content-Security-Policy" content="${FRAME_CSP}">` +
     `<style>body{font:14px system-ui,sans-serif;margin:.5em}table{border-collapse:collapse}` +
     `td,th{border:1px solid #ccc;padding:.2em .5em}</style>${html}`;
@@ -52,6 +52,13 @@ export function renderBundle(data) {
     return el("pre", "output-plain", JSON.stringify(data["application/json"], null, 2));
   }
   return el("pre", "output-plain output-unknown", `[output of type ${Object.keys(data).join(", ")}]`);
+}
+
+// What a terminal would show: on each line, text after a carriage return replaces what was before.
+export function overwriteLines(text) {
+  return text.replace(/\r\n/g, "\n").split("\n")
+    .map((line) => line.split("\r").filter(Boolean).pop() ?? "")
+    .join("\n");
 }
 
 export class OutputArea {
@@ -79,9 +86,13 @@ export class OutputArea {
     let pre = this.node.lastElementChild;
     if (!pre || !pre.classList.contains(`stream-${name}`)) {
       pre = el("pre", `stream stream-${name}`);
+      pre.raw = "";
       this.node.append(pre);
     }
-    pre.append(ansiFragment(text));
+    pre.raw += text;
+    // A lone \r (progress bars) rewrites its line: redraw the whole text only then.
+    if (/\r(?!\n)/.test(pre.raw)) pre.replaceChildren(ansiFragment(overwriteLines(pre.raw)));
+    else pre.append(ansiFragment(text));
   }
 
   error({ename, evalue, traceback}) {
@@ -104,8 +115,11 @@ export class OutputArea {
 
   // What the learner typed, after the prompt the kernel already printed.
   echoInput(value, password) {
+    const shown = `${password ? "••••" : value}\n`;
     this.stream("stdout", "");
-    this.node.lastElementChild.append(el("span", "stdin-echo", `${password ? "••••" : value}\n`));
+    const pre = this.node.lastElementChild;
+    pre.raw += shown;
+    pre.append(el("span", "stdin-echo", shown));
   }
 
   note(text) {
