@@ -40,7 +40,6 @@ export class Cell {
     this.page = page;
     this.id = section.dataset.exercise;
     this.runId = null;
-    this.sent = false;
     const pre = section.querySelector("pre.starter");
     this.starter = pre ? pre.textContent.replace(/\n$/, "") : "";
     this.build(pre, saved);
@@ -63,7 +62,7 @@ export class Cell {
       onRun: () => this.run(),
       onChange: (text) => this.page.drafts.save(id, text, this.starter),
     });
-    const bar = el("div", {class: "cell-toolbar", role: "toolbar", "aria-label": `Exercise ${id}`});
+    const bar = el("div", {class: "cell-toolbar", role: "group", "aria-label": `Exercise ${id}`});
     this.runButton = this.button(bar, "Run", "run", () => this.run(), "Run (Shift-Enter)");
     this.interruptButton = this.button(bar, "Interrupt", "interrupt", () => this.page.interrupt());
     this.button(bar, "Restart kernel", "restart", () => this.page.restart());
