@@ -246,15 +246,20 @@ def build_plugin(steps: _Steps, plugin: Plugin, base: str, cache_dir: Path, arch
     if not force and image_label(plugin.image, RECIPE_LABEL) == recipe:
         steps.done(f"[dim]up to date[/dim] {plugin.image} (recipe {recipe[:12]})")
         return BuildResult(plugin.name, plugin.image, recipe, False, time.monotonic() - began)
+    previous = _docker("image", "inspect", "--format", "{{.Id}}", plugin.image).stdout.strip()
     requirements = inputs.get("requirements.txt")
     wheels = ensure_wheels(steps, cache_dir, requirements, arch) if requirements else None
     with tempfile.TemporaryDirectory(prefix=f"context-{plugin.name}-", dir=cache_dir) as context:
         _context(inputs, wheels, Path(context))
         steps.run(f"docker build {plugin.image}",
                   ["docker", "build", "--network", "none", "--force-rm",
+                   *(["--no-cache"] if force else []),   # forced: no stale layers either
                    "--build-arg", f"BASE={base}", "--label", f"{RECIPE_LABEL}={recipe}",
                    "--label", f"lessonserver.plugin={plugin.name}",
                    "-t", plugin.image, "-f", str(Path(context) / "Dockerfile"), context])
+    now = _docker("image", "inspect", "--format", "{{.Id}}", plugin.image).stdout.strip()
+    if previous and previous != now:  # else it lingers untagged; one in use by a container stays
+        _docker("rmi", previous)
     seconds = time.monotonic() - began
     steps.done(f"[green]built[/green] {plugin.image} (recipe {recipe[:12]}) in {seconds:.0f}s")
     return BuildResult(plugin.name, plugin.image, recipe, True, seconds)

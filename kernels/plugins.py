@@ -105,15 +105,14 @@ def _build(path: str, table: Any) -> BuildRecipe:
     recipe = BuildRecipe()
     dockerfile = _check(path, "build.dockerfile", table.get("dockerfile", recipe.dockerfile), str,
                         "a file name")
-    requirements = table.get("requirements", recipe.requirements)
-    if requirements is not None:
-        _check(path, "build.requirements", requirements, str, "a file name")
+    requirements = _check(path, "build.requirements", table.get("requirements", recipe.requirements),
+                          str, "a file name") or None   # "" = no Python packages to install
     files = _check(path, "build.files", table.get("files", []), list, "a list of file names")
     for name in (dockerfile, requirements, *files):
         if name is not None and (not isinstance(name, str) or not name or name.startswith("/")
                                  or ".." in Path(name).parts):
             raise PluginError(f"{path}: build file {name!r} must be a relative path inside the plugin folder")
-    return BuildRecipe(dockerfile, requirements or None, tuple(files))
+    return BuildRecipe(dockerfile, requirements, tuple(files))
 
 
 # key -> (required, type, what); argv/limits/build have their own checks
