@@ -91,6 +91,15 @@ class TestSQLKernelConformance(jupyter_kernel_test.KernelTests):
         results = [m for m in outputs if m["msg_type"] == "execute_result"]
         assert len(results) == 1 and "two" in results[0]["content"]["data"]["text/plain"]
 
+    def test_a_large_result_streams_in_chunks_and_the_table_is_capped(self) -> None:
+        reply, outputs = self.run_cell("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                                       "SELECT i + 1 FROM n WHERE i < 2500) SELECT i FROM n;")
+        streams = [m["content"]["text"] for m in outputs if m["msg_type"] == "stream"]
+        assert len(streams) == 5 and "".join(streams).split() == [str(i) for i in range(1, 2501)]
+        table = next(m for m in outputs if m["msg_type"] == "execute_result")["content"]["data"]
+        assert table["text/plain"].endswith("\n1000\n(1500 more rows)")
+        assert table["text/html"].count("<tr>") == 1001
+
     def test_errors_name_the_sqlite_exception_and_stop_the_cell(self) -> None:
         reply, outputs = self.run_cell("CREATE TABLE once(a);\nSELEC 1;\nCREATE TABLE never(a);")
         content = reply["content"]

@@ -16,6 +16,7 @@ from ipykernel.kernelbase import Kernel
 
 __version__ = "1.0"
 MAX_RESULT_ROWS = 1000       # rows shown in the result table; stdout gets all of them
+ROWS_PER_MESSAGE = 500       # rows per stdout stream message
 PROGRESS_EVERY = 10_000      # sqlite VM steps between chances to see an interrupt
 
 KEYWORDS = tuple(sorted("""
@@ -111,14 +112,29 @@ class SQLKernel(Kernel):
         self.send_response(self.iopub_socket, "error", content)
         return {"status": "error", "execution_count": self.execution_count, **content}
 
+    def _print_rows(self, cursor: sqlite3.Cursor, silent: bool) -> tuple[list[tuple], int]:
+        """Stream a query's rows in chunks (a huge result never sits in memory whole);
+        return the first MAX_RESULT_ROWS for the result table and the count."""
+        kept: list[tuple] = []
+        total = 0
+        while chunk := cursor.fetchmany(ROWS_PER_MESSAGE):
+            total += len(chunk)
+            kept.extend(chunk[:MAX_RESULT_ROWS - len(kept)])
+            if not silent:
+                self._stream("stdout", "".join("|".join(cell(v) for v in row) + "\n"
+                                               for row in chunk))
+        return kept, total
+
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False,
                          **_: Any) -> dict[str, Any]:
-        last: tuple[list[str], list[tuple]] | None = None
+        last: tuple[list[str], list[tuple], int] | None = None
         for statement in split_statements(code):
             try:
                 cursor = self.db.execute(statement)
-                rows = cursor.fetchall() if cursor.description else None
+                if cursor.description is None:
+                    continue
+                rows, total = self._print_rows(cursor, silent)
             except sqlite3.Error as exc:
                 if str(exc) == "interrupted":
                     return self._error("KeyboardInterrupt", "the query was interrupted", statement)
@@ -127,17 +143,10 @@ class SQLKernel(Kernel):
                 return self._error("KeyboardInterrupt", "interrupted", statement)
             except (ValueError, OverflowError, MemoryError) as exc:  # e.g. a NUL in the text
                 return self._error(type(exc).__name__, str(exc), statement)
-            if rows is None:
-                continue
-            columns = [d[0] for d in cursor.description]
-            if rows and not silent:
-                self._stream("stdout", "".join("|".join(cell(v) for v in row) + "\n"
-                                               for row in rows))
-            last = (columns, rows)
+            last = ([d[0] for d in cursor.description], rows, total)
         if last is not None and not silent:
-            columns, rows = last
-            shown = rows[:MAX_RESULT_ROWS]
-            more = f"\n({len(rows) - len(shown)} more rows)" if len(rows) > len(shown) else ""
+            columns, shown, total = last
+            more = f"\n({total - len(shown)} more rows)" if total > len(shown) else ""
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": self.execution_count,
                 "data": {"text/plain": text_table(columns, shown) + more,
