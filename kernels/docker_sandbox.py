@@ -50,8 +50,11 @@ START_TIMEOUT = 15.0               # seconds from `docker start` to the first ke
 KILL_WAIT = 5.0                    # seconds kill() waits for the container's end to be seen
 WAIT_SLICE = 5                     # seconds per blocking wait call, so close() is never stuck
 ENDED_KEPT = 256                   # exits remembered after kill(), for a wait() that comes late
-# Harmless variables only: HOME on the writable tmpfs (IPython keeps its profile there).
-KERNEL_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8",
+# HOME is a tmpfs of its own: IPython's history database (and SQLite's temp files)
+# stay writable when the learner fills /tmp, so no stray warning lands in their output.
+HOME, HOME_MB = "/run/home", 16
+KERNEL_ENV = {"HOME": HOME, "IPYTHONDIR": f"{HOME}/.ipython", "SQLITE_TMPDIR": HOME,
+              "MPLCONFIGDIR": f"{HOME}/.matplotlib", "LANG": "C.UTF-8",   # harmless only
               "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
 
@@ -64,26 +67,29 @@ class _Box:
     exited: asyncio.Task | None = None
 
 
-def kernel_user(euid: int, egid: int) -> tuple[str, tuple[int, int] | None]:
-    """(container user, ids to chown the kernel's dir to, if any).
+def kernel_user(euid: int, egid: int) -> tuple[tuple[int, int], bool]:
+    """(uid and gid of the kernel, whether the kernel's dir must be chowned to them).
 
     The kernel creates its sockets with its own uid and the server must connect
     to them: root can hand the dir to uid 1000 and connect anyway; any other
     server runs its kernels under its own uid (else ZMQ retries forever, silently).
     """
     if euid == 0:
-        return f"{KERNEL_IDS[0]}:{KERNEL_IDS[1]}", KERNEL_IDS
-    return f"{euid}:{egid}", None
+        return KERNEL_IDS, True
+    return (euid, egid), False
 
 
-def container_options(spec: StartSpec, instance: str, user: str, directory: Path) -> dict[str, Any]:
+def container_options(spec: StartSpec, instance: str, ids: tuple[int, int],
+                      directory: Path) -> dict[str, Any]:
     """Everything `containers.create` gets besides the image: the isolation defaults."""
     inside = f"{connection.CONTAINER_DIR}/{connection.CONNECTION_FILE}"
+    uid, gid = ids
     return {
         "command": connection.fill_argv(spec.argv, connection_file=inside),
-        "user": user, "environment": KERNEL_ENV, "working_dir": "/tmp",
+        "user": f"{uid}:{gid}", "environment": KERNEL_ENV, "working_dir": "/tmp",
         "network_mode": "none", "read_only": True,
-        "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777"},
+        "tmpfs": {"/tmp": f"size={spec.tmp_mb}m,mode=1777",
+                  HOME: f"size={HOME_MB}m,uid={uid},gid={gid},mode=0700"},
         "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
         "pids_limit": spec.pids_limit,
         "mem_limit": f"{spec.memory_mb}m", "memswap_limit": f"{spec.memory_mb}m",  # no swap
@@ -112,7 +118,7 @@ class DockerSandbox(Sandbox):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
-        self.user, self.chown_to = kernel_user(os.geteuid(), os.getegid())
+        self.ids, self.chown = kernel_user(os.geteuid(), os.getegid())
         calls = max(4, 2 * settings.start_concurrency)
         waits = settings.max_kernels + 16     # one blocked wait per live kernel, plus pools
         self._calls = concurrent.futures.ThreadPoolExecutor(calls, "docker-call")
@@ -177,20 +183,20 @@ class DockerSandbox(Sandbox):
         fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "w") as out:
             json.dump(inside, out)
-        if self.chown_to:
-            os.chown(conn_file, *self.chown_to)
-            os.chown(directory, *self.chown_to)
+        if self.chown:
+            os.chown(conn_file, *self.ids)
+            os.chown(directory, *self.ids)
 
     def _lock_dir(self, directory: Path) -> None:
         """Sockets are bound: the kernel may no longer add files or swap them for links."""
-        if self.chown_to:
+        if self.chown:
             os.chown(directory, os.geteuid(), os.getegid())
             directory.chmod(0o711)
         else:  # same uid as the kernel: only a mode (a cap-less kernel could chmod it back)
             directory.chmod(0o500)
 
     def _create(self, spec: StartSpec, directory: Path) -> str:
-        options = container_options(spec, self.settings.instance, self.user, directory)
+        options = container_options(spec, self.settings.instance, self.ids, directory)
         container = self._client.containers.create(
             spec.image, name=f"lessonserver-{directory.name}", **options)
         try:

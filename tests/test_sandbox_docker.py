@@ -65,7 +65,9 @@ async def test_container_has_every_hardening_flag(sandbox, kernel, settings):
     details = json.loads(docker("inspect", kernel.ref))[0]
     host, config = details["HostConfig"], details["Config"]
     assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
-    assert host["Tmpfs"] == {"/tmp": "size=16m,mode=1777"}
+    uid, gid = kernel_user(os.geteuid(), os.getegid())[0]
+    assert host["Tmpfs"] == {"/tmp": "size=16m,mode=1777",
+                             "/run/home": f"size=16m,uid={uid},gid={gid},mode=0700"}
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
     assert host["PidsLimit"] == 32 and host["Init"] is True
     assert host["Memory"] == host["MemorySwap"] == 128 * 2**20        # no swap
@@ -73,7 +75,7 @@ async def test_container_has_every_hardening_flag(sandbox, kernel, settings):
     assert host["LogConfig"]["Config"]["max-size"] == "1m"
     directory = Path(dict(kernel.connection)["ip"]).parent
     assert host["Binds"] == [f"{directory}:/conn:rw"]
-    assert config["User"] == kernel_user(os.geteuid(), os.getegid())[0]
+    assert config["User"] == f"{uid}:{gid}"
     assert config["Labels"][INSTANCE_LABEL] == settings.instance
     assert config["Labels"]["lessonserver.plugin"] == "python"
     key = dict(kernel.connection)["key"]
@@ -93,6 +95,7 @@ async def test_kernel_answers_and_is_confined(kernel):
             "st = os.statvfs('/tmp')\n"
             "print(json.dumps({'uid': os.getuid(), 'net': net, 'ifaces': sorted(os.listdir('/sys/class/net')),\n"
             "  'root': writable('/etc/x'), 'tmp': writable('/tmp/x'), 'conn': writable('/conn/x'),\n"
+            "  'home': writable(os.path.expanduser('~/x')),\n"
             "  'tmp_mb': st.f_blocks * st.f_frsize // 2**20, 'env': dict(os.environ)}))")
     async with connect(kernel) as client:
         reply = await client.kernel_info(reply=True, timeout=5)
@@ -103,6 +106,7 @@ async def test_kernel_answers_and_is_confined(kernel):
     assert seen["uid"] == (1000 if os.geteuid() == 0 else os.geteuid())
     assert (seen["net"], seen["ifaces"]) == ("ENETUNREACH", ["lo"])
     assert (seen["root"], seen["tmp"], seen["conn"], seen["tmp_mb"]) == (False, True, False, 16)
+    assert seen["home"] is True and seen["env"]["HOME"] == "/run/home"   # not on /tmp
     key = dict(kernel.connection)["key"]
     assert key not in json.dumps(seen["env"]) and not [k for k in seen["env"] if k.startswith("LS_")]
 
@@ -175,5 +179,5 @@ def test_exit_and_user_rules():
     assert exit_of(139, {}, killed=False).reason == "killed"
     assert exit_of(0, {}, killed=False).reason == "exited"
     assert exit_of(None, {}, killed=False).reason == "vanished"
-    assert kernel_user(0, 0) == ("1000:1000", (1000, 1000))
-    assert kernel_user(1234, 99) == ("1234:99", None)
+    assert kernel_user(0, 0) == ((1000, 1000), True)
+    assert kernel_user(1234, 99) == ((1234, 99), False)
