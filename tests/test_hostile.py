@@ -94,8 +94,13 @@ async def test_c_code_that_holds_the_gil_is_killed(manager, kernel, bystander):
 
 async def test_fork_bomb(manager, kernel, bystander):
     result = await hostile(manager, kernel, bystander, "import os\nwhile True:\n    os.fork()")
-    assert (result.status, result.limit) == (RunStatus.LIMIT, LimitHit.PIDS)
-    assert result.message.startswith("Too many processes (limit 64).")
+    # Measured: every forked copy of ipykernel formats its own BlockingIOError traceback
+    # and keeps running, ~2 MB/s each; with 128 MB the memory limit usually stops it first.
+    # Either stop is right, and the learner is told which one in plain words.
+    assert (result.status, result.limit) in ((RunStatus.LIMIT, LimitHit.PIDS),
+                                             (RunStatus.LIMIT, LimitHit.MEMORY))
+    assert result.message.startswith(("Too many processes (limit 64).",
+                                       "Your program used more than 128 MB of memory"))
 
 
 async def test_memory_bomb(manager, kernel, bystander):
