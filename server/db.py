@@ -116,7 +116,11 @@ def downgrade(settings: Settings, revision: str = "base") -> None:
 
 def current_revision(settings: Settings) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    engine = sa.create_engine(sync_url(settings), poolclass=sa.pool.NullPool)
+    url = sync_url(settings)
+    path = _sqlite_path(url) if url.startswith("sqlite") else None
+    if path is not None and not path.exists():
+        return None  # asking must not create the file
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

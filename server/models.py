@@ -71,7 +71,7 @@ class Course(Base):
     slug: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     title: Mapped[str] = mapped_column(sa.String(300))
     description: Mapped[str] = mapped_column(sa.Text, server_default="")
-    position: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    position: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
 
 
 class Lesson(Base):
@@ -81,7 +81,7 @@ class Lesson(Base):
     title: Mapped[str] = mapped_column(sa.String(300))
     kernel: Mapped[str] = mapped_column(sa.String(64))
     paid: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
-    position: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    position: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
     prerequisites: Mapped[list[str]] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(sa.String(64))
 
@@ -104,7 +104,7 @@ class Progress(Base):
     lesson_slug: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     exercise_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     status: Mapped[str] = mapped_column(sa.String(16))
-    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
     code: Mapped[str] = mapped_column(sa.Text, server_default="")
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
@@ -133,8 +133,8 @@ class Run(Base):
     start_ms: Mapped[float | None] = mapped_column(sa.Double)
     first_output_ms: Mapped[float | None] = mapped_column(sa.Double)
     total_ms: Mapped[float | None] = mapped_column(sa.Double)
-    bytes_out: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
-    event_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    bytes_out: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
+    event_count: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
 
 
 class TraceEvent(Base):

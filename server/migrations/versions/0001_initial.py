@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("slug", sa.String(200), primary_key=True),
         sa.Column("title", sa.String(300), nullable=False),
         sa.Column("description", sa.Text, nullable=False, server_default=""),
-        sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("position", sa.Integer, nullable=False, server_default=sa.text("0")),
     )
     op.create_table(
         "lessons",
@@ -51,7 +51,7 @@ def upgrade() -> None:
         sa.Column("title", sa.String(300), nullable=False),
         sa.Column("kernel", sa.String(64), nullable=False),
         sa.Column("paid", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("position", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("prerequisites", JSON, nullable=False),
         sa.Column("content_hash", sa.String(64), nullable=False),
         sa.ForeignKeyConstraint(["course_slug"], ["courses.slug"], name="fk_lessons_course_slug_courses"),
@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.Column("lesson_slug", sa.String(200), primary_key=True),
         sa.Column("exercise_id", sa.String(200), primary_key=True),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.Column("code", sa.Text, nullable=False, server_default=""),
         created("updated_at"),
         sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),
@@ -101,8 +101,8 @@ def upgrade() -> None:
         sa.Column("start_ms", sa.Double),
         sa.Column("first_output_ms", sa.Double),
         sa.Column("total_ms", sa.Double),
-        sa.Column("bytes_out", sa.BigInteger, nullable=False, server_default="0"),
-        sa.Column("event_count", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("bytes_out", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("event_count", sa.Integer, nullable=False, server_default=sa.text("0")),
     )
     op.create_table(
         "trace_events",
