@@ -17,6 +17,11 @@ from server.metrics import Metrics
 from server.store import users
 
 USER_COOKIE = "ls_user"
+# Scripts only from our origin (no inline script anywhere); CodeMirror needs inline
+# styles; plots arrive as data: images; kernel HTML lives in sandboxed srcdoc iframes.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -48,6 +53,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Content-Security-Policy", CSP)
 
     # --- identity: a signed cookie naming a user row (anonymous until claimed) ---
 

@@ -17,6 +17,7 @@ import tornado.websocket
 from kernels.manager import KernelManager, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
+from kernels.sandbox import SandboxError
 from server import progress_view
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import Common
@@ -160,6 +161,13 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
             self.send({"type": "error", "run": run_id, "retry_after": exc.retry_after,
                        "message": f"All kernels are busy right now; try again in "
                                   f"{exc.retry_after:.0f} s."})
+            return
+        except SandboxError:
+            log.exception("kernel start failed", extra={"fields": {"lesson": self.lesson.slug}})
+            self.send({"type": "kernel", "state": "dead",
+                       "message": "The kernel could not be started; please try again shortly."})
+            self.send({"type": "error", "run": run_id,
+                       "message": "The kernel could not be started; please try again shortly."})
             return
         self.send({"type": "started", "run": run_id, "exercise": exercise.id})
         self.send({"type": "kernel", "state": "busy", "message": None})

@@ -16,6 +16,7 @@ class LearnerPage(BaseHandler):
     def initialize(self, common: Common, library: Library) -> None:
         super().initialize(common)
         self.library = library
+        self.progress_rows: list = []
 
     async def learner_state(self) -> tuple[dict, bool, bool]:
         """(exercise statuses, subscribed, is admin) of the visitor; empty for a new visitor."""
@@ -23,6 +24,7 @@ class LearnerPage(BaseHandler):
         if user is None:
             return {}, False, False
         rows = await progress.get_for_user(self.common.engine, user.id)
+        self.progress_rows = rows
         sub = await subscriptions.get(self.common.engine, user.id)
         statuses = {(row.lesson_slug, row.exercise_id): str(getattr(row.status, "value", row.status))
                     for row in rows}
@@ -60,7 +62,16 @@ class LessonHandler(LearnerPage):
             self.set_status(403 if state.access.lock is Lock.PREREQUISITES else 402)
         self.render("lesson.html", lesson=lesson, course=course, state=state, titles=titles,
                     body=self.library.bodies[slug] if state.access.open else "",
-                    statuses=statuses, next_lesson=_next_lesson(course, slug))
+                    saved=_saved_work(self.progress_rows, lesson) if state.access.open else {},
+                    next_lesson=_next_lesson(course, slug))
+
+
+def _saved_work(rows, lesson) -> dict:
+    """Each exercise's status, attempts and last submitted code, for the page's editors."""
+    ids = {exercise.id for exercise in lesson.exercises}
+    return {row.exercise_id: {"status": str(getattr(row.status, "value", row.status)),
+                              "attempts": row.attempts, "code": row.code}
+            for row in rows if row.lesson_slug == lesson.slug and row.exercise_id in ids}
 
 
 def _next_lesson(course, slug: str):

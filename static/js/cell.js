@@ -55,12 +55,14 @@ export class Cell {
     heading.append(" ", this.badge);
     const editorBox = el("div", {class: "editor"});
     if (pre) pre.replaceWith(editorBox); else heading.after(editorBox);
+    this.submitted = saved.code;   // the server keeps the last submitted code of each exercise
     this.editor = createEditor(editorBox, {
       doc: this.page.drafts.get(id) ?? saved.code ?? this.starter,
       language: this.section.dataset.language || this.page.mode,
       label: `Code for exercise ${heading.textContent.trim()}`,
       onRun: () => this.run(),
-      onChange: (text) => this.page.drafts.save(id, text, this.starter),
+      // What a reload would show anyway is no draft: the last submitted code, else the starter.
+      onChange: (text) => this.page.drafts.save(id, text, this.submitted ?? this.starter),
     });
     const bar = el("div", {class: "cell-toolbar", role: "group", "aria-label": `Exercise ${id}`});
     this.runButton = this.button(bar, "Run", "run", () => this.run(), "Run (Shift-Enter)");
@@ -116,7 +118,10 @@ export class Cell {
     this.outputs.clear();
     this.banner.hidden = true;
     this.busy(true, this.page.connected ? "Waiting for the kernel…" : "Waiting for the connection…");
-    this.page.send({type: "run", run: this.runId, exercise: this.id, code: this.editor.getValue()});
+    this.submitted = this.editor.getValue();
+    this.page.drafts.save(this.id, this.submitted, this.starter);   // kept as a draft until the server has it
+    this.page.drafts.flush();
+    this.page.send({type: "run", run: this.runId, exercise: this.id, code: this.submitted});
   }
 
   reset() {
