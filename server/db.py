@@ -72,7 +72,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """The one engine of a server process; dispose() it on shutdown."""
     url = async_url(settings)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        engine = create_async_engine(url)
         sa.event.listen(engine.sync_engine, "connect", _pragmas)
         return engine
     # pool_pre_ping survives a database restart; the overflow absorbs a spike

@@ -93,6 +93,7 @@ class Exercise(Base):
     id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     title: Mapped[str] = mapped_column(sa.String(300))
     check_kind: Mapped[str] = mapped_column(sa.String(16))
+    position: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))  # order in the lesson
 
 
 class Progress(Base):

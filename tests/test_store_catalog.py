@@ -41,9 +41,9 @@ def test_entries_from_is_a_pure_conversion():
     assert (values.slug, values.course_slug, values.position, values.paid, values.prerequisites) == \
         ("values", "basics", 0, False, ())
     assert (loops.position, loops.paid, loops.prerequisites, loops.kernel) == (1, True, ("values",), "python")
-    assert entries[0].exercises == (store.ExerciseRow("values", "print", "Exercise print", "output"),
-                                    store.ExerciseRow("values", "sum", "Exercise sum", "tests"),
-                                    store.ExerciseRow("loops", "for", "Exercise for", "output"))
+    assert entries[0].exercises == (store.ExerciseRow("values", "print", "Exercise print", "output", 0),
+                                    store.ExerciseRow("values", "sum", "Exercise sum", "tests", 1),
+                                    store.ExerciseRow("loops", "for", "Exercise for", "output", 0))
     assert values.content_hash == store.content_hash("# values") and len(values.content_hash) == 64
     assert store.entries_from(CATALOG) == entries   # same input, same rows
     edited = store.entries_from(Catalog(courses=(Course("basics", "Basics", "", (
@@ -66,7 +66,7 @@ async def test_sync_is_idempotent_and_follows_edits(db_engine):
     edited = Catalog(courses=(
         Course("basics", "Basics again", "New text", (
             lesson("loops", exercise("while"), prerequisites=()),          # moved first, exercise replaced
-            lesson("values", exercise("print"), exercise("sum", CheckKind.TESTS), body="# new"),
+            lesson("values", exercise("sum", CheckKind.TESTS), exercise("print"), body="# new"),  # reordered
         )),
     ))
     await store.sync_catalog(db_engine, store.entries_from(edited))
@@ -74,6 +74,7 @@ async def test_sync_is_idempotent_and_follows_edits(db_engine):
     assert [(row.slug, row.position, row.paid) for row in stored] == [("loops", 0, False), ("values", 1, False)]
     assert stored[1].content_hash == store.content_hash("# new")
     assert [x.id for x in await store.exercises(db_engine, "loops")] == ["while"]
+    assert [x.id for x in await store.exercises(db_engine, "values")] == ["sum", "print"]
     assert await store.exercises(db_engine, "files") == []
     async with db_engine.connect() as conn:
         courses = (await conn.execute(sa.text("SELECT slug, title, description FROM courses"))).all()
@@ -95,3 +96,16 @@ async def test_an_empty_catalog_empties_the_tables(db_engine):
     await store.sync_catalog(db_engine, ())
     assert await store.lessons(db_engine) == []
     assert await store.exercises(db_engine, "values") == []
+
+
+async def test_the_bundled_course_syncs(db_engine):
+    from server.config import PROJECT_ROOT
+    from server.course.loader import load_catalog
+    catalog = load_catalog(PROJECT_ROOT / "lessons", frozenset({"python", "bash", "sql"}))
+    assert catalog.courses
+    await store.sync_catalog(db_engine, store.entries_from(catalog))
+    stored = await store.lessons(db_engine)
+    assert [row.slug for row in stored] == [l.slug for c in catalog.courses for l in c.lessons]
+    for lesson in (l for c in catalog.courses for l in c.lessons):
+        assert [x.id for x in await store.exercises(db_engine, lesson.slug)] == \
+            [ex.id for ex in lesson.exercises]

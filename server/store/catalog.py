@@ -33,6 +33,7 @@ class ExerciseRow:
     id: str
     title: str
     check_kind: str
+    position: int         # order within the lesson
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +73,9 @@ def _entry(position: int, course: Any) -> CatalogEntry:
         for index, lesson in enumerate(course.lessons))
     exercises = tuple(
         ExerciseRow(lesson_slug=lesson.slug, id=exercise.id, title=exercise.title,
-                    check_kind=str(getattr(exercise.check.kind, "value", exercise.check.kind)))
-        for lesson in course.lessons for exercise in lesson.exercises)
+                    check_kind=str(getattr(exercise.check.kind, "value", exercise.check.kind)),
+                    position=index)
+        for lesson in course.lessons for index, exercise in enumerate(lesson.exercises))
     return CatalogEntry(CourseRow(course.slug, course.title, course.description or "", position),
                         lessons, exercises)
 
@@ -137,7 +139,7 @@ async def lessons(engine: AsyncEngine) -> list[LessonRow]:
 
 
 async def exercises(engine: AsyncEngine, lesson_slug: str) -> list[ExerciseRow]:
-    query = sa.select(Exercise.__table__).where(Exercise.lesson_slug == lesson_slug).order_by(Exercise.id)
+    query = sa.select(Exercise.__table__).where(Exercise.lesson_slug == lesson_slug).order_by(Exercise.position)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [from_row(ExerciseRow, row) for row in rows]

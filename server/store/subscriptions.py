@@ -57,7 +57,11 @@ async def put(engine: AsyncEngine, subscription: Subscription) -> Subscription:
 
 
 async def mark_event_processed(engine: AsyncEngine, event_id: str, event_type: str) -> bool:
-    """Record a webhook event id; False when it was already recorded (a redelivery to ignore)."""
+    """Record a webhook event id; False when it was already recorded (a redelivery to ignore).
+
+    Call it after the event's effect is stored: if the effect fails, Stripe's
+    redelivery is then processed again (effects such as `put` are idempotent).
+    """
     stmt = upsert(engine, ProcessedWebhookEvent.__table__).values(
         event_id=event_id, type=event_type, processed_at=utcnow()
     ).on_conflict_do_nothing(index_elements=["event_id"])

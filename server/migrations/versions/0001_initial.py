@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(200), primary_key=True),
         sa.Column("title", sa.String(300), nullable=False),
         sa.Column("check_kind", sa.String(16), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False, server_default=sa.text("0")),
         sa.ForeignKeyConstraint(["lesson_slug"], ["lessons.slug"], ondelete="CASCADE",
                                 name="fk_exercises_lesson_slug_lessons"),
     )
