@@ -114,12 +114,13 @@ def throwaway_postgres() -> Iterator[str]:
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "lessonserver",
                                  "--auth=trust", "-E", "UTF8", "--no-sync"]),
                    check=True, stdout=subprocess.DEVNULL)
-    proc = subprocess.Popen(
-        _as_postgres([str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                      "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                      "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                      "-c", "max_connections=200"]),
-        stdout=subprocess.DEVNULL, stderr=open(root / "postgres.log", "wb"))
+    with open(root / "postgres.log", "wb") as server_log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            _as_postgres([str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                          "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                          "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                          "-c", "max_connections=200"]),
+            stdout=subprocess.DEVNULL, stderr=server_log)
     try:
         wait_for_port(port, 30, "postgres")
         base = f"postgresql://lessonserver@127.0.0.1:{port}"
