@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
 import tornado.httpclient
 import tornado.httpserver
 import tornado.netutil
@@ -87,6 +88,25 @@ async def serve_api(settings):
         await engine.dispose()
 
     return api, close
+
+
+@pytest.fixture
+async def api_for(make_settings):
+    closers = []
+
+    async def make(**env: str):
+        api, close = await serve_api(make_settings(LS_SANDBOX="local", **env))
+        closers.append(close)
+        return api
+
+    yield make
+    for close in closers:
+        await close()
+
+
+@pytest.fixture
+async def api(api_for):
+    return await api_for()
 
 
 class Channels:

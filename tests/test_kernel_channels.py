@@ -11,26 +11,7 @@ import tornado.websocket
 
 from server.handlers.kernel_channels import BadMessage, OutputCap, parse_client_message
 from kernels.result import RunLimits
-from tests.kernel_api_support import TOKEN, Channels, serve_api
-
-
-@pytest.fixture
-async def api_for(make_settings):
-    closers = []
-
-    async def make(**env: str):
-        api, close = await serve_api(make_settings(LS_SANDBOX="local", **env))
-        closers.append(close)
-        return api
-
-    yield make
-    for close in closers:
-        await close()
-
-
-@pytest.fixture
-async def api(api_for):
-    return await api_for()
+from tests.kernel_api_support import TOKEN, Channels, api, api_for  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -11,26 +11,7 @@ import pytest
 from kernels.result import RunLimits, RunStatus
 from server import auth
 from server.handlers.kernels_api import iso_time, requested_name, ApiError
-from tests.kernel_api_support import TOKEN, serve_api
-
-
-@pytest.fixture
-async def api_for(make_settings):
-    closers = []
-
-    async def make(**env: str):
-        api, close = await serve_api(make_settings(LS_SANDBOX="local", **env))
-        closers.append(close)
-        return api
-
-    yield make
-    for close in closers:
-        await close()
-
-
-@pytest.fixture
-async def api(api_for):
-    return await api_for()
+from tests.kernel_api_support import TOKEN, api, api_for  # noqa: F401 - fixtures
 
 
 def body(response) -> dict | list:
