@@ -213,6 +213,7 @@ class LocalSandbox(Sandbox):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(child.exited), KILL_WAIT)
         self._children.pop(kernel_id, None)   # only now: a wait() meanwhile sees 'killed'
+        await asyncio.wait({child.drain}, timeout=1.0)   # EOF lets the transport close itself
         child.drain.cancel()
         connection.remove_dir(child.directory)
         if child.exited.done():
