@@ -7,19 +7,17 @@ and the sandboxed kernel's ipc sockets: ROUTER<->DEALER for shell, control and
 stdin, SUB->PUB for iopub, and a heartbeat echo. Every message is checked with
 the frontend's key and signed again with the kernel's, so the kernel's key
 never leaves the sandbox layer. SIGINT interrupts the kernel; SIGTERM, the
-frontend going away (stdin closed, parent gone) or the kernel ending stops both.
+frontend going away (we are reparented) or the kernel ending stops both.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
 import os
 import signal
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -143,7 +141,8 @@ class Relay:
 # --- the process ---------------------------------------------------------------------
 
 def _watch_frontend(stop: asyncio.Event) -> None:
-    """Stop when the frontend goes: its stdin pipe closes, or we are reparented."""
+    """Stop when the frontend goes (we are reparented). Not on stdin EOF: jupyter_client
+    closes the kernel's stdin pipe right after the start."""
     loop = asyncio.get_running_loop()
     parent = os.getppid()
 
@@ -155,13 +154,6 @@ def _watch_frontend(stop: asyncio.Event) -> None:
             loop.call_later(PARENT_POLL, poll)
 
     loop.call_later(PARENT_POLL, poll)
-    with contextlib.suppress(OSError, ValueError):
-        if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):   # a tty or /dev/null says nothing
-            def readable() -> None:
-                if not os.read(sys.stdin.fileno(), 4096):
-                    loop.remove_reader(sys.stdin.fileno())
-                    stop.set()
-            loop.add_reader(sys.stdin.fileno(), readable)
 
 
 async def run(plugin_name: str, connection_file: Path, settings) -> int:
