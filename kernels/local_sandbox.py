@@ -64,10 +64,19 @@ class _Child:
         return b"".join(self.stderr)[-STDERR_TAIL:].decode(errors="replace").strip()
 
 
-def bwrap_argv(bwrap: str, directory: Path, tmp_bytes: int) -> list[str]:
+def code_dirs() -> tuple[Path, ...]:
+    """Where the kernel's Python and our packages live (a checkout or venv may sit in /tmp)."""
+    return (Path(sys.prefix).resolve(), Path(__file__).resolve().parent.parent)
+
+
+def bwrap_argv(bwrap: str, directory: Path, tmp_bytes: int,
+               code: tuple[Path, ...] = ()) -> list[str]:
     """The confinement around one kernel: everything read-only but its dir and /tmp."""
+    # The private /tmp hides whatever lives below the host's /tmp: bind the code back, read-only.
+    hidden = [arg for path in code if Path("/tmp") in path.parents
+              for arg in ("--ro-bind", str(path), str(path))]
     return [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+            "--size", str(tmp_bytes), "--tmpfs", "/tmp", *hidden,
             "--bind", str(directory), str(directory),      # after /tmp: it may live below it
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--cap-drop", "ALL", "--die-with-parent",
@@ -172,7 +181,7 @@ class LocalSandbox(Sandbox):
                                     connection_file=str(conn_file))
         home, cwd = ("/tmp", "/") if self.bwrap else (str(directory), str(directory))
         if self.bwrap:
-            argv = bwrap_argv(self.bwrap, directory, spec.tmp_mb * 2**20) + argv
+            argv = bwrap_argv(self.bwrap, directory, spec.tmp_mb * 2**20, code_dirs()) + argv
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

@@ -201,3 +201,15 @@ def test_connection_helpers():
         connection.kernel_dir(Path("/" + "x" * 100), "k" * 32)
     root = connection.instance_dir(Path("/run/ls"), "a/b", "docker")
     assert connection.kernel_dir(root, "0123456789abcdef") == Path("/run/ls/a_b/docker/0123456789ab")
+
+
+def test_code_below_tmp_is_bound_back_read_only_over_the_private_tmp():
+    from pathlib import Path
+
+    from kernels.local_sandbox import bwrap_argv
+    argv = bwrap_argv("bwrap", Path("/run/k1"), 1 << 20,
+                      (Path("/tmp/ci/.venv"), Path("/tmp/ci"), Path("/usr")))
+    tmpfs = argv.index("--tmpfs")
+    assert argv[tmpfs + 2:tmpfs + 8] == ["--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv",
+                                         "--ro-bind", "/tmp/ci", "/tmp/ci"]
+    assert "/usr" not in argv[tmpfs:]      # already visible through the read-only /
