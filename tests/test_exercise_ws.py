@@ -184,3 +184,10 @@ async def test_every_run_is_traced(site):
     assert run["lesson_slug"] == "practice" and run["exercise_id"] == "hello"
     kinds = [event["kind"] for event in run["events"]]
     assert kinds[0] == "requested" and kinds[-1] == "finished" and "verdict" in kinds
+
+
+async def test_the_served_app_has_the_jupyter_kernel_api(site):
+    headers = {"Authorization": f"token {TOKEN}"}
+    specs = json.loads((await site.get("/api/kernelspecs", headers=headers)).body)
+    assert set(specs["kernelspecs"]) >= {"python", "bash", "sql"}
+    assert (await site.get("/api/kernels")).code == 401
