@@ -174,3 +174,69 @@ def test_resign_checks_the_source_key_and_signs_with_the_target_key():
     assert resign(forged, front, kernel) is None
     assert resign([b"no delimiter"], front, kernel) is None
     assert resign([DELIM, b"sig", b"{}"], front, kernel) is None
+
+
+# --- signals to the launcher ------------------------------------------------------------
+
+def descendants(pid: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = {child for child, ppid in parents.items() if ppid == parent}
+        todo += children - found
+        found |= children
+    return found
+
+
+def running(pids: set[int], within: float) -> dict[int, str]:
+    """The pids still alive (not zombies) after waiting up to `within` seconds: pid -> state."""
+    deadline = time.monotonic() + within
+    while True:
+        states = {}
+        for pid in pids:
+            try:
+                states[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+        alive = {pid: state for pid, state in states.items() if state != "Z"}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def test_sigint_interrupts_and_sigterm_stops_the_kernel():
+    import signal
+
+    from jupyter_client.manager import KernelManager
+
+    specs = SpecDir(LS_SANDBOX="local")
+    km = KernelManager(kernel_name=PREFIX + "python")
+    try:
+        km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=30)
+        launcher = km.provisioner.process
+        kernel_processes = descendants(launcher.pid)
+        assert kernel_processes
+        msg_id = kc.execute("while True: pass")
+        time.sleep(0.5)
+        os.kill(launcher.pid, signal.SIGINT)            # what interrupt_mode "signal" would do
+        reply = kc.get_shell_msg(timeout=10)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        kc.stop_channels()
+        os.kill(launcher.pid, signal.SIGTERM)
+        assert launcher.wait(timeout=10) == 0
+        assert running(kernel_processes, within=5) == {}
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        specs.close()
