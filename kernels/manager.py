@@ -205,6 +205,12 @@ class KernelManager:
                 result = fold.note_restart(result)
         return result
 
+    def touch(self, kernel_id: str) -> None:
+        """Activity that did not go through execute() (a Jupyter client's own messages)."""
+        entry = self._kernels.get(kernel_id)
+        if entry is not None:
+            entry.last_activity = time.time()
+
     async def interrupt(self, kernel_id: str) -> None:
         entry = self._entry(kernel_id)
         await entry.session.interrupt()

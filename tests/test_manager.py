@@ -170,6 +170,17 @@ async def test_idle_kernels_are_culled_and_busy_ones_are_not(manager_for, record
     assert (await run).status is RunStatus.OK
 
 
+async def test_activity_outside_execute_keeps_a_kernel_from_idle_culling(manager_for, recorder):
+    manager = await manager_for(LS_IDLE_TIMEOUT="1")
+    kernel = await manager.start("alice", "python")
+    for _ in range(8):                      # 2 s of a Jupyter client's own traffic
+        manager.touch(kernel.id)
+        await asyncio.sleep(0.25)
+    assert manager.get(kernel.id) is not None
+    culled = await recorder.wait_for("kernel.culled", timeout=5)   # then it goes quiet
+    assert culled["kernel_id"] == kernel.id
+
+
 async def test_no_kernel_outlives_its_maximum_lifetime(manager_for, recorder):
     manager = await manager_for(LS_MAX_LIFETIME="1")
     kernel = await manager.start("alice", "python")

@@ -85,7 +85,8 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.wants_json():
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"error": {"status": status_code, "reason": reason,
-                                              "message": message, "request_id": self.request_id}}))
+                                              "message": message,
+                                              "request_id": getattr(self, "request_id", "-")}}))
             return
         self.render("error.html", status=status_code, reason=reason, message=message,
                     request_id=getattr(self, "request_id", "-"))

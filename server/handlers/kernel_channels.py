@@ -269,6 +269,7 @@ class KernelChannelsHandler(tornado.websocket.WebSocketHandler, ApiHandler):
         if self.client is None or self.closed:
             return
         channel = msg.pop("channel")
+        self.manager.touch(self.kernel_id)   # runs sent here count as activity for idle culling
         if channel == "shell" and msg["header"]["msg_type"] == "execute_request":
             self.mine.add(msg["header"]["msg_id"])
             if len(self.mine) > MAX_RUNS:
