@@ -65,6 +65,7 @@ class _Box:
     directory: Path
     killed: bool = False
     exited: asyncio.Task | None = None
+    removal: asyncio.Task | None = None
 
 
 def kernel_user(euid: int, egid: int) -> tuple[tuple[int, int], bool]:
@@ -258,9 +259,15 @@ class DockerSandbox(Sandbox):
         await self._remove(kernel.id)
 
     async def _remove(self, kernel_id: str) -> None:
+        """Remove once, however many callers ask, even if one of them is cancelled."""
         box = self._kernels.get(kernel_id)
         if box is None:
             return
+        if box.removal is None:
+            box.removal = asyncio.create_task(self._removal(kernel_id, box))
+        await asyncio.shield(box.removal)
+
+    async def _removal(self, kernel_id: str, box: _Box) -> None:
         box.killed = True
         await self._call(self._force_remove, box.container)
         with contextlib.suppress(asyncio.TimeoutError):
@@ -301,6 +308,8 @@ class DockerSandbox(Sandbox):
         return len(orphans)
 
     async def close(self) -> None:
+        removing = [box.removal for box in self._kernels.values() if box.removal]
+        await asyncio.gather(*removing, return_exceptions=True)   # they need the threads
         self._closed = True
         watching = [box.exited for box in self._kernels.values() if box.exited]
         for task in watching:          # their threads end within one WAIT_SLICE

@@ -59,6 +59,7 @@ class _Child:
     killed: bool = False
     exited: asyncio.Task | None = None
     drain: asyncio.Task | None = None
+    removal: asyncio.Task | None = None
 
     def stderr_tail(self) -> str:
         return b"".join(self.stderr)[-STDERR_TAIL:].decode(errors="replace").strip()
@@ -213,9 +214,15 @@ class LocalSandbox(Sandbox):
         await self._remove(kernel.id)
 
     async def _remove(self, kernel_id: str) -> None:
+        """Kill and clean up once, however many callers ask, even if one is cancelled."""
         child = self._children.get(kernel_id)
         if child is None:
             return
+        if child.removal is None:
+            child.removal = asyncio.create_task(self._removal(kernel_id, child))
+        await asyncio.shield(child.removal)
+
+    async def _removal(self, kernel_id: str, child: _Child) -> None:
         child.killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.proc.pid, signal.SIGKILL)
@@ -248,6 +255,8 @@ class LocalSandbox(Sandbox):
         return reaped
 
     async def close(self) -> None:
+        # Kernels are their owners' to kill; any left here could no longer be watched.
+        await asyncio.gather(*(self._remove(k) for k in list(self._children)))
         self._context.destroy(linger=0)
         connection.remove_if_empty(self.root)
 
