@@ -205,6 +205,8 @@ class KernelSession:
         self._queue.put_nowait(("closed", None))   # wakes a run in progress
         for task in (*self._readers, self._exited):
             task.cancel()
-        await asyncio.gather(*self._readers, self._exited, return_exceptions=True)
-        self._client.stop_channels()
-        self._context.destroy(linger=0)
+        try:
+            await asyncio.gather(*self._readers, self._exited, return_exceptions=True)
+        finally:  # also when our caller is cancelled: a context left to the GC blocks in term()
+            self._client.stop_channels()
+            self._context.destroy(linger=0)
