@@ -148,8 +148,14 @@ class DockerSandbox(Sandbox):
         key = connection.new_key()
         self._prepare_dir(directory, connection.connection_info(
             connection.CONTAINER_DIR, key, spec.plugin))
+        creating = asyncio.ensure_future(self._call(self._create, spec, directory))
         try:
-            container = await self._call(self._create, spec, directory)
+            container = await asyncio.shield(creating)
+        except asyncio.CancelledError:   # the thread goes on: remove what it makes
+            with contextlib.suppress(Exception):
+                await self._call(self._force_remove, await creating)
+            connection.remove_dir(directory)
+            raise
         except docker.errors.ImageNotFound:
             connection.remove_dir(directory)
             raise SandboxError(f"image {spec.image} is missing: run `lessonserver images build`"

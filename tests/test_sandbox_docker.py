@@ -181,3 +181,15 @@ def test_exit_and_user_rules():
     assert exit_of(None, {}, killed=False).reason == "vanished"
     assert kernel_user(0, 0) == ((1000, 1000), True)
     assert kernel_user(1234, 99) == ((1234, 99), False)
+
+
+async def test_a_cancelled_start_leaves_no_container(sandbox, spec, settings):
+    for delay in (0.05, 0.4):                  # while creating, and while waiting for the kernel
+        start = asyncio.create_task(sandbox.start(spec))
+        await asyncio.sleep(delay)
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        assert labelled(settings.instance) == []
+    root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
+    assert not root.exists() or list(root.iterdir()) == []
