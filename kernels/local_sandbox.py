@@ -206,7 +206,7 @@ class LocalSandbox(Sandbox):
 
     async def interrupt(self, kernel: SandboxKernel) -> None:
         child = self._children.get(kernel.id)
-        if child is not None:
+        if child is not None and child.proc.returncode is None:   # else the pid may be reused
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.kernel_pid, signal.SIGINT)
 
