@@ -55,6 +55,7 @@ async def bare_start() -> float:
                 continue
     finally:
         client.stop_channels()
+        client.context.destroy(linger=0)  # not left to GC: its term() can hang a thread
         await manager.shutdown_kernel(now=True)
 
 
@@ -120,6 +121,7 @@ async def round_trips(sandbox, spec: StartSpec) -> tuple[float, float]:
         return statistics.median(mine) * 1000, statistics.median(theirs) * 1000
     finally:
         bare.stop_channels()
+        bare.context.destroy(linger=0)  # not left to GC: its term() can hang a thread
         await session.close()
         await sandbox.kill(kernel)
 

@@ -133,6 +133,7 @@ def kernel_run_ms() -> float:
         return statistics.median(timings)
     finally:
         client.stop_channels()
+        client.context.destroy(linger=0)  # not left to GC: its term() can hang a thread
         manager.shutdown_kernel(now=True)
 
 

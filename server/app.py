@@ -130,7 +130,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
          {**pages, "manager": runtime.manager, "runner": runtime.runner}),
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
-        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token),
+        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
+                            runtime.closers),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
         (r"/metrics", MetricsHandler, {"common": common}),
     ]

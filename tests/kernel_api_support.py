@@ -73,7 +73,8 @@ async def serve_api(settings):
     manager = KernelManager(settings, sandbox, plugins)
     await manager.startup()
     common = Common(settings, engine, Metrics())
-    app = tornado.web.Application(routes(manager, plugins, common, TOKEN),
+    closers: list = []
+    app = tornado.web.Application(routes(manager, plugins, common, TOKEN, closers),
                                   cookie_secret=COOKIE_SECRET, xsrf_cookies=True)
     server = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
@@ -84,6 +85,8 @@ async def serve_api(settings):
     async def close() -> None:
         server.stop()
         await manager.close()
+        for closer in closers:
+            await closer()
         await sandbox.close()
         await engine.dispose()
 

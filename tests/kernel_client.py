@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from kernels.sandbox import SandboxKernel
@@ -11,7 +12,8 @@ from kernels.sandbox import SandboxKernel
 
 @contextlib.asynccontextmanager
 async def connect(kernel: SandboxKernel) -> AsyncIterator[AsyncKernelClient]:
-    client = AsyncKernelClient()
+    context = zmq.asyncio.Context()   # ours to destroy: a collected one can hang its thread
+    client = AsyncKernelClient(context=context)
     client.load_connection_info(dict(kernel.connection))
     client.start_channels()
     try:
@@ -19,6 +21,7 @@ async def connect(kernel: SandboxKernel) -> AsyncIterator[AsyncKernelClient]:
         yield client
     finally:
         client.stop_channels()
+        context.destroy(linger=0)
 
 
 async def run(client: AsyncKernelClient, code: str, timeout: float = 10) -> tuple[str, dict]:

@@ -134,6 +134,7 @@ def test_kernel_answers_quickly_in_a_hardened_container(built, name):
                             and m["content"]["name"] == "stderr"]
         finally:
             client.stop_channels()
+            client.context.destroy(linger=0)  # not left to GC: its term() can hang a thread
             docker("rm", "-f", container)
         # docker run itself takes ~0.7 s here; the kernel adds ~0.3 s when its .pyc are kept
         print(f"{name}: first kernel_info reply {ready:.2f}s after docker run")

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from kernels import connection
@@ -138,12 +139,14 @@ async def test_signal_interrupt_reaches_the_kernel(sandbox, kernel, client):
 async def test_exit_is_reported_and_kill_removes_everything(sandbox, spec):
     kernel = await sandbox.start(spec)
     directory = Path(dict(kernel.connection)["ip"]).parent
-    client = AsyncKernelClient()
+    context = zmq.asyncio.Context()
+    client = AsyncKernelClient(context=context)
     client.load_connection_info(dict(kernel.connection))
     client.start_channels()
     client.execute("import os; os._exit(3)")
     ended = await asyncio.wait_for(sandbox.wait(kernel), 5)
     client.stop_channels()
+    context.destroy(linger=0)
     assert (ended.exit_code, ended.reason, ended.oom_killed) == (3, "exited", False)
     assert not await sandbox.is_alive(kernel)
 

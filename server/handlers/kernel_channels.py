@@ -128,6 +128,11 @@ class ChannelHub:
         if not sockets:
             self._sockets.pop(kernel_id, None)
 
+    async def close(self) -> None:
+        """Destroy the context here, on the loop: left to the garbage collector, its
+        term() can run in any thread and block that thread forever."""
+        self.context.destroy(linger=0)
+
     def count(self, kernel_id: str) -> int:
         return len(self._sockets.get(kernel_id, ()))
 

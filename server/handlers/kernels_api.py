@@ -204,11 +204,15 @@ class KernelActionHandler(ApiHandler):
 
 
 def routes(manager: KernelManager, plugins: Iterable[Plugin], common: Common,
-           api_token: str | None) -> list[tuple]:
-    """The kernel API's route table, channels WebSocket included, for server/app.py."""
+           api_token: str | None, closers: list | None = None) -> list[tuple]:
+    """The kernel API's route table, channels WebSocket included, for server/app.py.
+
+    `closers` gets the coroutine function that releases the sockets' ZMQ context."""
     from server.handlers.kernel_channels import ChannelHub, KernelChannelsHandler
 
     hub = ChannelHub()
+    if closers is not None:
+        closers.append(hub.close)
     manager.observers.append(hub.on_event)   # restarts and shutdowns reach open sockets
     deps = {"common": common, "manager": manager, "plugins": tuple(plugins),
             "api_token": api_token, "hub": hub}
