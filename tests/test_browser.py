@@ -25,6 +25,7 @@ from tests.services import free_port, wait_for_port
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = PROJECT_ROOT / "static" / "img" / "screenshot.png"
+ARTIFACTS = PROJECT_ROOT / ".test-artifacts"   # git-ignored; CI keeps what lands here
 RUN_TIMEOUT = 6   # room for a first matplotlib import on a busy 2-core machine
 
 LESSON = '''\
@@ -233,6 +234,7 @@ def test_hidden_tests_fail_with_the_graders_message_then_reset(page):
     assert "add(2, 3) should be 5" in banner and not banner.startswith("✓")
     assert page.cell("add").get_attribute("data-status") == "failed"
     assert page.progress() == "0 of 4 exercises passed"
+    take_screenshot(page.driver, ARTIFACTS / "failed-check.png")
     page.button("add", "reset").click()
     assert page.code("add") == "def add(a, b):\n    return 0"
     page.open().ready()
@@ -297,7 +299,7 @@ def test_input_is_asked_in_the_page(page):
     assert "Ada" in page.output("ask") and "hi Ada" in page.output("ask")
 
 
-def test_plot_shows_as_an_image_and_kernel_html_cannot_run_script(page, tmp_path):
+def test_plot_shows_as_an_image_and_kernel_html_cannot_run_script(page):
     page.open().ready()
     page.set_code("hello", "from IPython.display import HTML, display\n"
                            "display(HTML('<b id=b>bold</b><script>parent.pwned = 1</script>'"
@@ -325,13 +327,13 @@ def test_plot_shows_as_an_image_and_kernel_html_cannot_run_script(page, tmp_path
     page.set_code("hello", 'print("hello")')
     page.button("hello", "run").click()
     assert page.banner("hello").startswith("✓")
-    take_screenshot(page.driver, tmp_path / "screenshot.png")
+    take_screenshot(page.driver, ARTIFACTS / "lesson.png")
 
 
 def take_screenshot(driver, path) -> None:
     """The README's picture: the whole lesson, two exercises passed, the plot.
 
-    Written to the test's tmp dir (a test run must not dirty the checkout);
+    Written to .test-artifacts/ (a test run must not dirty the checkout);
     LS_TEST_SCREENSHOT=1 copies it to static/img/screenshot.png for the README.
     """
     size = driver.get_window_size()
@@ -339,11 +341,12 @@ def take_screenshot(driver, path) -> None:
     driver.set_window_size(1100, min(height + 140, 2400))
     try:
         driver.execute_script("window.scrollTo(0, 0)")
+        path.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(path))
     finally:
         driver.set_window_size(size["width"], size["height"])
     assert path.stat().st_size > 20_000
-    if os.environ.get("LS_TEST_SCREENSHOT") == "1":
+    if os.environ.get("LS_TEST_SCREENSHOT") == "1" and path.name == "lesson.png":
         shutil.copyfile(path, SCREENSHOT)
 
 
