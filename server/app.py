@@ -21,7 +21,7 @@ from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from server.exercise_runner import ExerciseRunner
-from server.handlers import admin_runs, kernels_api
+from server.handlers import admin_pages, admin_runs, kernels_api
 from server.handlers.base import Common, NotFoundHandler
 from server.handlers.exercise_ws import ExerciseSocket
 from server.handlers.health import HealthHandler, MetricsHandler
@@ -130,6 +130,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
          {**pages, "manager": runtime.manager, "runner": runtime.runner}),
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
+        *admin_pages.routes(common, runtime.secrets.api_token),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             runtime.closers),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),

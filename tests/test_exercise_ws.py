@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import textwrap
 
 import pytest
@@ -191,3 +192,33 @@ async def test_the_served_app_has_the_jupyter_kernel_api(site):
     specs = json.loads((await site.get("/api/kernelspecs", headers=headers)).body)
     assert set(specs["kernelspecs"]) >= {"python", "bash", "sql"}
     assert (await site.get("/api/kernels")).code == 401
+
+
+async def test_admins_see_the_run_timeline_after_signing_in_with_the_token(site):
+    page = await Page.open(site)
+    result, _ = await page.run("hello", "print('hello')")
+    assert (await site.get("/admin/runs")).headers["Location"].startswith("/admin/login")
+    login = await site.get("/admin/login")
+    xsrf = next(c.split(";", 1)[0] for c in login.headers.get_list("Set-Cookie")
+                if c.startswith("_xsrf="))
+    async def sign_in(token: str):
+        return await site.get("/admin/login?next=/admin/runs", method="POST",
+                              headers={"Cookie": xsrf},
+                              body=f"token={token}&_xsrf={xsrf.split('=', 1)[1]}")
+    refused = await sign_in("wrong")
+    assert refused.code == 403 and "not the admin token" in refused.body.decode()
+    signed = await sign_in(TOKEN)
+    assert signed.code == 302 and signed.headers["Location"] == "/admin/runs"
+    session = next(c.split(";", 1)[0] for c in signed.headers.get_list("Set-Cookie")
+                   if c.startswith("ls_admin="))
+    for _ in range(100):   # the trace arrives through the buffer
+        listing = await site.get("/admin/runs?exercise=hello", headers={"Cookie": session})
+        if result["trace"] in listing.body.decode():
+            break
+        await asyncio.sleep(0.1)
+    assert listing.code == 200 and f'href="/admin/runs/{result["trace"]}"' in listing.body.decode()
+    timeline = (await site.get(f"/admin/runs/{result['trace']}", headers={"Cookie": session})).body.decode()
+    assert "print(&#x27;hello&#x27;)" in timeline        # the code, escaped
+    kinds = re.findall(r"<strong>(\w+)</strong>", timeline.split("Timeline", 1)[1])
+    assert kinds[0] == "requested" and kinds[-1] == "finished" and "verdict" in kinds
+    assert (await site.get("/admin/runs?status=bogus", headers={"Cookie": session})).code == 400

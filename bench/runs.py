@@ -1,0 +1,178 @@
+"""A run from the browser's side: click to first output and to verdict, against bare jupyter_client.
+
+One served app (embedded mode; LS_SANDBOX from the environment, docker by
+default here) with a one-lesson course. Measured on the same kind of kernel:
+  - bare jupyter_client straight to a kernel's ZMQ sockets (the baseline),
+  - the Jupyter channels WebSocket (`/api/kernels/{id}/channels`),
+  - the lesson page's WebSocket (`/lessons/{slug}/ws`: run, grade, progress, trace).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import tornado.httpclient
+import tornado.websocket
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from kernels.manager import start_spec
+from kernels.plugins import discover
+from kernels.sandbox import create_sandbox
+from server import config
+from server.app import run_server
+
+RUNS = 30
+TOKEN = uuid.uuid4().hex
+CODE = "print('hello')"
+LESSON = """---
+title: Bench
+slug: bench
+kernel: python
+---
+```python exercise id=hello
+print("...")
+# --- expected output ---
+hello
+```
+"""
+
+
+def line(what: str, value: str, ratio: str = "") -> None:
+    print(f"  {what:<52} {value:>10}  {ratio}", flush=True)
+
+
+async def lesson_socket(base: str) -> tuple[list[float], list[float]]:
+    """(first output ms, verdict ms) per run through the lesson page's socket."""
+    client = tornado.httpclient.AsyncHTTPClient()
+    page = await client.fetch(f"{base}/lessons/bench")
+    cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        base.replace("http", "ws") + "/lessons/bench/ws", headers={"Cookie": cookie}))
+    first, done = [], []
+    for n in range(RUNS + 1):                       # the first run starts the kernel: not counted
+        began = time.perf_counter()
+        await socket.write_message(json.dumps({"type": "run", "run": str(n), "exercise": "hello",
+                                               "code": CODE}))
+        seen_output = None
+        while True:
+            frame = json.loads(await socket.read_message())
+            if frame["type"] == "output" and seen_output is None:
+                seen_output = time.perf_counter() - began
+            if frame["type"] == "result":
+                assert frame["verdict"]["passed"], frame
+                break
+        if n:
+            first.append(seen_output * 1000)
+            done.append((time.perf_counter() - began) * 1000)
+    socket.close()
+    return first, done
+
+
+async def channels(base: str) -> tuple[list[float], list[float]]:
+    """First output / idle ms per run through the Jupyter channels socket."""
+    client = tornado.httpclient.AsyncHTTPClient()
+    headers = {"Authorization": f"token {TOKEN}"}
+    model = json.loads((await client.fetch(f"{base}/api/kernels", method="POST", headers=headers,
+                                           body=json.dumps({"name": "python"}))).body)
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        base.replace("http", "ws") + f"/api/kernels/{model['id']}/channels", headers=headers))
+
+    async def over_socket() -> tuple[float, float]:
+        msg_id = uuid.uuid4().hex
+        began = time.perf_counter()
+        await socket.write_message(json.dumps({
+            "channel": "shell", "header": {"msg_id": msg_id, "msg_type": "execute_request",
+                                           "session": "bench", "username": "bench", "version": "5.3",
+                                           "date": ""},
+            "parent_header": {}, "metadata": {}, "buffers": [],
+            "content": {"code": CODE, "silent": False, "store_history": True,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+        first = None
+        while True:
+            msg = json.loads(await socket.read_message())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream" and first is None:
+                first = time.perf_counter() - began
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return first * 1000, (time.perf_counter() - began) * 1000
+
+    ws = [await over_socket() for _ in range(RUNS + 1)][1:]
+    socket.close()
+    await client.fetch(f"{base}/api/kernels/{model['id']}", method="DELETE", headers=headers)
+    return [a for a, _ in ws], [b for _, b in ws]
+
+
+async def bare(settings) -> tuple[list[float], list[float]]:
+    """The baseline: jupyter_client straight to a kernel of the same sandbox and plugin."""
+    sandbox = create_sandbox(settings)
+    python = next(p for p in discover() if p.name == "python")
+    kernel = await sandbox.start(start_spec(settings, python))
+    context = zmq.asyncio.Context()
+    bare = AsyncKernelClient(context=context)
+    bare.load_connection_info(dict(kernel.connection))
+    bare.start_channels(hb=False)
+    await bare.wait_for_ready(timeout=20)
+
+    async def direct() -> tuple[float, float]:
+        began = time.perf_counter()
+        msg_id = bare.execute(CODE)
+        first = None
+        while True:
+            msg = await bare.get_iopub_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream" and first is None:
+                first = time.perf_counter() - began
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return first * 1000, (time.perf_counter() - began) * 1000
+
+    raw = [await direct() for _ in range(RUNS + 1)][1:]
+    bare.stop_channels()
+    context.destroy(linger=0)
+    await sandbox.kill(kernel)
+    await sandbox.close()
+    return [a for a, _ in raw], [b for _, b in raw]
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="ls-bench-runs-") as tmp:
+        lessons = Path(tmp) / "lessons" / "bench"
+        lessons.mkdir(parents=True)
+        (lessons / "course.yaml").write_text("title: Bench\n")
+        (lessons / "bench.md").write_text(LESSON)
+        settings = config.load({"LS_DATA_DIR": f"{tmp}/data", "LS_PORT": "0",
+                                "LS_LESSONS_DIR": str(lessons.parent), "LS_API_TOKEN": TOKEN,
+                                "LS_SANDBOX": os.environ.get("LS_SANDBOX", "docker"),
+                                "LS_POOL_SIZE": "1", "LS_INSTANCE": f"bench-runs-{os.getpid()}"})
+        stop = asyncio.Event()
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(run_server(settings, ready=ready.set_result, stop=stop))
+        port = await ready
+        base = f"http://127.0.0.1:{port}"
+        try:
+            first, done = await lesson_socket(base)
+            ws_first, ws_idle = await channels(base)
+        finally:
+            stop.set()
+            await server
+        bare_first, bare_idle = await bare(settings)
+    med = statistics.median
+    print(f"  sandbox: {settings.sandbox}; medians of {RUNS} runs of {CODE!r}")
+    line("bare jupyter_client: first output (baseline)", f"{med(bare_first):.1f} ms")
+    line("bare jupyter_client: run to idle (baseline)", f"{med(bare_idle):.1f} ms")
+    line("Jupyter channels WebSocket: first output", f"{med(ws_first):.1f} ms",
+         f"{med(ws_first) / med(bare_first):.2f}x bare")
+    line("Jupyter channels WebSocket: run to idle", f"{med(ws_idle):.1f} ms",
+         f"{med(ws_idle) / med(bare_idle):.2f}x bare (goal <= 1.3x)")
+    line("lesson socket: click to first output", f"{med(first):.1f} ms",
+         f"{med(first) / med(bare_first):.2f}x bare")
+    line("lesson socket: click to verdict (graded, saved, traced)", f"{med(done):.1f} ms",
+         f"{med(done) / med(bare_idle):.2f}x bare run")
