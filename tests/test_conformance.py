@@ -102,6 +102,7 @@ class TestPythonInDocker(DockerConformance):
     incomplete_code_samples = ["print('''hello", "def f(x):\n  x*2"]
     completion_samples = [{"text": "zi", "matches": {"zip"}}]
     code_inspect_sample = "zip"
+    code_page_something = "zip?"
     # ("search" fails on a plain ipykernel 7 too: its history reply is empty)
     supported_history_operations = ("tail",)
 
