@@ -91,6 +91,7 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         return MAX_FRAME
 
     def open(self, slug: str) -> None:
+        self.set_nodelay(True)   # small interactive frames: Nagle + delayed ACK cost ~40 ms each
         self.send({"type": "kernel", "state": "idle" if self.kernel_id else "none", "message": None})
 
     def send(self, frame: dict[str, Any]) -> None:

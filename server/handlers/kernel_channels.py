@@ -176,6 +176,7 @@ class KernelChannelsHandler(tornado.websocket.WebSocketHandler, ApiHandler):
         await super().get(kernel_id)
 
     async def open(self, kernel_id: str) -> None:
+        self.set_nodelay(True)   # small interactive frames: Nagle + delayed ACK cost ~40 ms each
         kernel = self.owned(kernel_id)
         self.kernel_id = kernel_id
         self.cap = OutputCap(self.manager.limits(kernel.plugin))
