@@ -24,6 +24,7 @@ from server.exercise_runner import ExerciseRunner
 from server.handlers import admin_pages, admin_runs, kernels_api
 from server.handlers.base import Common, NotFoundHandler
 from server.handlers.exercise_ws import ExerciseSocket
+from server.lesson_sessions import LessonSessions
 from server.handlers.health import HealthHandler, MetricsHandler
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
@@ -50,6 +51,7 @@ class Runtime:
     plugins: tuple[Plugin, ...] = ()
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
+    sessions: LessonSessions | None = None
     redis: object | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
@@ -111,6 +113,8 @@ async def start_kernels(runtime: Runtime) -> None:
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
     runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router)
+    runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
+    runtime.closers.append(runtime.sessions.close)
 
 
 def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -127,7 +131,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         (r"/", CatalogHandler, pages),
         (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, pages),
         (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
-         {**pages, "manager": runtime.manager, "runner": runtime.runner}),
+         {**pages, "manager": runtime.manager, "runner": runtime.runner,
+          "sessions": runtime.sessions}),
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token),

@@ -135,6 +135,8 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_CPUS", "cpus", _float(0.05), "1.0", "CPU share per kernel"),
     Field("LS_TMP_MB", "tmp_mb", _int(1), "64", "size of the kernel's /tmp, MiB"),
     Field("LS_IDLE_TIMEOUT", "idle_timeout", _float(1), "900", "seconds before an idle kernel is culled"),
+    Field("LS_RECONNECT_GRACE", "reconnect_grace", _float(0), "30",
+          "seconds a lesson page's kernel waits for its dropped socket to come back"),
     Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
     Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
     Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),
@@ -171,6 +173,7 @@ class Settings:
     cpus: float
     tmp_mb: int
     idle_timeout: float
+    reconnect_grace: float
     max_lifetime: float
     cache_ttl: float
     trace_batch: int

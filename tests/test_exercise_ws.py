@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import textwrap
@@ -58,35 +59,49 @@ print(1)
 '''
 
 
-@pytest.fixture
-async def site(tmp_path, make_settings):
+@contextlib.asynccontextmanager
+async def serve_course(tmp_path, make_settings, **env):
     course = tmp_path / "lessons" / "practice"
     course.mkdir(parents=True)
     (course / COURSE).write_text("title: Practice\ndescription: drills\n")
     (course / "practice.md").write_text(LESSON)
     (course / "paid.md").write_text(PAID)
-    settings = make_settings(LS_LESSONS_DIR=str(tmp_path / "lessons"), LS_SANDBOX="local",
-                             LS_RUN_TIMEOUT="2", LS_API_TOKEN=TOKEN, LS_TRACE_FLUSH="0.05")
+    settings = make_settings(**{"LS_LESSONS_DIR": str(tmp_path / "lessons"), "LS_SANDBOX": "local",
+                                "LS_RUN_TIMEOUT": "2", "LS_API_TOKEN": TOKEN,
+                                "LS_TRACE_FLUSH": "0.05", **env})
     server, stop, task = await start(settings)
-    yield server
-    stop.set()
-    await asyncio.wait_for(task, 20)
+    try:
+        yield server
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def site(tmp_path, make_settings):
+    async with serve_course(tmp_path, make_settings) as server:
+        yield server
 
 
 class Page:
     """A learner with a cookie and the lesson's socket."""
 
-    def __init__(self, site, socket) -> None:
-        self.site, self.socket = site, socket
+    def __init__(self, site, socket, cookie: str) -> None:
+        self.site, self.socket, self.cookie = site, socket, cookie
 
     @classmethod
-    async def open(cls, site, slug: str = "practice") -> "Page":
-        page = await site.get(f"/lessons/{slug}")
+    async def open(cls, site, slug: str = "practice", cookie: str | None = None) -> "Page":
+        page = await site.get(f"/lessons/{slug}", headers={"Cookie": cookie} if cookie else None)
         assert page.code == 200
-        cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+        cookie = cookie or "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
         request = tornado.httpclient.HTTPRequest(
             site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie})
-        return cls(site, await tornado.websocket.websocket_connect(request))
+        return cls(site, await tornado.websocket.websocket_connect(request), cookie)
+
+    async def reconnect(self) -> "Page":
+        """The same learner's page, after its socket dropped."""
+        self.socket.close()
+        return await Page.open(self.site, cookie=self.cookie)
 
     async def send(self, **frame) -> None:
         await self.socket.write_message(json.dumps(frame))
@@ -222,3 +237,40 @@ async def test_admins_see_the_run_timeline_after_signing_in_with_the_token(site)
     kinds = re.findall(r"<strong>(\w+)</strong>", timeline.split("Timeline", 1)[1])
     assert kinds[0] == "requested" and kinds[-1] == "finished" and "verdict" in kinds
     assert (await site.get("/admin/runs?status=bogus", headers={"Cookie": session})).code == 400
+
+
+async def test_a_dropped_socket_gets_the_finished_run_and_the_same_kernel_back(site):
+    page = await Page.open(site)
+    await page.send(type="run", run="r1", exercise="hello",
+                    code="import time\ngreeting = 'hello'\ntime.sleep(0.5)\nprint(greeting)")
+    await page.until("started")
+    page = await page.reconnect()                          # drops mid-run
+    result, frames = await page.until("result")           # replayed or live, in order
+    assert result["run"] == "r1" and result["verdict"]["passed"] is True
+    assert {"output_type": "stream", "name": "stdout", "text": "hello\n"} in [
+        f["output"] for f in frames if f["type"] == "output"]
+    result, _ = await page.run("hello", "print(greeting)", run="r2")   # variables survived
+    assert result["verdict"]["passed"] is True
+
+
+async def test_a_page_gone_longer_than_the_grace_period_loses_its_kernel(tmp_path, make_settings):
+    async with serve_course(tmp_path, make_settings, LS_RECONNECT_GRACE="1") as site:
+        page = await Page.open(site)
+        await page.run("hello", "greeting = 'hello'\nprint(greeting)")
+        page.socket.close()
+        await asyncio.sleep(2.5)
+        page = await Page.open(site, cookie=page.cookie)
+        result, _ = await page.run("hello", "print(greeting)", run="r2")
+        assert result["status"] == "error" and not result["verdict"]["passed"]   # a fresh kernel
+
+
+async def test_the_newest_tab_owns_the_lesson_and_the_old_one_is_told(site):
+    first = await Page.open(site)
+    second = await Page.open(site, cookie=first.cookie)
+    told, _ = await first.until("error")
+    assert "another tab" in told["message"]
+    await first.send(type="run", run="r1", exercise="hello", code="print('hello')")
+    refused, _ = await first.until("error")
+    assert "another tab" in refused["message"]
+    result, _ = await second.run("hello", "print('hello')", run="r2")
+    assert result["verdict"]["passed"] is True

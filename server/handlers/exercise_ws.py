@@ -1,7 +1,9 @@
 """The lesson page's WebSocket: run exercises, stream outputs, answer input(), report verdicts.
 
-One socket per open lesson page and one kernel per socket, started on the
-first run (from the warm pool) and shut down when the page goes away. The
+One socket per open lesson page, attached to the learner's session for that
+lesson (server/lesson_sessions.py): the kernel is started on the first run
+(from the warm pool) and outlives a dropped socket for a grace period, so a
+reconnecting page keeps its variables and gets the frames it missed. The
 protocol is JSON frames; see static/js/notebook.js for the other side.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from server import progress_view
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import Common
 from server.handlers.pages import LearnerPage
+from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
 
 log = logging.getLogger("lessonserver.ws")
@@ -57,14 +60,13 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
     def initialize(self, common: Common, library: Library, manager: KernelManager,
-                   runner: ExerciseRunner) -> None:
+                   runner: ExerciseRunner, sessions: LessonSessions) -> None:
         LearnerPage.initialize(self, common, library)
         self.manager = manager
         self.runner = runner
+        self.sessions = sessions
         self.lesson = None
-        self.kernel_id: str | None = None
-        self.running: asyncio.Task | None = None
-        self.answer: asyncio.Future[str] | None = None
+        self.session: LessonSession | None = None
         self.closed = False
 
     def get_compression_options(self) -> dict[str, Any]:
@@ -92,7 +94,11 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
 
     def open(self, slug: str) -> None:
         self.set_nodelay(True)   # small interactive frames: Nagle + delayed ACK cost ~40 ms each
-        self.send({"type": "kernel", "state": "idle" if self.kernel_id else "none", "message": None})
+        self.send({"type": "kernel", "state": "none", "message": None})
+        self.session = self.sessions.attach(self.user.id, self.lesson.slug, self.send)
+        if self.session.kernel_id is not None:
+            self.send({"type": "kernel", "state": "busy" if self.session.busy else "idle",
+                       "message": None})
 
     def send(self, frame: dict[str, Any]) -> None:
         if self.closed:
@@ -103,119 +109,109 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
             self.closed = True
 
     def on_message(self, raw: str | bytes) -> None:
+        session = self.session
         try:
             frame = parse_frame(raw)
         except ProtocolError as exc:
             self.send({"type": "error", "run": None, "message": str(exc)})
             return
+        if session.sink != self.send:
+            self.send({"type": "error", "run": frame.get("run"),
+                       "message": "This lesson is open in another tab; reload to work here."})
+            return
         kind = frame["type"]
         if kind == "run":
-            if self.running is not None and not self.running.done():
+            if session.busy:
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
                 return
-            self.running = asyncio.create_task(self._run(frame))
+            session.running = asyncio.create_task(self._run(session, frame))
         elif kind == "input":
-            if self.answer is not None and not self.answer.done():
-                self.answer.set_result(frame["value"])
+            if session.answer is not None and not session.answer.done():
+                session.answer.set_result(frame["value"])
         elif kind == "interrupt":
-            asyncio.create_task(self._control(self.manager.interrupt, "interrupt"))
+            asyncio.create_task(self._control(session, self.manager.interrupt, "interrupt"))
         elif kind == "restart":
-            asyncio.create_task(self._control(self._restart, "restart"))
+            asyncio.create_task(self._control(session, self._restart, "restart"))
 
     async def _restart(self, kernel_id: str) -> None:
         self.send({"type": "kernel", "state": "restarting", "message": None})
         await self.manager.restart(kernel_id)
         self.send({"type": "kernel", "state": "idle", "message": "The kernel was restarted."})
 
-    async def _control(self, action, name: str) -> None:
-        if self.kernel_id is None:
+    async def _control(self, session: LessonSession, action, name: str) -> None:
+        if session.kernel_id is None:
             return
         try:
-            await action(self.kernel_id)
+            await action(session.kernel_id)
         except UnknownKernel:
-            self.kernel_id = None
+            session.kernel_id = None
         except Exception:
             log.exception("%s failed", name)
             self.send({"type": "error", "run": None, "message": f"Could not {name} the kernel."})
 
-    async def _kernel(self) -> str:
-        if self.kernel_id is None or self.manager.get(self.kernel_id) is None:
-            self.send({"type": "kernel", "state": "starting", "message": None})
-            kernel = await self.manager.start(self.user.id, self.lesson.kernel)
-            self.kernel_id = kernel.id
-            if self.closed:                  # the page went away while we waited
-                await self._shutdown()
-                raise asyncio.CancelledError
-        return self.kernel_id
+    async def _kernel(self, session: LessonSession) -> str:
+        if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
+            session.send({"type": "kernel", "state": "starting", "message": None})
+            kernel = await self.manager.start(session.user_id, self.lesson.kernel)
+            session.kernel_id = kernel.id
+        return session.kernel_id
 
-    async def _run(self, frame: dict[str, Any]) -> None:
+    async def _run(self, session: LessonSession, frame: dict[str, Any]) -> None:
+        """The run belongs to the session: it goes on, and is reported, if this socket drops."""
+        send = session.send
         run_id = frame["run"]
         exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
         if exercise is None:
-            self.send({"type": "error", "run": run_id,
-                       "message": f"This lesson has no exercise {frame['exercise']!r}."})
+            send({"type": "error", "run": run_id,
+                  "message": f"This lesson has no exercise {frame['exercise']!r}."})
             return
         try:
-            kernel_id = await self._kernel()
+            kernel_id = await self._kernel(session)
         except CapacityError as exc:
-            self.send({"type": "error", "run": run_id, "retry_after": exc.retry_after,
-                       "message": f"All kernels are busy right now; try again in "
-                                  f"{exc.retry_after:.0f} s."})
+            send({"type": "error", "run": run_id, "retry_after": exc.retry_after,
+                  "message": f"All kernels are busy right now; try again in "
+                             f"{exc.retry_after:.0f} s."})
             return
         except SandboxError:
             log.exception("kernel start failed", extra={"fields": {"lesson": self.lesson.slug}})
-            self.send({"type": "kernel", "state": "dead",
-                       "message": "The kernel could not be started; please try again shortly."})
-            self.send({"type": "error", "run": run_id,
-                       "message": "The kernel could not be started; please try again shortly."})
+            message = "The kernel could not be started; please try again shortly."
+            send({"type": "kernel", "state": "dead", "message": message})
+            send({"type": "error", "run": run_id, "message": message})
             return
-        self.send({"type": "started", "run": run_id, "exercise": exercise.id})
-        self.send({"type": "kernel", "state": "busy", "message": None})
+        send({"type": "started", "run": run_id, "exercise": exercise.id})
+        send({"type": "kernel", "state": "busy", "message": None})
 
         async def on_output(output: Output) -> None:
-            self.send({"type": "output", "run": run_id, "output": output.to_json()})
+            send({"type": "output", "run": run_id, "output": output.to_json()})
 
         async def on_input(prompt: str, password: bool) -> str:
-            self.answer = asyncio.get_running_loop().create_future()
-            self.send({"type": "input_request", "run": run_id, "prompt": prompt,
-                       "password": password})
-            return await asyncio.wait_for(self.answer, INPUT_TIMEOUT)
+            session.answer = asyncio.get_running_loop().create_future()
+            send({"type": "input_request", "run": run_id, "prompt": prompt, "password": password})
+            return await asyncio.wait_for(session.answer, INPUT_TIMEOUT)
 
         try:
             outcome = await self.runner.run(
-                user_id=self.user.id, kernel_id=kernel_id, lesson=self.lesson, exercise=exercise,
-                code=frame["code"], on_output=on_output, on_input=on_input)
+                user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
+                exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input)
         except UnknownKernel:
-            self.kernel_id = None
-            self.send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})
+            session.kernel_id = None
+            send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})
             return
         except Exception:
             log.exception("run failed", extra={"fields": {"lesson": self.lesson.slug,
                                                           "exercise": exercise.id}})
-            self.send({"type": "error", "run": run_id,
-                       "message": "The server could not finish this run."})
+            send({"type": "error", "run": run_id, "message": "The server could not finish this run."})
             return
         result = outcome.result
-        self.send({"type": "kernel", "state": "idle", "message": None})
-        self.send({"type": "result", "run": run_id, "trace": outcome.run_id, "exercise": exercise.id,
-                   "status": result.status.value, "limit": result.limit.value if result.limit else None,
-                   "message": result.message,
-                   "verdict": {"passed": outcome.verdict.passed, "message": outcome.verdict.message},
-                   "progress": {"passed": outcome.passed_in_lesson, "total": outcome.total_in_lesson}})
-
-    async def _shutdown(self) -> None:
-        kernel_id, self.kernel_id = self.kernel_id, None
-        if kernel_id is not None:
-            try:
-                await self.manager.shutdown(kernel_id, "lesson page closed")
-            except UnknownKernel:
-                pass
+        send({"type": "kernel", "state": "idle", "message": None})
+        send({"type": "result", "run": run_id, "trace": outcome.run_id, "exercise": exercise.id,
+              "status": result.status.value, "limit": result.limit.value if result.limit else None,
+              "message": result.message,
+              "verdict": {"passed": outcome.verdict.passed, "message": outcome.verdict.message},
+              "progress": {"passed": outcome.passed_in_lesson, "total": outcome.total_in_lesson}})
 
     def on_close(self) -> None:
         self.closed = True
-        if self.answer is not None and not self.answer.done():
-            self.answer.cancel()
-        if self.running is not None and not self.running.done():
-            self.running.cancel()
-        asyncio.create_task(self._shutdown())
+        if self.session is not None:
+            self.sessions.detach(self.session, self.send)

@@ -1,0 +1,108 @@
+"""One kernel session per learner per lesson, that survives a dropped WebSocket.
+
+The page's socket attaches to its session; when the socket drops (a train
+tunnel, a laptop lid), the run in progress goes on, its frames are kept, and
+the kernel is kept for a grace period. A socket that comes back within it gets
+the same kernel (variables intact) and every frame it missed, in order. After
+the grace period with no socket, the kernel is shut down.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kernels.manager import KernelManager, UnknownKernel
+
+log = logging.getLogger("lessonserver.ws")
+
+MISSED_FRAMES = 2000        # frames kept for a detached page; a run's output is capped anyway
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+@dataclasses.dataclass(eq=False)
+class LessonSession:
+    user_id: str
+    slug: str
+    kernel_id: str | None = None
+    running: asyncio.Task | None = None
+    answer: asyncio.Future | None = None
+    sink: Sink | None = None                    # the attached socket's send
+    missed: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
+    expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None and not self.running.done()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(frame)
+        else:
+            self.missed.append(frame)
+
+
+class LessonSessions:
+    def __init__(self, manager: KernelManager, grace: float) -> None:
+        self.manager = manager
+        self.grace = grace
+        self._sessions: dict[tuple[str, str], LessonSession] = {}
+
+    def attach(self, user_id: str, slug: str, sink: Sink) -> LessonSession:
+        """The session of this learner and lesson, now sending to `sink` (the newest page wins)."""
+        session = self._sessions.setdefault((user_id, slug), LessonSession(user_id, slug))
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        if session.sink is not None and session.sink != sink:   # bound methods: compare by ==
+            session.sink({"type": "error", "run": None,
+                          "message": "This lesson was opened in another tab; this one is now idle."})
+        session.sink = sink
+        while session.missed:
+            sink(session.missed.popleft())
+        return session
+
+    def detach(self, session: LessonSession, sink: Sink) -> None:
+        if session.sink != sink:
+            return                              # a newer page took over already
+        session.sink = None
+        if session.answer is not None and not session.answer.done():
+            session.answer.cancel()             # nobody is there to type the answer
+        self._expire_later(session)
+
+    def _expire_later(self, session: LessonSession) -> None:
+        loop = asyncio.get_running_loop()
+        session.expiry = loop.call_later(self.grace, lambda: loop.create_task(self._expire(session)))
+
+    async def _expire(self, session: LessonSession) -> None:
+        session.expiry = None
+        if session.sink is not None:
+            return
+        if session.busy:                        # let the run finish; look again after it
+            await asyncio.wait({session.running})
+            if session.sink is None:
+                self._expire_later(session)
+            return
+        self._sessions.pop((session.user_id, session.slug), None)
+        await self.shutdown(session, "lesson page closed")
+
+    async def shutdown(self, session: LessonSession, reason: str) -> None:
+        kernel_id, session.kernel_id = session.kernel_id, None
+        if kernel_id is not None:
+            try:
+                await self.manager.shutdown(kernel_id, reason)
+            except UnknownKernel:
+                pass
+
+    async def close(self) -> None:
+        for session in list(self._sessions.values()):
+            if session.expiry is not None:
+                session.expiry.cancel()
+            if session.busy:
+                session.running.cancel()
+        self._sessions.clear()
