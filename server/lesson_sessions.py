@@ -30,7 +30,8 @@ class LessonSession:
     slug: str
     kernel_id: str | None = None
     running: asyncio.Task | None = None
-    answer: asyncio.Future | None = None
+    answer: asyncio.Future | None = None       # the learner's reply to input(), while asked
+    asking: dict[str, Any] | None = None        # the input_request frame, re-sent on reconnect
     sink: Sink | None = None                    # the attached socket's send
     missed: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
@@ -65,14 +66,14 @@ class LessonSessions:
         session.sink = sink
         while session.missed:
             sink(session.missed.popleft())
+        if session.asking is not None and session.answer is not None and not session.answer.done():
+            sink(session.asking)                # the program is still waiting for an answer
         return session
 
     def detach(self, session: LessonSession, sink: Sink) -> None:
         if session.sink != sink:
             return                              # a newer page took over already
-        session.sink = None
-        if session.answer is not None and not session.answer.done():
-            session.answer.cancel()             # nobody is there to type the answer
+        session.sink = None                     # a pending input() waits for the page to return
         self._expire_later(session)
 
     def _expire_later(self, session: LessonSession) -> None:

@@ -274,3 +274,15 @@ async def test_the_newest_tab_owns_the_lesson_and_the_old_one_is_told(site):
     assert "another tab" in refused["message"]
     result, _ = await second.run("hello", "print('hello')", run="r2")
     assert result["verdict"]["passed"] is True
+
+
+async def test_a_question_asked_while_the_page_was_away_is_asked_again(site):
+    page = await Page.open(site)
+    await page.send(type="run", run="r1", exercise="ask", code="name = input('name? ')\nprint('hi', name)")
+    await page.until("input_request")
+    page = await page.reconnect()
+    asked, _ = await page.until("input_request")
+    assert asked["run"] == "r1" and asked["prompt"] == "name? "
+    await page.send(type="input", run="r1", value="Ada")
+    result, _ = await page.until("result")
+    assert result["verdict"]["passed"] is True

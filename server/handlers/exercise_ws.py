@@ -187,8 +187,18 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
 
         async def on_input(prompt: str, password: bool) -> str:
             session.answer = asyncio.get_running_loop().create_future()
-            send({"type": "input_request", "run": run_id, "prompt": prompt, "password": password})
-            return await asyncio.wait_for(session.answer, INPUT_TIMEOUT)
+            session.asking = {"type": "input_request", "run": run_id, "prompt": prompt,
+                              "password": password}
+            send(session.asking)
+            try:
+                return await asyncio.wait_for(session.answer, INPUT_TIMEOUT)
+            except asyncio.TimeoutError:   # nobody answered: the program gets an empty line
+                send({"type": "output", "run": run_id, "output": {
+                    "output_type": "stream", "name": "stderr",
+                    "text": f"(no answer within {INPUT_TIMEOUT:.0f} s; input() got an empty line)\n"}})
+                return ""
+            finally:
+                session.asking = None
 
         try:
             outcome = await self.runner.run(
