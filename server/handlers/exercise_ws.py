@@ -101,12 +101,15 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
                        "message": None})
 
     def send(self, frame: dict[str, Any]) -> None:
-        if self.closed:
-            return
-        try:
-            self.write_message(json.dumps(frame, default=str))
-        except tornado.websocket.WebSocketClosedError:
-            self.closed = True
+        if not self.closed:
+            try:
+                self.write_message(json.dumps(frame, default=str))
+                return
+            except tornado.websocket.WebSocketClosedError:
+                self.closed = True
+        # Closed before on_close detached us: keep the frame for the page's return.
+        if self.session is not None and self.session.sink == self.send:
+            self.session.missed.append(frame)
 
     def on_message(self, raw: str | bytes) -> None:
         session = self.session
