@@ -81,6 +81,21 @@ async def lesson_socket(base: str) -> tuple[list[float], list[float]]:
     return first, done
 
 
+async def first_output_and_idle(receive, msg_id: str, began: float) -> tuple[float, float]:
+    """(ms to the request's first stream output, ms to its idle status); `receive` gives
+    messages as dicts or JSON text."""
+    first = None
+    while True:
+        msg = await receive()
+        msg = json.loads(msg) if isinstance(msg, str) else msg
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream" and first is None:
+            first = time.perf_counter() - began
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return first * 1000, (time.perf_counter() - began) * 1000
+
+
 async def channels(base: str) -> tuple[list[float], list[float]]:
     """First output / idle ms per run through the Jupyter channels socket."""
     client = tornado.httpclient.AsyncHTTPClient()
@@ -100,15 +115,7 @@ async def channels(base: str) -> tuple[list[float], list[float]]:
             "parent_header": {}, "metadata": {}, "buffers": [],
             "content": {"code": CODE, "silent": False, "store_history": True,
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
-        first = None
-        while True:
-            msg = json.loads(await socket.read_message())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream" and first is None:
-                first = time.perf_counter() - began
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return first * 1000, (time.perf_counter() - began) * 1000
+        return await first_output_and_idle(socket.read_message, msg_id, began)
 
     ws = [await over_socket() for _ in range(RUNS + 1)][1:]
     socket.close()
@@ -130,15 +137,7 @@ async def bare(settings) -> tuple[list[float], list[float]]:
     async def direct() -> tuple[float, float]:
         began = time.perf_counter()
         msg_id = bare.execute(CODE)
-        first = None
-        while True:
-            msg = await bare.get_iopub_msg(timeout=10)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream" and first is None:
-                first = time.perf_counter() - began
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return first * 1000, (time.perf_counter() - began) * 1000
+        return await first_output_and_idle(lambda: bare.get_iopub_msg(timeout=10), msg_id, began)
 
     raw = [await direct() for _ in range(RUNS + 1)][1:]
     bare.stop_channels()

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.manager import KernelManager
 from kernels.result import Output, RunResult, RunStatus
-from server import exercise_steps
+from server import exercise_steps, progress_view
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson
 from server.exercise_steps import StepKind
@@ -73,8 +73,6 @@ class ExerciseRunner:
         tracer.verdict(verdict.passed, verdict.message)
         tracer.finished(shown)
         await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
-        rows = await progress.get_for_user(self.engine, user_id)
-        passed = {row.exercise_id for row in rows
-                  if row.lesson_slug == lesson.slug and str(getattr(row.status, "value", row.status)) == "passed"}
-        ids = {ex.id for ex in lesson.exercises}
-        return Outcome(tracer.run_id, shown, verdict, len(passed & ids), len(ids))
+        statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
+        return Outcome(tracer.run_id, shown, verdict, progress_view.passed_in(lesson, statuses),
+                       len(lesson.exercises))

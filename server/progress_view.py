@@ -33,6 +33,15 @@ class CourseState:
     lessons: tuple[LessonState, ...]
 
 
+def statuses_of(rows) -> dict[tuple[str, str], str]:
+    """{(lesson slug, exercise id): 'passed' | 'failed'} from a learner's progress rows."""
+    return {(row.lesson_slug, row.exercise_id): str(row.status.value) for row in rows}
+
+
+def passed_in(lesson, statuses: Mapping[tuple[str, str], str]) -> int:
+    return sum(1 for ex in exercise_ids(lesson) if statuses.get((lesson.slug, ex)) == PASSED)
+
+
 def exercise_ids(lesson) -> tuple[str, ...]:
     return tuple(exercise.id for exercise in lesson.exercises)
 
@@ -53,7 +62,7 @@ def lesson_state(lesson, statuses: Mapping[tuple[str, str], str], completed: fro
         access=lesson_access(paid=lesson.paid, prerequisites=lesson.prerequisites,
                              completed=completed, subscribed=subscribed, is_admin=is_admin),
         exercises=len(ids),
-        passed=sum(1 for ex in ids if statuses.get((lesson.slug, ex)) == PASSED))
+        passed=passed_in(lesson, statuses))
 
 
 def catalog_state(catalog, statuses: Mapping[tuple[str, str], str], subscribed: bool,

@@ -20,7 +20,6 @@ from kernels.manager import KernelManager, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
 from kernels.sandbox import SandboxError
-from server import progress_view
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import Common
 from server.handlers.pages import LearnerPage
@@ -80,10 +79,7 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         user = await self.load_user()
         if user is None:
             raise tornado.web.HTTPError(403, "Open the lesson page first.")
-        statuses, subscribed, is_admin = await self.learner_state()
-        completed = progress_view.completed_lessons(self.library.catalog, statuses)
-        state = progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
-        if not state.access.open:
+        if not (await self.lesson_state(lesson)).access.open:
             raise tornado.web.HTTPError(403, "This lesson is locked for you.")
         self.lesson = lesson
         await super().get(slug)

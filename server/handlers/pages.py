@@ -26,10 +26,14 @@ class LearnerPage(BaseHandler):
         rows = await progress.get_for_user(self.common.engine, user.id)
         self.progress_rows = rows
         sub = await subscriptions.get(self.common.engine, user.id)
-        statuses = {(row.lesson_slug, row.exercise_id): str(getattr(row.status, "value", row.status))
-                    for row in rows}
-        subscribed = sub is not None and str(getattr(sub.status, "value", sub.status)) in ACTIVE_SUBSCRIPTION
-        return statuses, subscribed, user.is_admin
+        subscribed = sub is not None and sub.status in ACTIVE_SUBSCRIPTION
+        return progress_view.statuses_of(rows), subscribed, user.is_admin
+
+    async def lesson_state(self, lesson) -> progress_view.LessonState:
+        """The visitor's view of one lesson: its lock and how much of it has passed."""
+        statuses, subscribed, is_admin = await self.learner_state()
+        completed = progress_view.completed_lessons(self.library.catalog, statuses)
+        return progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
 
 
 class CatalogHandler(LearnerPage):
@@ -52,9 +56,7 @@ class LessonHandler(LearnerPage):
             raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
         if lesson.exercises:  # its runs and progress need a learner (anonymous until claimed)
             await self.ensure_user()
-        statuses, subscribed, is_admin = await self.learner_state()
-        completed = progress_view.completed_lessons(catalog, statuses)
-        state = progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
+        state = await self.lesson_state(lesson)
         course = catalog.course_of(slug)
         titles = {l.slug: l.title for c in catalog.courses for l in c.lessons}
         self.set_header("Cache-Control", "private, no-cache")
@@ -69,7 +71,7 @@ class LessonHandler(LearnerPage):
 def _saved_work(rows, lesson) -> dict:
     """Each exercise's status, attempts and last submitted code, for the page's editors."""
     ids = {exercise.id for exercise in lesson.exercises}
-    return {row.exercise_id: {"status": str(getattr(row.status, "value", row.status)),
+    return {row.exercise_id: {"status": row.status.value,
                               "attempts": row.attempts, "code": row.code}
             for row in rows if row.lesson_slug == lesson.slug and row.exercise_id in ids}
 
