@@ -157,7 +157,7 @@ class KernelManager:
         finally:
             self._reserved -= 1
         now = time.time()
-        entry = _Entry(uuid.uuid4().hex, owner, plugin, kernel,
+        entry = _Entry(str(uuid.uuid4()), owner, plugin, kernel,
                        KernelSession(self.sandbox, kernel), now, now)
         self._kernels[entry.id] = entry
         entry.watcher = asyncio.create_task(self._watch(entry, entry.session))

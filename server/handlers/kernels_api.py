@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from server.handlers.kernel_channels import ChannelHub
 
 DEFAULT_KERNEL = "python"
-KERNEL_ID = r"(?P<kernel_id>[0-9a-f]{32})"
+# Jupyter Server routes only dashed UUIDs (`\w+-\w+-\w+-\w+-\w+`), so ours have that shape.
+KERNEL_ID = r"(?P<kernel_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 
 
 class ApiError(tornado.web.HTTPError):
