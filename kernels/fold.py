@@ -38,6 +38,7 @@ class RunState:
     idle: bool = False
     pending_clear: bool = False           # clear_output(wait=True) waits for the next output
     error_name: str | None = None         # last error, even when it was dropped
+    malformed: int = 0                    # messages of a broken shape, skipped
 
     @property
     def done(self) -> bool:
@@ -53,37 +54,74 @@ def fold(state: RunState, msg: Mapping[str, Any]) -> tuple[RunState, tuple[Outpu
     parent = (msg.get("parent_header") or {}).get("msg_id")
     if state.parent_id is not None and parent != state.parent_id:
         return state, ()
-    kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
-    content = msg.get("content") or {}
+    kind = msg.get("msg_type") or (msg.get("header") or {}).get("msg_type")
+    content = msg.get("content")
+    if not isinstance(content, Mapping):
+        return _malformed(state), ()
     if kind == "status":
         return (dataclasses.replace(state, idle=True) if content.get("execution_state") == "idle"
                 else state), ()
     if kind == "execute_input":
-        return dataclasses.replace(state, execution_count=content.get("execution_count")), ()
+        count = content.get("execution_count")
+        return dataclasses.replace(state, execution_count=count if _is_int(count) else None), ()
     if kind == "execute_reply":
+        status, count = content.get("status", "ok"), content.get("execution_count")
         return dataclasses.replace(
-            state, reply_status=content.get("status", "ok"),
-            execution_count=content.get("execution_count", state.execution_count)), ()
+            state, reply_status=status if isinstance(status, str) else "error",
+            execution_count=count if _is_int(count) else state.execution_count), ()
     if kind == "clear_output":
         if content.get("wait"):
             return dataclasses.replace(state, pending_clear=True), ()
         return dataclasses.replace(state, outputs=(), pending_clear=False), (Output("clear_output"),)
-    output = _to_output(kind, content)
-    if output is None:
+    if kind not in OUTPUT_TYPES and kind != "update_display_data":
         return state, ()
+    try:
+        output = _to_output(kind, content)
+    except MalformedOutput:
+        return _malformed(state), ()
     return _admit(_note_signs(state, output), output)
 
 
-def _to_output(kind: str | None, content: Mapping[str, Any]) -> Output | None:
-    display_id = (content.get("transient") or {}).get("display_id")
+class MalformedOutput(ValueError):
+    """Kernel output of a shape no notebook could show: skipped and counted, never fatal."""
+
+
+def _malformed(state: RunState) -> RunState:
+    return dataclasses.replace(state, malformed=state.malformed + 1)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise MalformedOutput(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _to_output(kind: str, content: Mapping[str, Any]) -> Output:
+    transient = content.get("transient")
+    display_id = transient.get("display_id") if isinstance(transient, Mapping) else None
+    display_id = display_id if isinstance(display_id, str) else None
     if kind == "stream":
-        return Output("stream", name=content.get("name", "stdout"), text=content.get("text", ""))
+        name = _text(content.get("name"), "stdout")
+        return Output("stream", name=name if name in ("stdout", "stderr") else "stdout",
+                      text=_text(content.get("text")))
     if kind in ("display_data", "execute_result", "update_display_data"):
-        return Output(kind, data=dict(content.get("data") or {}), display_id=display_id)
-    if kind == "error":
-        return Output("error", ename=content.get("ename", ""), evalue=content.get("evalue", ""),
-                      traceback=tuple(content.get("traceback") or ()))
-    return None
+        data = content.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+            raise MalformedOutput("data must be an object keyed by MIME type")
+        return Output(kind, data=dict(data), display_id=display_id)
+    traceback = content.get("traceback") or ()
+    if not isinstance(traceback, (list, tuple)) or not all(isinstance(t, str) for t in traceback):
+        raise MalformedOutput("traceback must be a list of strings")
+    return Output("error", ename=_text(content.get("ename")), evalue=_text(content.get("evalue")),
+                  traceback=tuple(traceback))
 
 
 def _size(output: Output) -> int:

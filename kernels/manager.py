@@ -3,9 +3,12 @@
 A managed kernel keeps its id for its whole life; the sandboxed kernel behind
 it may change: when it dies (watched between runs too), is killed by a limit,
 or is restarted, a fresh one comes from the plugin's pool and the learner is
-told. Idle kernels are culled and none outlives `max_lifetime`. Observers
-(`on_event`) see every assignment, limit hit, death and restart; the trace
-pipeline is one of them.
+told. Jupyter clients reach a kernel through a Relay (`connect`) that follows
+it across replacements. Idle kernels are culled and none outlives
+`max_lifetime`. Each owner is held to a quota (kernels at once, starts and runs
+per minute). Observers (`on_event`) see every assignment, limit hit, death,
+restart and relayed run as a `kernels.events` value; the trace pipeline and
+the metrics are two of them.
 """
 from __future__ import annotations
 
@@ -18,11 +21,16 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernels import fold
+from kernels import fold, messages, quotas
+from kernels.events import (KernelAssigned, KernelDied, KernelEvent, KernelGone,
+                            KernelInterrupted, KernelLimited, KernelRestarted, RunEnded, RunOutput,
+                            RunStarted, StartRejected)
 from kernels.pool import CapacityError, Pool, StartGate
-from kernels.result import RunLimits, RunResult, RunStatus
+from kernels.quotas import Quotas, Tier
+from kernels.relay import Relay
+from kernels.result import Output, RunLimits, RunResult, RunStatus
 from kernels.sandbox import StartSpec
-from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed
+from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed, SessionHooks
 
 if TYPE_CHECKING:
     from kernels.plugins import Plugin
@@ -31,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[str, dict], Any]
+Observer = Callable[[KernelEvent], Any]
 CULL_EVERY = (0.2, 30.0)   # seconds between cull passes: at least, at most
 FULL_RETRY_AFTER = 30.0    # Retry-After when every kernel slot on the host is taken
 
@@ -51,6 +59,9 @@ class ManagedKernel:
     execution_state: str       # idle | busy | starting | restarting | dead
     connection: Mapping[str, Any]
     ref: str                   # the sandbox's handle (container id or pid), for support
+    connections: int = 0       # Jupyter clients attached (channels sockets)
+    pool_hit: bool = False     # how the current sandboxed kernel was had: warm from the pool,
+    start_ms: float = 0.0      # or started for this caller in start_ms
 
 
 @dataclasses.dataclass(eq=False)
@@ -67,11 +78,24 @@ class _Entry:
     closing: bool = False
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     watcher: asyncio.Task | None = None
+    relays: set[Relay] = dataclasses.field(default_factory=set)
+    kernel_state: str = "idle"     # what the kernel itself last said (runs of Jupyter clients)
+    pool_hit: bool = False
+    start_ms: float = 0.0
 
     def snapshot(self) -> ManagedKernel:
+        state = self.kernel_state if self.state == "idle" else self.state
         return ManagedKernel(self.id, self.owner, self.plugin, self.created_at,
-                             self.last_activity, self.state, self.kernel.connection,
-                             str(self.kernel.ref))
+                             self.last_activity, state, self.kernel.connection,
+                             str(self.kernel.ref), len(self.relays), self.pool_hit, self.start_ms)
+
+
+@dataclasses.dataclass(eq=False)
+class _Owner:
+    """One owner's recent use, for the quotas."""
+    tier: Tier
+    starts: tuple[float, ...] = ()
+    runs: tuple[float, ...] = ()
 
 
 def run_limits(settings: Settings, plugin: Plugin) -> RunLimits:
@@ -97,16 +121,20 @@ def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
 
 class KernelManager:
     def __init__(self, settings: Settings, sandbox: Sandbox, plugins: Iterable[Plugin],
-                 on_event: Iterable[Observer] = ()) -> None:
+                 on_event: Iterable[Observer] = (), quotas: Quotas | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
         self.observers = list(on_event)
+        self.quotas = quotas or Quotas()
+        self.clock = clock
         self.gate = StartGate(settings.start_concurrency, settings.start_queue)
         self.pools = {name: Pool(sandbox, start_spec(settings, p), settings.pool_size, self.gate,
                                  room=self._room)
                       for name, p in self.plugins.items()}
         self._kernels: dict[str, _Entry] = {}
+        self._owners: dict[str, _Owner] = {}
         self._reserved = 0               # starts in progress, counted against max_kernels
         self._culler: asyncio.Task | None = None
 
@@ -122,17 +150,53 @@ class KernelManager:
     def limits(self, plugin: str) -> RunLimits:
         return run_limits(self.settings, self.plugins[plugin])
 
-    def _room(self) -> bool:
-        alive = len(self._kernels) + self._reserved + sum(p.ready + p.starting
-                                                          for p in self.pools.values())
-        return alive < self.settings.max_kernels
+    def _alive(self) -> int:
+        """Kernels on the host: assigned, being started for someone, and warm in the pools."""
+        return len(self._kernels) + self._reserved + sum(p.ready + p.starting
+                                                         for p in self.pools.values())
 
-    def _emit(self, kind: str, **data: Any) -> None:
+    def _room(self) -> bool:
+        return self._alive() < self.settings.max_kernels
+
+    def _emit(self, event: KernelEvent) -> None:
         for observer in self.observers:
             try:
-                observer(kind, data)
+                observer(event)
             except Exception:  # an observer's bug must not break a learner's run
-                log.exception("observer %r failed on %s", observer, kind)
+                log.exception("observer %r failed on %s", observer, type(event).__name__)
+
+    # --- quotas -----------------------------------------------------------
+
+    def _owner(self, owner: str, tier: Tier | None = None) -> _Owner:
+        use = self._owners.get(owner)
+        if use is None:
+            use = self._owners[owner] = _Owner(tier or Tier.MEMBER)
+        elif tier is not None:
+            use.tier = tier
+        return use
+
+    def _refuse(self, owner: str, refusal: quotas.Refusal) -> CapacityError:
+        self._emit(StartRejected(owner, refusal.reason))
+        return CapacityError(refusal.message, refusal.retry_after, refusal.reason)
+
+    def admit_run(self, owner: str) -> quotas.Refusal | None:
+        """Count one run of `owner`, or say why it may not run now (its runs per minute)."""
+        use = self._owner(owner)
+        now = self.clock()
+        use.runs = quotas.recent(use.runs, now)
+        refusal = quotas.may_run(self.quotas.of(use.tier), use.runs, now)
+        if refusal is None:
+            use.runs = (*use.runs, now)
+        else:
+            self._emit(StartRejected(owner, refusal.reason))
+        return refusal
+
+    def _forget_idle_owners(self) -> None:
+        now = self.clock()
+        held = {e.owner for e in self._kernels.values()}
+        for owner, use in list(self._owners.items()):
+            if owner not in held and not quotas.recent((*use.starts, *use.runs), now):
+                del self._owners[owner]
 
     # --- life cycle -------------------------------------------------------
 
@@ -145,25 +209,68 @@ class KernelManager:
             pool.refill()
         self._culler = asyncio.create_task(self._cull_forever())
 
-    async def start(self, owner: str, plugin: str) -> ManagedKernel:
+    async def start(self, owner: str, plugin: str, tier: Tier = Tier.MEMBER) -> ManagedKernel:
         if plugin not in self.pools:
             raise KeyError(f"no kernel plugin named {plugin!r}")
-        if len(self._kernels) + self._reserved >= self.settings.max_kernels:
+        use = self._owner(owner, tier)
+        now = self.clock()
+        use.starts = quotas.recent(use.starts, now)
+        held = sum(1 for e in self._kernels.values() if e.owner == owner)
+        refusal = quotas.may_start(self.quotas.of(tier), held, use.starts, now)
+        if refusal is not None:
+            raise self._refuse(owner, refusal)
+        if not self.pools[plugin].ready and not self._room():
+            self._emit(StartRejected(owner, "host"))
             raise CapacityError(f"all {self.settings.max_kernels} kernels of this host are in use",
                                 FULL_RETRY_AFTER)
+        use.starts = (*use.starts, now)
         self._reserved += 1
         try:
             kernel, hit, ms = await self._acquire(plugin)
+        except CapacityError as exc:
+            self._emit(StartRejected(owner, exc.reason))
+            raise
         finally:
             self._reserved -= 1
         now = time.time()
-        entry = _Entry(str(uuid.uuid4()), owner, plugin, kernel,
-                       KernelSession(self.sandbox, kernel), now, now)
+        entry = _Entry(str(uuid.uuid4()), owner, plugin, kernel, None, now, now)  # type: ignore[arg-type]
+        entry.session = self._session(entry, kernel)
+        entry.pool_hit, entry.start_ms = hit, ms
         self._kernels[entry.id] = entry
         entry.watcher = asyncio.create_task(self._watch(entry, entry.session))
-        self._emit("kernel.assigned", kernel_id=entry.id, owner=owner, plugin=plugin,
-                   pool_hit=hit, ref=str(kernel.ref), start_ms=ms)
+        self._emit(KernelAssigned(entry.id, owner, plugin, hit, str(kernel.ref), ms))
         return entry.snapshot()
+
+    def _session(self, entry: _Entry, kernel: SandboxKernel) -> KernelSession:
+        """A session whose relayed runs are limited, counted and reported as this kernel's."""
+        def touch() -> None:
+            entry.last_activity = time.time()
+
+        def status(state: str) -> None:
+            entry.kernel_state = state
+            touch()
+
+        def admit_run() -> str | None:
+            refusal = self.admit_run(entry.owner)
+            return None if refusal is None else refusal.message
+
+        def run_started(run_id: str, code: str) -> None:
+            touch()
+            self._emit(RunStarted(entry.id, entry.owner, entry.plugin, run_id, code))
+
+        def run_output(run_id: str, output: Output) -> None:
+            self._emit(RunOutput(entry.id, run_id, output))
+
+        def run_ended(run_id: str, result: RunResult) -> None:
+            touch()
+            if result.limit is not None:
+                self._emit(KernelLimited(entry.id, entry.owner, entry.plugin, result.limit.value,
+                                         result.message))
+            self._emit(RunEnded(entry.id, run_id, result))
+
+        hooks = SessionHooks(run_started=run_started, run_output=run_output, run_ended=run_ended,
+                             status=status, admit_run=admit_run)
+        return KernelSession(self.sandbox, kernel, self.limits(entry.plugin), hooks)
 
     async def _acquire(self, plugin: str) -> tuple[SandboxKernel, bool, float]:
         began = time.perf_counter()
@@ -177,8 +284,8 @@ class KernelManager:
             raise UnknownKernel(kernel_id) from None
 
     async def execute(self, kernel_id: str, code: str, limits: RunLimits | None = None,
-                      on_output: OnOutput | None = None,
-                      on_input: OnInput | None = None) -> RunResult:
+                      on_output: OnOutput | None = None, on_input: OnInput | None = None, *,
+                      store_history: bool = True) -> RunResult:
         entry = self._entry(kernel_id)
         limits = limits or self.limits(entry.plugin)
         async with entry.lock:
@@ -190,7 +297,8 @@ class KernelManager:
             entry.state = "busy"
             entry.last_activity = time.time()
             try:
-                result = await session.execute(code, limits, on_output, on_input)
+                result = await session.execute(code, limits, on_output, on_input,
+                                               store_history=store_history)
             except SessionClosed as exc:
                 result = RunResult(RunStatus.DIED, message="The kernel was shut down"
                                    if entry.closing else f"The kernel did not answer ({exc})")
@@ -198,23 +306,41 @@ class KernelManager:
                 entry.state = "idle"
                 entry.last_activity = time.time()
             if result.limit is not None:
-                self._emit("kernel.limit", kernel_id=entry.id, owner=entry.owner,
-                           plugin=entry.plugin, limit=result.limit.value, message=result.message)
+                self._emit(KernelLimited(entry.id, entry.owner, entry.plugin, result.limit.value,
+                                         result.message))
             if session.dead and not entry.closing:
                 await self._replace(entry, result.message or "kernel lost during the run")
                 result = fold.note_restart(result)
         return result
 
-    def touch(self, kernel_id: str) -> None:
-        """Activity that did not go through execute() (a Jupyter client's own messages)."""
+    # --- Jupyter clients --------------------------------------------------
+
+    async def connect(self, kernel_id: str) -> Relay:
+        """A relay to the kernel for one Jupyter client; it follows restarts until closed."""
+        entry = self._entry(kernel_id)
+        await entry.session.ready()
+        relay = Relay()
+        entry.relays.add(relay)
+        entry.session.attach(relay)
+        entry.last_activity = time.time()
+        return relay
+
+    def disconnect(self, kernel_id: str, relay: Relay) -> None:
+        relay.close("the client went away")
         entry = self._kernels.get(kernel_id)
         if entry is not None:
-            entry.last_activity = time.time()
+            entry.relays.discard(relay)
+
+    def _tell_clients(self, entry: _Entry, state: str) -> None:
+        """A status from the server itself, as Jupyter Server sends around restarts."""
+        status = messages.server_message("iopub", "status", {"execution_state": state})
+        for relay in entry.relays:
+            relay.put(status)
 
     async def interrupt(self, kernel_id: str) -> None:
         entry = self._entry(kernel_id)
         await entry.session.interrupt()
-        self._emit("kernel.interrupted", kernel_id=entry.id, owner=entry.owner)
+        self._emit(KernelInterrupted(entry.id, entry.owner))
 
     async def restart(self, kernel_id: str) -> ManagedKernel:
         """A fresh kernel under the same id; a run in progress ends as the old kernel dies."""
@@ -227,14 +353,19 @@ class KernelManager:
                 await self._replace(entry, "restart requested")
         return entry.snapshot()
 
-    async def shutdown(self, kernel_id: str, reason: str = "shutdown requested") -> None:
+    async def shutdown(self, kernel_id: str, reason: str = "shutdown requested",
+                       culled: bool = False) -> None:
         entry = self._kernels.pop(kernel_id, None)
         if entry is None:
             raise UnknownKernel(kernel_id)
         entry.closing = True
         entry.state = "dead"
+        self._tell_clients(entry, "dead")
+        for relay in list(entry.relays):
+            relay.close(f"the kernel was shut down ({reason})")
         await self._drop(entry.session)
-        self._emit("kernel.shutdown", kernel_id=entry.id, owner=entry.owner, reason=reason)
+        self._emit(KernelGone(entry.id, entry.owner, reason, culled))
+        self._forget_idle_owners()
         for pool in self.pools.values():  # a slot on the host is free again
             pool.refill()
 
@@ -260,6 +391,7 @@ class KernelManager:
     async def _replace(self, entry: _Entry, reason: str) -> None:
         """Swap in a fresh kernel from the pool; the caller holds entry.lock."""
         entry.state = "restarting"
+        self._tell_clients(entry, "restarting")
         await self._drop(entry.session)
         try:
             kernel, hit, ms = await self._acquire(entry.plugin)
@@ -270,11 +402,21 @@ class KernelManager:
         if entry.closing:                 # shut down while we waited for a kernel
             await self.sandbox.kill(kernel)
             return
-        entry.kernel, entry.session = kernel, KernelSession(self.sandbox, kernel)
-        entry.state = "idle"
+        entry.kernel, entry.session = kernel, self._session(entry, kernel)
+        entry.pool_hit, entry.start_ms = hit, ms
+        entry.kernel_state = "idle"
         entry.watcher = asyncio.create_task(self._watch(entry, entry.session))
-        self._emit("kernel.restarted", kernel_id=entry.id, owner=entry.owner, plugin=entry.plugin,
-                   reason=reason, pool_hit=hit, ref=str(kernel.ref), start_ms=ms)
+        if entry.relays:
+            try:
+                await entry.session.ready()
+            except SessionClosed as exc:
+                log.warning("kernel %s: replacement did not answer (%s)", entry.id, exc)
+            for relay in list(entry.relays):
+                entry.session.attach(relay)
+            self._tell_clients(entry, "idle")
+        entry.state = "idle"
+        self._emit(KernelRestarted(entry.id, entry.owner, entry.plugin, reason, hit,
+                                   str(kernel.ref), ms))
 
     async def _watch(self, entry: _Entry, session: KernelSession) -> None:
         """Notice a death within a second, even between runs, and replace the kernel."""
@@ -287,9 +429,8 @@ class KernelManager:
             return
         if entry.closing:
             return
-        self._emit("kernel.died", kernel_id=entry.id, owner=entry.owner, plugin=entry.plugin,
-                   ref=str(session.kernel.ref), exit_code=ended.exit_code,
-                   oom_killed=ended.oom_killed, reason=ended.reason, killed=session.killed)
+        self._emit(KernelDied(entry.id, entry.owner, entry.plugin, str(session.kernel.ref),
+                              ended.exit_code, ended.oom_killed, ended.reason, session.killed))
         async with entry.lock:           # a run in progress replaces it itself
             if entry.session is session and not entry.closing:
                 await self._replace(entry, f"kernel died ({ended.reason})")
@@ -306,10 +447,10 @@ class KernelManager:
         for entry in list(self._kernels.values()):
             if now - entry.created_at > self.settings.max_lifetime:
                 reason = "maximum lifetime reached"
-            elif not entry.lock.locked() and now - entry.last_activity > self.settings.idle_timeout:
+            elif (not entry.lock.locked() and entry.kernel_state != "busy"
+                  and now - entry.last_activity > self.settings.idle_timeout):
                 reason = "idle"
             else:
                 continue
-            self._emit("kernel.culled", kernel_id=entry.id, owner=entry.owner, reason=reason)
             with contextlib.suppress(UnknownKernel):
-                await self.shutdown(entry.id, reason)
+                await self.shutdown(entry.id, reason, culled=True)

@@ -27,11 +27,14 @@ CLOSE_WAIT = 30.0             # seconds close() lets starts in flight finish (th
 
 
 class CapacityError(RuntimeError):
-    """No kernel can be had now; try again after `retry_after` seconds (HTTP 429)."""
+    """No kernel can be had now; try again after `retry_after` seconds (HTTP 429).
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    `reason` names the limit for metrics: host, queue, or an owner's quota."""
+
+    def __init__(self, message: str, retry_after: float, reason: str = "host") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class StartGate:
@@ -52,7 +55,7 @@ class StartGate:
         """Hold a start slot; `queued` requests count against the queue (refills do not)."""
         if queued and self.waiting >= self.queue:
             raise CapacityError(f"{self.waiting} kernel starts are already waiting",
-                                self.retry_after())
+                                self.retry_after(), "queue")
         self.waiting += queued
         try:
             await self._slots.acquire()

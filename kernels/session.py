@@ -1,28 +1,39 @@
-"""Run code in one sandboxed kernel with limits: the ZMQ shell around `kernels.fold`.
+"""The one owner of a sandboxed kernel's ZMQ sockets: lesson runs and Jupyter clients alike.
 
-One KernelSession per kernel. Reader tasks put every message of the shell,
-iopub and stdin channels on one queue; `execute` folds those of its own
-request into a RunState and reacts to what the fold reports. The wall-clock
-limit escalates: an interrupt_request, then SIGINT through the sandbox, then
-killing the sandbox (C code holding the GIL ignores the first two). The
-session never starts kernels: after a kill or a death, `dead` is true and the
-owner (the manager) replaces the kernel.
+One KernelSession per kernel. A reader per channel checks each message and
+hands it to `_dispatch`, which routes it at once by its parent id: to the run
+that sent the request (folded there, so output past the cap is discarded at
+the reader and a run buffers at most its cap), to the Jupyter clients
+(`Relay`s) attached to the kernel, or nowhere (dropped and counted). Nothing
+queues without a bound.
+
+Every execute_request is a run with limits, whoever sent it: `execute()` for
+lesson runs, and requests relayed from a Jupyter client. The wall-clock limit
+escalates: an interrupt_request, then SIGINT through the sandbox, then killing
+the sandbox. A relayed run that hits a limit is told to its client as a stderr
+stream and an error reply in plain words. The session never starts kernels:
+after a kill or a death, `dead` is true and the owner replaces the kernel.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import zmq
 import zmq.asyncio
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.session import DELIM, Session
 
-from kernels import fold
-from kernels.result import LimitHit, Output, RunLimits, RunResult
+from kernels import fold, messages
+from kernels.messages import BadMessage, ClientMessage, KernelMessage
+from kernels.result import LimitHit, Output, RunLimits, RunResult, RunStatus
 
 if TYPE_CHECKING:
+    from kernels.relay import Relay
     from kernels.sandbox import KernelExit, Sandbox, SandboxKernel
 
 log = logging.getLogger(__name__)
@@ -30,6 +41,9 @@ log = logging.getLogger(__name__)
 GRACE = 1.0            # seconds each escalation step waits before the next
 PROBE_EVERY = 0.1      # seconds between kernel_info probes while iopub connects
 READY_TIMEOUT = 10.0   # seconds the first handshake may take
+REQUESTS = 1024        # client requests remembered for routing their replies
+CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
 
 OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
@@ -39,20 +53,69 @@ class SessionClosed(RuntimeError):
     """The kernel is gone (killed, dead or closed); the manager must replace it."""
 
 
+@dataclasses.dataclass
+class SessionHooks:
+    """What the session tells its owner about relayed runs (the manager traces them)."""
+    run_started: Callable[[str, str], None] = lambda run_id, code: None
+    run_output: Callable[[str, Output], None] = lambda run_id, output: None
+    run_ended: Callable[[str, RunResult], None] = lambda run_id, result: None
+    status: Callable[[str], None] = lambda state: None
+    admit_run: Callable[[], str | None] = lambda: None   # a refusal in plain words, or None
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    id: str
+    state: fold.RunState
+    relay: Relay | None = None            # the client that sent it; None for lesson runs
+    header: dict | None = None            # the request's header, parent of our notes
+    started: bool = False                 # the kernel said busy for it
+    waiting_input: bool = False           # a relayed input_request is unanswered
+    told: bool = False                    # its client was told why output stopped
+    pending: collections.deque = dataclasses.field(default_factory=collections.deque)
+    inputs: collections.deque = dataclasses.field(default_factory=collections.deque)
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
 class KernelSession:
-    def __init__(self, sandbox: Sandbox, kernel: SandboxKernel) -> None:
+    def __init__(self, sandbox: Sandbox, kernel: SandboxKernel, limits: RunLimits | None = None,
+                 hooks: SessionHooks | None = None) -> None:
         self.sandbox = sandbox
         self.kernel = kernel
+        self.limits = limits or RunLimits()                # for relayed runs (lesson runs pass their own)
+        self.hooks = hooks or SessionHooks()
         self.killed = False                  # we killed it (timeout escalation, fork bomb)
         self.exit: KernelExit | None = None  # how it ended, once it has
+        self.dropped = 0                     # messages nobody was waiting for
+        self.malformed = 0                   # messages with a bad signature or shape
+        self.execution_state = "starting"
+        info = kernel.connection
+        self._session = Session(key=str(info["key"]).encode(),
+                                signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+                                username="lessonserver")
         self._context = zmq.asyncio.Context()
-        self._client = AsyncKernelClient(context=self._context)
-        self._client.load_connection_info(dict(kernel.connection))
-        self._client.start_channels(shell=True, iopub=True, stdin=True, hb=False, control=True)
-        self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
-        self._readers = [asyncio.create_task(self._read(name, channel)) for name, channel in (
-            ("shell", self._client.shell_channel), ("iopub", self._client.iopub_channel),
-            ("stdin", self._client.stdin_channel), ("control", self._client.control_channel))]
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        for name, kind in CHANNELS.items():
+            sock = self._context.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            elif name in ("shell", "stdin"):
+                # The kernel sends input_request to the stdin socket whose identity is the
+                # shell requester's, as jupyter_client sets it.
+                sock.setsockopt(zmq.IDENTITY, self._session.bsession)
+            sock.connect(messages_url(info, name))
+            self._sockets[name] = sock
+        self._runs: dict[str, _Run] = {}
+        self._active: _Run | None = None      # the run the kernel said it is busy with
+        self._window = fold.start(self.limits)  # output with parents of no run of ours
+        self._requests: collections.OrderedDict[str, Relay] = collections.OrderedDict()
+        self._relays: set[Relay] = set()
+        self._probes: set[str] = set()
+        self._probe_answers: set[tuple[str, str]] = set()
+        self._probed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._readers = [asyncio.create_task(self._read(name)) for name in CHANNELS]
         self._exited = asyncio.create_task(self._watch())
         self._ready = False
         self._closed = False
@@ -67,131 +130,360 @@ class KernelSession:
 
     async def _watch(self) -> KernelExit:
         self.exit = await self.sandbox.wait(self.kernel)
+        for run in self._runs.values():
+            run.wake.set()
         return self.exit
 
-    async def _read(self, name: str, channel) -> None:
+    # --- reading and routing ----------------------------------------------------
+
+    async def _read(self, channel: str) -> None:
+        sock, key, sign = self._sockets[channel], self._session.key, self._session.sign
         while True:
+            frames = await sock.recv_multipart()
             try:
-                msg = await channel.get_msg()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a garbled frame must not stop the reader
-                log.exception("kernel %s: unreadable %s message", self.kernel.id, name)
-                continue
-            self._queue.put_nowait((name, msg))
+                self._dispatch(messages.from_frames(channel, frames, key, sign))
+            except BadMessage as exc:
+                self.malformed += 1
+                log.info("kernel %s: %s message skipped: %s", self.kernel.id, channel, exc)
+            except Exception:  # one odd message must not stop the reader or the run
+                self.malformed += 1
+                log.exception("kernel %s: %s message skipped", self.kernel.id, channel)
 
-    async def _next(self, deadline: float) -> tuple[str, Any] | None:
-        """(channel, message), ("exit", KernelExit), or None when the deadline passes."""
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        if self._exited.done():
-            return self._exit_event()
-        getter = asyncio.ensure_future(self._queue.get())
-        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-        done, _ = await asyncio.wait({getter, self._exited}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        if getter.done() and not getter.cancelled():  # a message won the race with cancel
-            return getter.result()
-        return self._exit_event() if self._exited in done else None
+    def _dispatch(self, msg: KernelMessage) -> None:
+        parent = msg.parent_id
+        if parent in self._probes:
+            self._probe_answers.add((msg.channel, parent))
+            self._probed.set()
+            return
+        if msg.channel == "iopub" and msg.msg_type == "status":
+            self._note_status(msg)
+        run = self._runs.get(parent) if parent is not None else None
+        if run is not None:
+            self._to_run(run, msg)
+        elif msg.channel == "iopub":
+            self._foreign_output(msg)
+        elif parent in self._requests:          # a reply to a client's own request
+            self._requests[parent].put(msg)
+        else:
+            self.dropped += 1
 
-    def _exit_event(self) -> tuple[str, Any]:
-        if self._exited.cancelled() or self._exited.exception() is not None:
-            return "closed", None            # close() was called, or the sandbox lost track
-        return "exit", self._exited.result()
+    def _note_status(self, msg: KernelMessage) -> None:
+        state = msg.content.get("execution_state")
+        if not isinstance(state, str):
+            return
+        run = self._runs.get(msg.parent_id or "")
+        if state == "busy" and run is not None and not run.started:
+            run.started = True
+            self._active = run
+            self._window = fold.start(self.limits)
+            if run.relay is not None:
+                self.hooks.run_started(run.id, str((run.header or {}).get("code", "")))
+            run.wake.set()
+        self.execution_state = state
+        self.hooks.status(state)
 
-    async def _handshake(self) -> None:
+    def _to_run(self, run: _Run, msg: KernelMessage) -> None:
+        if msg.channel == "stdin":
+            if run.relay is None:
+                run.inputs.append(msg)
+            else:
+                run.waiting_input = True
+                run.relay.put(msg)
+            run.wake.set()
+            return
+        kind = msg.msg_type
+        if kind in OUTPUT_KINDS or kind in ("status", "execute_input", "execute_reply"):
+            was_capped = run.state.capped
+            run.state, outputs = fold.fold(run.state, msg.as_dict())
+            if kind in OUTPUT_KINDS:
+                if run.relay is None:
+                    run.pending.extend(outputs)
+                else:
+                    self._relay_outputs(run, msg, outputs)
+            elif run.relay is not None:
+                self._broadcast(msg) if msg.channel == "iopub" else run.relay.put(msg)
+            if run.state.capped != was_capped or run.state.done or outputs:
+                run.wake.set()
+            return
+        if run.relay is not None:               # comms, clear, anything else of a client's run
+            self._broadcast(msg) if msg.channel == "iopub" else run.relay.put(msg)
+
+    def _relay_outputs(self, run: _Run, msg: KernelMessage,
+                       outputs: tuple[Output, ...]) -> None:
+        for output in outputs:
+            self.hooks.run_output(run.id, output)
+        self._broadcast_admitted(msg, outputs)
+
+    def _broadcast_admitted(self, msg: KernelMessage, outputs: tuple[Output, ...]) -> bool:
+        """Pass on what the fold kept of `msg` (a stream may be cut); False when nothing."""
+        kept = [o for o in outputs if o.output_type != "clear_output"]
+        if not kept and msg.msg_type != "clear_output":
+            return False                          # over the cap: discarded here
+        if msg.msg_type == "stream" and kept and kept[-1].text != msg.content.get("text"):
+            msg = msg.with_content({**msg.content, "text": kept[-1].text})
+        self._broadcast(msg)
+        return True
+
+    def _foreign_output(self, msg: KernelMessage) -> None:
+        """iopub with no run of ours: status and comms go to clients; output passes the
+        kernel's own window (reset at each run), so inventing parent ids dodges no cap."""
+        if not self._relays:
+            self.dropped += 1
+            return
+        if msg.msg_type in OUTPUT_KINDS:
+            self._window, outputs = fold.fold(self._window, {**msg.as_dict(),
+                                                             "parent_header": {"msg_id": None}})
+            if not self._broadcast_admitted(msg, outputs):
+                self.dropped += 1
+            return
+        self._broadcast(msg)
+
+    def _broadcast(self, msg: KernelMessage) -> None:
+        for relay in list(self._relays):
+            relay.put(msg)
+
+    # --- the handshake ------------------------------------------------------------
+
+    async def ready(self) -> None:
         """Wait until iopub is subscribed, so no output of the first run is lost."""
         if self._ready:
             return
         loop = asyncio.get_running_loop()
         give_up = loop.time() + READY_TIMEOUT
-        probes: set[str] = set()
-        replied = published = False
-        while not (replied and published):
+        while True:
+            if self.dead:
+                raise SessionClosed(f"kernel {self.kernel.id} ended")
             if loop.time() >= give_up:
                 raise SessionClosed(f"kernel {self.kernel.id} did not answer")
-            probes.add(self._client.kernel_info())
-            probe_until = min(give_up, loop.time() + PROBE_EVERY)
-            while not (replied and published) and loop.time() < probe_until:
-                event = await self._next(probe_until)
-                if event is None:
-                    break
-                channel, msg = event
-                if channel in ("exit", "closed"):
-                    raise SessionClosed(f"kernel {self.kernel.id} ended")
-                if msg.get("parent_header", {}).get("msg_id") in probes:
-                    replied = replied or channel == "shell"
-                    published = published or channel == "iopub"
-        self._ready = True
+            probe = self._send_raw("shell", "kernel_info_request", {})
+            self._probes.add(probe)
+            until = min(give_up, loop.time() + PROBE_EVERY)
+            while loop.time() < until:
+                answered = {parent for channel, parent in self._probe_answers if channel == "shell"}
+                if answered & {p for c, p in self._probe_answers if c == "iopub"}:
+                    self._ready = True
+                    return
+                self._probed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._probed.wait(), max(0.0, until - loop.time()))
+
+    def _send_raw(self, channel: str, msg_type: str, content: dict,
+                  metadata: dict | None = None) -> str:
+        header = messages.new_header(msg_type, self._session.session)
+        self._send_parts(channel, messages.to_parts(header, {}, metadata or {}, content))
+        return header["msg_id"]
+
+    def _send_parts(self, channel: str, parts: list[bytes]) -> None:
+        self._sockets[channel].send_multipart([DELIM, self._session.sign(parts), *parts])
+
+    # --- lesson runs ------------------------------------------------------------------
 
     async def execute(self, code: str, limits: RunLimits, on_output: OnOutput | None = None,
-                      on_input: OnInput | None = None) -> RunResult:
+                      on_input: OnInput | None = None, *, store_history: bool = True) -> RunResult:
         if self.dead:
             raise SessionClosed(f"kernel {self.kernel.id} is gone")
-        await self._handshake()
-        loop = asyncio.get_running_loop()
-        msg_id = self._client.execute(code, store_history=True, allow_stdin=on_input is not None)
-        state = fold.start(limits, msg_id)
-        step, timed_out = 0, False           # escalation step: 0 none, 1 message, 2 signal
-        deadline = loop.time() + limits.timeout
-        while not state.done:
-            event = await self._next(deadline)
-            if event is None:                # the deadline of the current step passed
-                timed_out = timed_out or step == 0
-                if step == 2:
-                    await self._kill()
-                    return fold.finish(state, timed_out=timed_out)
-                step += 1
-                await (self.interrupt() if step == 1 else self.sandbox.interrupt(self.kernel))
-                deadline = loop.time() + GRACE
-                continue
-            channel, msg = event
-            if channel == "closed":
-                raise SessionClosed(f"kernel {self.kernel.id} was closed during the run")
-            if channel == "exit":
-                return fold.finish(state, timed_out=timed_out, died=True,
-                                   exit_code=msg.exit_code, oom_killed=msg.oom_killed)
-            if channel == "stdin":
-                deadline += await self._answer(msg, msg_id, on_input)
-                continue
-            was_capped = state.capped
-            state, outputs = fold.fold(state, msg)
-            for output in outputs:
-                if on_output is not None:
-                    try:
-                        await on_output(output)
-                    except Exception:  # a closed socket must not leave the run without limits
-                        log.exception("kernel %s: on_output failed; not forwarding more",
-                                      self.kernel.id)
-                        on_output = None
-            if state.capped and not was_capped and step == 0:
-                step = 1                     # stop the flood; what still comes is discarded
-                await self.interrupt()
-                deadline = loop.time() + GRACE
-        if state.limit is LimitHit.PIDS:
-            await self._kill()               # children of a fork bomb keep spinning otherwise
-        return fold.finish(state, timed_out=timed_out)
+        await self.ready()
+        msg_id = self._send_raw("shell", "execute_request", {
+            "code": code, "silent": False, "store_history": store_history,
+            "user_expressions": {}, "allow_stdin": on_input is not None, "stop_on_error": True})
+        run = _Run(msg_id, fold.start(limits, msg_id))
+        self._runs[msg_id] = run
+        try:
+            return await self._supervise(run, on_output, on_input, started_at_send=True)
+        finally:
+            self._end(run)
 
-    async def _answer(self, msg: dict, msg_id: str, on_input: OnInput | None) -> float:
-        """Answer an input_request; returns the seconds spent waiting for the learner."""
-        if msg.get("parent_header", {}).get("msg_id") != msg_id or on_input is None:
-            return 0.0
+    async def _deliver(self, run: _Run, on_output: OnOutput | None) -> OnOutput | None:
+        while run.pending:
+            output = run.pending.popleft()
+            if on_output is None:
+                continue
+            try:
+                await on_output(output)
+            except Exception:  # a closed socket must not leave the run without limits
+                log.exception("kernel %s: on_output failed; not forwarding more", self.kernel.id)
+                on_output = None
+        return on_output
+
+    async def _supervise(self, run: _Run, on_output: OnOutput | None = None,
+                         on_input: OnInput | None = None, *,
+                         started_at_send: bool = False) -> RunResult:
+        """Wait for the run's end, enforcing its limits; the result, whatever happened."""
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        content = msg.get("content", {})
-        value = await on_input(content.get("prompt", ""), bool(content.get("password")))
-        self._client.input(value)
-        return loop.time() - began
+        limits = run.state.limits
+        step, timed_out, capped = 0, False, False   # escalation: 0 none, 1 message, 2 signal
+        paused: float | None = None
+        deadline = loop.time() + limits.timeout if started_at_send else None
+        while True:
+            on_output = await self._deliver(run, on_output)
+            if run.state.done:
+                break
+            if self._closed:
+                raise SessionClosed(f"kernel {self.kernel.id} was closed during the run")
+            if self._exited.done():
+                ended = self._exit_result()
+                return fold.finish(run.state, timed_out=timed_out, died=True,
+                                   exit_code=ended.exit_code if ended else None,
+                                   oom_killed=bool(ended and ended.oom_killed))
+            if run.inputs:
+                answer_began = loop.time()
+                await self._answer(run.inputs.popleft(), on_input)
+                if deadline is not None:
+                    deadline += loop.time() - answer_began
+                continue
+            if deadline is None and run.started:
+                deadline = loop.time() + limits.timeout
+            if run.state.capped and not capped:
+                capped = True
+                if run.relay is not None:        # said now, before the kernel's reply
+                    self._note(run, fold.limit_message(LimitHit.OUTPUT, run.state))
+                if step == 0:                    # stop the flood; what still comes is discarded
+                    step = 1
+                    await self.interrupt()
+                    deadline = loop.time() + GRACE
+            if run.waiting_input and paused is None:
+                paused = loop.time()              # a client's input() stops the clock
+            elif not run.waiting_input and paused is not None:
+                if deadline is not None:
+                    deadline += loop.time() - paused
+                paused = None
+            timeout = None if deadline is None or paused is not None \
+                else max(0.0, deadline - loop.time())
+            run.wake.clear()
+            if await self._sleep(run, timeout):
+                continue
+            if paused is not None or deadline is None or loop.time() < deadline:
+                continue
+            if step == 0 and run.relay is not None:
+                self._note(run, fold.limit_message(LimitHit.TIMEOUT, run.state))
+            timed_out = timed_out or step == 0
+            if step == 2:
+                await self._kill()
+                return fold.finish(run.state, timed_out=timed_out)
+            step += 1
+            await (self.interrupt() if step == 1 else self.sandbox.interrupt(self.kernel))
+            deadline = loop.time() + GRACE
+        if run.state.limit is LimitHit.PIDS:
+            await self._kill()                   # children of a fork bomb keep spinning otherwise
+        return fold.finish(run.state, timed_out=timed_out)
+
+    async def _sleep(self, run: _Run, timeout: float | None) -> bool:
+        """True when the run was woken (or the kernel ended) before `timeout`."""
+        waker = asyncio.ensure_future(run.wake.wait())
+        try:
+            done, _ = await asyncio.wait({waker, self._exited}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+        return bool(done)
+
+    def _exit_result(self) -> KernelExit | None:
+        if self._exited.cancelled() or self._exited.exception() is not None:
+            return None
+        return self._exited.result()
+
+    async def _answer(self, msg: KernelMessage, on_input: OnInput | None) -> None:
+        content = msg.content
+        value = "" if on_input is None else await on_input(str(content.get("prompt", "")),
+                                                           bool(content.get("password")))
+        self._send_parts("stdin", messages.to_parts(
+            messages.new_header("input_reply", self._session.session), dict(msg.header), {},
+            {"value": value}))
+
+    def _end(self, run: _Run) -> None:
+        self._runs.pop(run.id, None)
+        if self._active is run:
+            self._active = None
+
+    # --- Jupyter clients --------------------------------------------------------------
+
+    def attach(self, relay: Relay) -> None:
+        self._relays.add(relay)
+        relay.attach(self)
+
+    def detach(self, relay: Relay) -> None:
+        self._relays.discard(relay)
+        for msg_id in [m for m, r in self._requests.items() if r is relay]:
+            del self._requests[msg_id]
+
+    def send_client(self, relay: Relay, msg: ClientMessage) -> None:
+        """Sign a client's message with the kernel's key and send it; an execute_request
+        becomes a run with the kernel's limits."""
+        if self.dead:
+            return
+        if msg.channel == "stdin" and msg.msg_type == "input_reply":
+            run = self._runs.get(str(msg.parent.get("msg_id")))
+            if run is not None:
+                run.waiting_input = False
+                run.wake.set()
+        elif msg.msg_type == "execute_request":
+            refusal = self.hooks.admit_run()
+            if refusal is not None:
+                self._refuse(relay, msg, refusal)
+                return
+            self._requests[msg.msg_id] = relay
+            run = _Run(msg.msg_id, fold.start(self.limits, msg.msg_id), relay,
+                       {**msg.header, "code": msg.content.get("code", "")})
+            self._runs[msg.msg_id] = run
+            self._spawn(self._watch_run(run))
+        else:
+            self._requests[msg.msg_id] = relay
+        while len(self._requests) > REQUESTS:
+            self._requests.popitem(last=False)
+        self._send_parts(msg.channel, messages.to_parts(msg.header, msg.parent, msg.metadata,
+                                                        msg.content))
+
+    async def _watch_run(self, run: _Run) -> None:
+        try:
+            result = await self._supervise(run)
+        except SessionClosed:
+            return
+        finally:
+            self._end(run)
+        if result.limit is not None or result.status is RunStatus.DIED:
+            self._tell(run, result)
+        if run.started or result.limit is not None:
+            self.hooks.run_ended(run.id, result)
+
+    def _tell(self, run: _Run, result: RunResult) -> None:
+        """A limit or death in plain words, as the client's own stream, reply and idle."""
+        header = _parent_of(run)
+        if not run.told:
+            self._note(run, result.message or "The run was stopped")
+        if self.dead and run.relay is not None:   # the kernel cannot answer for itself any more
+            reason = (result.limit.value if result.limit else "died")
+            run.relay.put(messages.server_message("shell", "execute_reply", {
+                "status": "error", "ename": "LimitExceeded" if result.limit else "KernelDied",
+                "evalue": f"{result.message} ({reason})", "traceback": [],
+                "execution_count": result.execution_count}, header))
+            self._broadcast(messages.server_message("iopub", "status", {"execution_state": "idle"},
+                                                    header))
+
+    def _note(self, run: _Run, text: str) -> None:
+        run.told = True
+        self._broadcast(messages.server_message("iopub", "stream", {
+            "name": "stderr", "text": f"\n[{text}]\n"}, _parent_of(run)))
+
+    def _refuse(self, relay: Relay, msg: ClientMessage, refusal: str) -> None:
+        header = dict(msg.header)
+        relay.put(messages.server_message("iopub", "stream", {"name": "stderr",
+                                                              "text": f"[{refusal}]\n"}, header))
+        relay.put(messages.server_message("shell", "execute_reply", {
+            "status": "error", "ename": "RateLimited", "evalue": refusal, "traceback": [],
+            "execution_count": None}, header))
+        relay.put(messages.server_message("iopub", "status", {"execution_state": "idle"}, header))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- control ------------------------------------------------------------------------
 
     async def interrupt(self) -> None:
         """Ask the kernel to interrupt the running code (the kernel raises KeyboardInterrupt)."""
         if not self.dead:
-            self._client.control_channel.send(self._client.session.msg("interrupt_request", {}))
+            self._send_raw("control", "interrupt_request", {})
 
     async def _kill(self) -> None:
         self.killed = True
@@ -202,11 +494,30 @@ class KernelSession:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(("closed", None))   # wakes a run in progress
-        for task in (*self._readers, self._exited):
+        for run in self._runs.values():
+            run.wake.set()                        # wakes a run in progress
+        for relay in list(self._relays):
+            relay.attach(None)
+        self._relays.clear()
+        tasks = (*self._readers, self._exited, *self._tasks)
+        for task in tasks:
             task.cancel()
         try:
-            await asyncio.gather(*self._readers, self._exited, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:  # also when our caller is cancelled: a context left to the GC blocks in term()
-            self._client.stop_channels()
+            for sock in self._sockets.values():
+                sock.close(linger=0)
             self._context.destroy(linger=0)
+
+
+def _parent_of(run: _Run) -> dict:
+    """The client's request header, as the parent of what we tell it about the run."""
+    return {k: v for k, v in (run.header or {}).items() if k != "code"}
+
+
+def messages_url(info, channel: str) -> str:
+    """The ZMQ address of a channel in a Jupyter connection info (tcp or ipc)."""
+    port = int(info[f"{channel}_port"])
+    if info.get("transport", "tcp") == "tcp":
+        return f"tcp://{info['ip']}:{port}"
+    return f"{info['transport']}://{info['ip']}-{port}"

@@ -108,11 +108,14 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.closers.append(traces.close)
     sandbox = create_sandbox(settings)
     runtime.closers.append(sandbox.close)
-    router = KernelEventRouter()
-    runtime.manager = KernelManager(settings, sandbox, runtime.plugins, on_event=[router])
+    router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
+    runtime.manager = KernelManager(settings, sandbox, runtime.plugins,
+                                    on_event=[router, runtime.metrics.observe_kernel_event])
+    runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()))
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
-    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router)
+    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,
+                                    runtime.metrics)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
 
@@ -136,8 +139,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token),
-        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
-                            runtime.closers),
+        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
         (r"/metrics", MetricsHandler, {"common": common}),
     ]

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kernels.manager import KernelManager
+from kernels.manager import KernelManager, ManagedKernel
 from kernels.result import Output, RunResult, RunStatus
 from server import exercise_steps, progress_view
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson
+from server.metrics import Metrics
 from server.exercise_steps import StepKind
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
@@ -38,18 +40,24 @@ class Outcome:
 
 class ExerciseRunner:
     def __init__(self, manager: KernelManager, engine: AsyncEngine, emit: Emit,
-                 router: KernelEventRouter) -> None:
+                 router: KernelEventRouter, metrics: Metrics | None = None) -> None:
         self.manager = manager
         self.engine = engine
         self.emit = emit
         self.router = router
+        self.metrics = metrics or Metrics()
 
     async def run(self, *, user_id: str, kernel_id: str, lesson: Lesson, exercise: Exercise,
                   code: str, on_output: OnOutput, on_input: OnInput | None = None,
-                  run_id: str | None = None) -> Outcome:
+                  run_id: str | None = None, started: ManagedKernel | None = None) -> Outcome:
+        """`started`: the kernel when it was assigned for this run (its start is traced)."""
+        began = time.monotonic()
         tracer = RunTracer(self.emit, run_id)
         tracer.requested(user_id=user_id, lesson_slug=lesson.slug, exercise_id=exercise.id,
                          kernel=lesson.kernel, code=code)
+        if started is not None:
+            tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,
+                                   start_ms=started.start_ms)
 
         async def forward(output: Output) -> None:
             tracer.output(output)
@@ -59,9 +67,10 @@ class ExerciseRunner:
         self.router.attach(kernel_id, tracer)
         try:
             for step in exercise_steps.plan(exercise, code):
+                # Hidden steps stay out of the kernel's history (In, _ih, history_request).
                 result = await self.manager.execute(
                     kernel_id, step.code, on_output=forward if step.visible else None,
-                    on_input=on_input if step.visible else None)
+                    on_input=on_input if step.visible else None, store_history=step.visible)
                 results[step.kind] = result
                 if not exercise_steps.should_continue(step, result):
                     break
@@ -72,6 +81,7 @@ class ExerciseRunner:
             or RunResult(RunStatus.DIED, message="Nothing ran.")
         tracer.verdict(verdict.passed, verdict.message)
         tracer.finished(shown)
+        self.metrics.observe_run(lesson.kernel, shown, time.monotonic() - began)
         await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
         statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
         return Outcome(tracer.run_id, shown, verdict, progress_view.passed_in(lesson, statuses),

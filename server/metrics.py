@@ -1,8 +1,19 @@
-"""Prometheus metrics, in a registry owned by the app (no process-global state)."""
+"""Prometheus metrics, in a registry owned by the app (no process-global state).
+
+Every series declared here is recorded somewhere: requests by the handlers,
+runs by the exercise runner and (for Jupyter clients' runs) by the kernel
+manager's events, which also drive limit hits and refused starts; the
+kernel gauge asks the manager at scrape time.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from kernels import events
+from kernels.result import RunResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -25,8 +36,28 @@ class Metrics:
         self.kernels = Gauge("lessonserver_kernels", "kernels alive on this host",
                              registry=self.registry)
         self.rejected = Counter("lessonserver_admission_rejected",
-                                "requests refused with 429 by admission control",
+                                "kernel requests refused with 429 by a quota or the host's capacity",
                                 ["what"], registry=self.registry)
+        self._api_runs: dict[str, str] = {}    # run id -> kernel, while a client's run goes on
+
+    def observe_run(self, kernel: str, result: RunResult, seconds: float) -> None:
+        self.runs.labels(kernel, result.status.value).inc()
+        self.run_seconds.labels(kernel).observe(seconds)
+
+    def observe_kernel_event(self, event: events.KernelEvent) -> None:
+        """A KernelManager observer."""
+        if isinstance(event, events.KernelLimited):
+            self.limit_hits.labels(event.plugin, event.limit).inc()
+        elif isinstance(event, events.StartRejected):
+            self.rejected.labels(event.reason).inc()
+        elif isinstance(event, events.RunStarted):
+            self._api_runs[event.run_id] = event.plugin
+        elif isinstance(event, events.RunEnded):
+            kernel = self._api_runs.pop(event.run_id, "unknown")
+            self.runs.labels(kernel, event.result.status.value).inc()
+
+    def watch_kernels(self, count: Callable[[], int]) -> None:
+        self.kernels.set_function(count)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

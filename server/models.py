@@ -122,6 +122,7 @@ class Run(Base):
     kernel: Mapped[str | None] = mapped_column(sa.String(64))
     code_hash: Mapped[str | None] = mapped_column(sa.String(64))
     code: Mapped[str | None] = mapped_column(sa.Text)
+    client: Mapped[str | None] = mapped_column(sa.String(16))   # lesson | api
     status: Mapped[str] = mapped_column(sa.String(16), server_default="running")
     limit_hit: Mapped[str | None] = mapped_column(sa.String(16))
     verdict: Mapped[str | None] = mapped_column(sa.String(16))

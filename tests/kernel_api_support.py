@@ -23,6 +23,7 @@ from server.handlers.base import USER_COOKIE, Common
 from server.handlers.kernels_api import routes
 from server.metrics import Metrics
 from server.store import users
+from server.tracing.tracer import KernelEventRouter
 
 TOKEN = "test-token-" + "x" * 20
 COOKIE_SECRET = "cookie-secret-" + "y" * 24
@@ -35,6 +36,8 @@ class Api:
     manager: KernelManager
     engine: Any
     client: tornado.httpclient.AsyncHTTPClient
+    traced: list                # trace events of the runs Jupyter clients sent
+    metrics: Metrics
 
     async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN,
                    headers: dict | None = None) -> tornado.httpclient.HTTPResponse:
@@ -70,23 +73,23 @@ async def serve_api(settings):
     engine = db.create_engine(settings)
     plugins = discover()
     sandbox = create_sandbox(settings)
-    manager = KernelManager(settings, sandbox, plugins)
+    traced: list = []
+    metrics = Metrics()
+    manager = KernelManager(settings, sandbox, plugins,
+                            on_event=[KernelEventRouter(traced.append), metrics.observe_kernel_event])
     await manager.startup()
-    common = Common(settings, engine, Metrics())
-    closers: list = []
-    app = tornado.web.Application(routes(manager, plugins, common, TOKEN, closers),
+    common = Common(settings, engine, metrics)
+    app = tornado.web.Application(routes(manager, plugins, common, TOKEN),
                                   cookie_secret=COOKIE_SECRET, xsrf_cookies=True)
     server = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
     api = Api(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", manager, engine,
-              tornado.httpclient.AsyncHTTPClient())
+              tornado.httpclient.AsyncHTTPClient(), traced, metrics)
 
     async def close() -> None:
         server.stop()
         await manager.close()
-        for closer in closers:
-            await closer()
         await sandbox.close()
         await engine.dispose()
 

@@ -19,6 +19,8 @@ from server.config import PROJECT_ROOT
 from tests import services
 from tests.test_trace_support import fresh_postgres
 
+HEAD = "0002"   # the newest revision
+
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log"}
 
@@ -75,10 +77,10 @@ def table_names(settings) -> set[str]:
 
 def test_upgrade_creates_every_table_and_repeats_as_a_no_op(settings):
     assert db.current_revision(settings) is None
-    assert db.upgrade(settings) == "0001"
+    assert db.upgrade(settings) == HEAD
     assert table_names(settings) == TABLES | {"alembic_version"}
-    assert db.upgrade(settings) == "0001"
-    assert db.current_revision(settings) == "0001"
+    assert db.upgrade(settings) == HEAD
+    assert db.current_revision(settings) == HEAD
 
 
 def test_upgrade_keeps_data(settings):
@@ -97,7 +99,7 @@ def test_downgrade_to_base_and_back(settings):
     db.downgrade(settings, "base")
     assert table_names(settings) == {"alembic_version"}
     assert db.current_revision(settings) is None
-    assert db.upgrade(settings) == "0001"
+    assert db.upgrade(settings) == HEAD
     assert table_names(settings) >= TABLES
 
 
@@ -118,7 +120,7 @@ def test_sqlite_file_goes_into_a_new_data_dir(make_settings, tmp_path):
     db.upgrade(settings)
     path = settings.data_dir / "lessonserver.db"
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def pg_columns(url: str, table: str) -> list[tuple]:
@@ -157,7 +159,7 @@ def test_cli_db_upgrade_on_postgres(fresh_pg_url):
     for _ in range(2):
         done = lessonserver({"LS_DATABASE_URL": fresh_pg_url}, "db", "upgrade")
         assert done.returncode == 0, done.stderr
-        assert "database at revision 0001" in done.stdout
+        assert f"database at revision {HEAD}" in done.stdout
     with contextlib.closing(psycopg2.connect(fresh_pg_url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
         assert cur.fetchone()[0] == len(TABLES) + 1
@@ -174,7 +176,7 @@ def test_concurrent_upgrades_of_one_postgres_database(fresh_pg_url):
     assert [proc.returncode for proc in procs] == [0] * 4, [err for _, err in outputs]
     with contextlib.closing(psycopg2.connect(fresh_pg_url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM alembic_version")
-        assert cur.fetchall() == [("0001",)]
+        assert cur.fetchall() == [(HEAD,)]
 
 
 def test_cli_db_upgrade_embedded(tmp_path: Path):

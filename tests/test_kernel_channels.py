@@ -9,8 +9,9 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from server.handlers.kernel_channels import BadMessage, OutputCap, parse_client_message
-from kernels.result import RunLimits
+from kernels import messages
+from kernels.messages import BadMessage, parse_client_frame
+from kernels.relay import Relay
 from tests.kernel_api_support import TOKEN, Channels, api, api_for  # noqa: F401 - fixtures
 
 
@@ -30,33 +31,45 @@ def stream_text(messages: list[dict]) -> str:
 # --- pure parts -------------------------------------------------------------------
 
 def test_client_frames_are_checked():
-    msg = parse_client_message(json.dumps({"channel": "shell", "header": {
+    msg = parse_client_frame(json.dumps({"channel": "shell", "header": {
         "msg_id": "1", "msg_type": "kernel_info_request"}, "content": None}))
-    assert msg == {"channel": "shell", "header": {"msg_id": "1", "msg_type": "kernel_info_request"},
-                   "parent_header": {}, "metadata": {}, "content": {}}
-    for frame in (b"{}", "nope", "[]", json.dumps({"channel": "iopub", "header": {}}),
+    assert (msg.channel, dict(msg.header), msg.parent, msg.metadata, msg.content) == (
+        "shell", {"msg_id": "1", "msg_type": "kernel_info_request"}, {}, {}, {})
+    deep = "[" * 100_000 + "]" * 100_000
+    nested_value: list = [1]
+    for _ in range(messages.MAX_DEPTH + 1):
+        nested_value = [nested_value]
+    nested = json.dumps({"channel": "shell", "header": {"msg_type": "x", "msg_id": "1"},
+                         "content": {"a": nested_value}})
+    for frame in (b"{}", "nope", "[]", deep, nested, json.dumps({"channel": "iopub", "header": {}}),
                   json.dumps({"channel": "shell", "header": {"msg_type": "x"}}),
                   json.dumps({"channel": "shell", "header": {"msg_type": "x", "msg_id": "1"},
                               "content": [1]})):
         with pytest.raises(BadMessage):
-            parse_client_message(frame)
+            parse_client_frame(frame)
 
 
-def test_output_cap_cuts_the_stream_and_says_so():
-    cap = OutputCap(RunLimits(output_bytes=10))
+def test_frames_are_spliced_from_raw_parts_without_reparsing():
+    msg = messages.KernelMessage("iopub", {"msg_id": "m1", "msg_type": "stream"},
+                                 {"msg_id": "p1"}, b'{"k": 1}', b'{"name": "stdout", "text": "hi"}')
+    frame = json.loads(messages.ws_frame(msg))
+    assert frame == {"header": {"msg_id": "m1", "msg_type": "stream"},
+                     "parent_header": {"msg_id": "p1"}, "metadata": {"k": 1},
+                     "content": {"name": "stdout", "text": "hi"}, "msg_id": "m1",
+                     "msg_type": "stream", "channel": "iopub", "buffers": []}
 
-    def stream(text: str, parent: str = "p1") -> dict:
-        return {"header": {"msg_type": "stream"}, "parent_header": {"msg_id": parent},
-                "content": {"name": "stdout", "text": text}}
 
-    assert cap.admit(stream("12345")) == (stream("12345"), None)
-    cut, note = cap.admit(stream("6789abcdef"))
-    assert cut["content"]["text"] == "6789a" and "Output cut at 10 bytes" in note
-    assert cap.admit(stream("more")) == (None, None)
-    assert cap.admit(stream("other run", "p2"))[0] is not None      # each request has its own cap
-    idle = {"header": {"msg_type": "status"}, "parent_header": {"msg_id": "p1"},
-            "content": {"execution_state": "idle"}}
-    assert cap.admit(idle) == (idle, None) and "p1" not in cap.runs
+async def test_a_client_that_does_not_read_is_dropped_at_a_bounded_backlog():
+    relay = Relay(backlog_bytes=10_000)
+    chunk = messages.server_message("iopub", "stream", {"name": "stdout", "text": "x" * 1000})
+    for _ in range(100):
+        relay.put(chunk)
+    assert relay.closed and relay.backlog <= 10_000
+    assert "fast enough" in relay.close_reason
+    drained = 0
+    while await relay.get() is not None:
+        drained += 1
+    assert 0 < drained < 10
 
 
 # --- over a real WebSocket ----------------------------------------------------------
@@ -176,3 +189,50 @@ async def test_socket_auth_and_ownership(api):
     assert await refused(api.ws_url("0" * 32, f"?token={TOKEN}")) == 404
     conn = await tornado.websocket.websocket_connect(api.ws_url(kernel_id, f"?token={TOKEN}"))
     conn.close()
+
+
+async def test_a_clients_run_is_cut_at_the_run_timeout_told_and_traced(api_for):
+    api = await api_for(LS_RUN_TIMEOUT="1")
+    kernel_id = (await api.start("python"))["id"]
+    channels = await Channels.open(api, kernel_id)
+    try:
+        began = time.monotonic()
+        run = await channels.execute("import time; time.sleep(13)")
+        reply = await channels.reply_to(run, timeout=10)
+        assert time.monotonic() - began < 5
+        assert reply["content"]["status"] == "error"
+        notes = [m["content"]["text"] for m in channels.outputs(run)
+                 if m["content"].get("name") == "stderr"]
+        assert any("Stopped after 1 s" in text for text in notes)
+        after = await channels.execute("print('ok')")
+        await channels.reply_to(after)
+        assert stream_text(channels.outputs(after)) == "ok\n"
+    finally:
+        channels.close()
+    kinds = [(e.kind.value, e.data.get("client"), e.data.get("limit")) for e in api.traced]
+    assert ("requested", "api", None) in kinds and ("limit", None, "timeout") in kinds
+    finished = [e for e in api.traced if e.kind.value == "finished"]
+    assert [e.data["status"] for e in finished] == ["limit", "ok"]
+    assert {e.run_id for e in api.traced} == {finished[0].run_id, finished[1].run_id}
+    exposition = api.metrics.exposition().decode()
+    assert 'lessonserver_limit_hits_total{kernel="python",limit="timeout"} 1.0' in exposition
+    assert 'lessonserver_runs_total{kernel="python",status="limit"} 1.0' in exposition
+
+
+async def test_invented_parent_ids_do_not_dodge_the_output_cap(api_for):
+    api = await api_for(LS_OUTPUT_LIMIT="4096")
+    kernel_id = (await api.start("python"))["id"]
+    channels = await Channels.open(api, kernel_id)
+    try:
+        run = await channels.execute(
+            "import threading\nk = get_ipython().kernel\n"
+            "for n in range(50):\n"
+            "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'A' * 10000},"
+            " parent={'msg_id': f'forged-{n}'})\n"
+            "print('done')")
+        await channels.reply_to(run, timeout=10)
+        forged = [m for m in channels.received if m["msg_type"] == "stream"
+                  and str(m["parent_header"].get("msg_id", "")).startswith("forged")]
+        assert sum(len(m["content"]["text"]) for m in forged) <= 4096
+    finally:
+        channels.close()

@@ -5,9 +5,13 @@ import asyncio
 
 import pytest
 
+from kernels import messages
+from kernels.events import (KernelAssigned, KernelDied, KernelGone, KernelRestarted,
+                            StartRejected)
 from kernels.manager import KernelManager, UnknownKernel, run_limits
 from kernels.plugins import discover
 from kernels.pool import CapacityError
+from kernels.quotas import Quota, Quotas, Tier
 from kernels.result import RunLimits, RunStatus
 from kernels.sandbox import create_sandbox
 
@@ -16,21 +20,20 @@ SHORT = RunLimits(timeout=2.0)
 
 class Recorder:
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict]] = []
+        self.events: list = []
 
-    def __call__(self, kind: str, data: dict) -> None:
-        self.events.append((kind, data))
+    def __call__(self, event) -> None:
+        self.events.append(event)
 
-    def kinds(self, kernel_id: str | None = None) -> list[str]:
-        return [k for k, d in self.events if kernel_id is None or d.get("kernel_id") == kernel_id]
+    def of(self, kind: type, kernel_id: str | None = None) -> list:
+        return [e for e in self.events if isinstance(e, kind)
+                and (kernel_id is None or getattr(e, "kernel_id", None) == kernel_id)]
 
-    async def wait_for(self, kind: str, timeout: float = 10) -> dict:
+    async def wait_for(self, kind: type, timeout: float = 10):
         async with asyncio.timeout(timeout):
-            while True:
-                for k, data in self.events:
-                    if k == kind:
-                        return data
+            while not self.of(kind):
                 await asyncio.sleep(0.02)
+            return self.of(kind)[0]
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ async def manager_for(make_settings, recorder):
 
     async def make(**env: str) -> KernelManager:
         settings = make_settings(LS_SANDBOX="local", **env)
-        broken = lambda kind, data: 1 / 0  # noqa: E731 - an observer's bug must not matter
+        broken = lambda event: 1 / 0  # noqa: E731 - an observer's bug must not matter
         manager = KernelManager(settings, create_sandbox(settings), discover(),
                                 on_event=[broken, recorder])
         await manager.startup()
@@ -85,9 +88,10 @@ async def test_start_list_execute_and_shutdown(manager, recorder):
     assert [k.id for k in manager.list(owner="alice")] == [alice.id]
     assert {k.id for k in manager.list()} == {alice.id, bob.id}
     assert manager.get(alice.id).execution_state == "idle"
-    assigned = [d for k, d in recorder.events if k == "kernel.assigned"]
-    assert assigned[0]["pool_hit"] is True and assigned[0]["ref"] == alice.ref
-    assert assigned[1]["start_ms"] >= 0 and assigned[1]["owner"] == "bob"
+    assigned = recorder.of(KernelAssigned)
+    assert assigned[0].pool_hit is True and assigned[0].ref == alice.ref
+    assert assigned[1].start_ms >= 0 and assigned[1].owner == "bob"
+    assert (alice.pool_hit, bob.pool_hit) == (True, assigned[1].pool_hit)
 
     result = await manager.execute(alice.id, "print('hello')")
     assert result.status is RunStatus.OK and result.stdout == "hello\n"
@@ -105,15 +109,57 @@ async def test_the_host_cap_turns_starts_away(manager_for):
     await manager.start("alice", "python")
     with pytest.raises(CapacityError) as caught:
         await manager.start("bob", "python")
-    assert caught.value.retry_after > 0
+    assert caught.value.retry_after > 0 and caught.value.reason == "host"
+
+
+async def test_warm_kernels_count_against_the_host_cap(manager_for, recorder):
+    manager = await manager_for(LS_MAX_KERNELS="2", LS_POOL_SIZE="1")
+    await manager.pools["python"].wait_full(30)
+    alive = lambda: len(manager.list()) + sum(p.ready + p.starting  # noqa: E731
+                                              for p in manager.pools.values())
+    refused = 0
+    for owner in ("alice", "bob", "carol"):
+        try:
+            await manager.start(owner, "python")
+        except CapacityError as exc:
+            assert exc.reason == "host"
+            refused += 1
+        await asyncio.sleep(0.5)                    # the pools refill where there is room
+        assert alive() <= 2
+    assert refused >= 1 and StartRejected("carol", "host") in recorder.of(StartRejected)
+
+
+async def test_one_owner_cannot_take_every_kernel(manager_for, recorder):
+    manager = await manager_for(LS_MAX_KERNELS="4")
+    manager.quotas = Quotas(anonymous=Quota(kernels=1, starts_per_minute=2, runs_per_minute=2),
+                            member=Quota(kernels=2, starts_per_minute=3, runs_per_minute=5))
+    first = await manager.start("anon", "python", Tier.ANONYMOUS)
+    with pytest.raises(CapacityError) as caught:
+        await manager.start("anon", "python", Tier.ANONYMOUS)
+    assert caught.value.reason == "owner_kernels" and "already have 1 kernel" in str(caught.value)
+    await manager.shutdown(first.id)
+    await manager.start("anon", "python", Tier.ANONYMOUS)
+    await manager.shutdown(manager.list("anon")[0].id)
+    with pytest.raises(CapacityError) as caught:        # a third start within the minute
+        await manager.start("anon", "python", Tier.ANONYMOUS)
+    assert caught.value.reason == "owner_starts" and caught.value.retry_after > 1
+    other = await manager.start("member", "python")      # another learner is not starved
+    assert (await manager.execute(other.id, "print(1)", SHORT)).stdout == "1\n"
+    for _ in range(3):
+        await manager.start("admin", "python", Tier.EXEMPT)   # admins are exempt
+    assert [manager.admit_run("anon") for _ in range(2)] == [None, None]
+    refusal = manager.admit_run("anon")
+    assert refusal.reason == "owner_runs" and "at most 2 a minute" in refusal.message
+    assert {e.reason for e in recorder.of(StartRejected)} >= {"owner_kernels", "owner_starts",
+                                                             "owner_runs"}
 
 
 async def test_a_death_between_runs_is_noticed_and_repaired(manager, recorder):
     kernel = await manager.start("alice", "python")
     await manager.execute(kernel.id, "import os, threading\nthreading.Timer(0.3, os._exit, (7,)).start()")
-    died = await recorder.wait_for("kernel.died", timeout=3)
-    assert died["kernel_id"] == kernel.id and died["exit_code"] == 7
-    await recorder.wait_for("kernel.restarted", timeout=10)
+    died = await recorder.wait_for(KernelDied, timeout=3)
+    assert died.kernel_id == kernel.id and died.exit_code == 7
+    await recorder.wait_for(KernelRestarted, timeout=10)
     assert manager.get(kernel.id).ref != kernel.ref
     assert (await manager.execute(kernel.id, "print(1)", SHORT)).stdout == "1\n"
 
@@ -133,7 +179,7 @@ async def test_restart_keeps_the_id_and_forgets_the_variables(manager, recorder)
     assert after.id == kernel.id and after.ref != kernel.ref
     result = await manager.execute(kernel.id, "x", SHORT)
     assert result.status is RunStatus.ERROR and result.error.ename == "NameError"
-    assert "kernel.restarted" in recorder.kinds(kernel.id)
+    assert recorder.of(KernelRestarted, kernel.id)
 
 
 async def test_restart_during_a_run_ends_the_run(manager):
@@ -164,28 +210,30 @@ async def test_idle_kernels_are_culled_and_busy_ones_are_not(manager_for, record
     busy = await manager.start("bob", "python")
     run = asyncio.create_task(manager.execute(busy.id, "import time; time.sleep(2.5)",
                                               RunLimits(timeout=10)))
-    culled = await recorder.wait_for("kernel.culled", timeout=5)
-    assert culled == {"kernel_id": idle.id, "owner": "alice", "reason": "idle"}
+    culled = await recorder.wait_for(KernelGone, timeout=5)
+    assert culled == KernelGone(idle.id, "alice", "idle", culled=True)
     assert manager.get(idle.id) is None
     assert (await run).status is RunStatus.OK
 
 
-async def test_activity_outside_execute_keeps_a_kernel_from_idle_culling(manager_for, recorder):
+async def test_a_jupyter_clients_traffic_keeps_a_kernel_from_idle_culling(manager_for, recorder):
     manager = await manager_for(LS_IDLE_TIMEOUT="1")
     kernel = await manager.start("alice", "python")
-    for _ in range(8):                      # 2 s of a Jupyter client's own traffic
-        manager.touch(kernel.id)
+    relay = await manager.connect(kernel.id)
+    for n in range(8):                      # 2 s of a Jupyter client's own traffic
+        relay.send(messages.ClientMessage("shell", messages.new_header("kernel_info_request"),
+                                          {}, {}, {}))
         await asyncio.sleep(0.25)
-    assert manager.get(kernel.id) is not None
-    culled = await recorder.wait_for("kernel.culled", timeout=5)   # then it goes quiet
-    assert culled["kernel_id"] == kernel.id
+    assert manager.get(kernel.id) is not None and manager.get(kernel.id).connections == 1
+    culled = await recorder.wait_for(KernelGone, timeout=5)   # then it goes quiet
+    assert culled.kernel_id == kernel.id and relay.closed
 
 
 async def test_no_kernel_outlives_its_maximum_lifetime(manager_for, recorder):
     manager = await manager_for(LS_MAX_LIFETIME="1")
     kernel = await manager.start("alice", "python")
-    culled = await recorder.wait_for("kernel.culled", timeout=5)
-    assert culled["kernel_id"] == kernel.id and culled["reason"] == "maximum lifetime reached"
+    culled = await recorder.wait_for(KernelGone, timeout=5)
+    assert culled.kernel_id == kernel.id and culled.reason == "maximum lifetime reached"
 
 
 async def test_close_removes_every_kernel(manager_for):

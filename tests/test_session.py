@@ -110,3 +110,38 @@ async def test_death_during_a_run_ends_it_at_once(session):
     result = await asyncio.wait_for(session.execute("import os; os._exit(3)", SHORT), 3)
     assert (result.status, result.message) == (RunStatus.DIED, "The kernel died (exit code 3)")
     assert session.dead and session.exit.exit_code == 3
+
+
+SEND = ("import threading, time\n"
+        "k = get_ipython().kernel\n"
+        "def send(kind, content, parent):\n"
+        "    k.session.send(k.iopub_socket, kind, content, parent={'msg_id': parent})\n")
+
+
+async def test_malformed_kernel_messages_are_skipped_and_counted(session):
+    code = SEND + (
+        "for content in ({'name': 'stdout', 'text': 5}, {'name': 'stdout', 'text': ['a']}):\n"
+        "    send('stream', content, k.get_parent()['header']['msg_id'])\n"
+        "send('display_data', {'data': [1, 2], 'transient': 'x'}, k.get_parent()['header']['msg_id'])\n"
+        "send('error', {'ename': 'E', 'evalue': 'v', 'traceback': 7}, "
+        "k.get_parent()['header']['msg_id'])\n"
+        "print('done')")
+    result = await session.execute(code, SHORT)
+    assert result.status is RunStatus.OK and result.stdout == "done\n"
+    again = await session.execute("print('next')", SHORT)      # the kernel and its limits work on
+    assert again.stdout == "next\n"
+
+
+async def test_messages_for_nobody_are_dropped_not_buffered(session):
+    """A kernel flooding with invented parent ids cannot grow the server (issue 9, item 1)."""
+    code = SEND + (
+        "def flood():\n"
+        "    for n in range(200):\n"
+        "        send('stream', {'name': 'stdout', 'text': 'A' * 65536}, f'forged-{n}')\n"
+        "t = threading.Thread(target=flood); t.start(); t.join()\n"
+        "print('done')")
+    result = await session.execute(code, RunLimits(timeout=20.0, output_bytes=4096))
+    assert result.status is RunStatus.OK and result.stdout == "done\n"
+    await asyncio.sleep(0.2)
+    assert session.dropped >= 200
+    assert all(not run.pending for run in session._runs.values())

@@ -8,6 +8,7 @@ import random
 from kernels.result import LimitHit, Output, RunResult, RunStatus
 from server.tracing.events import (RUNNING, EventKind, TraceEvent, code_hash, output_data,
                                    summarize)
+from kernels import events as ke
 from server.tracing.tracer import KernelEventRouter, RunTracer
 
 
@@ -154,19 +155,18 @@ def test_a_kernel_death_ends_a_run_that_never_finished():
 def test_kernel_manager_hook_maps_its_events_and_wraps_unknown_ones():
     emitted: list[TraceEvent] = []
     tracer = RunTracer(emitted.append)
-    tracer.on_event("kernel.assigned", {"kernel_id": "k1", "owner": "u", "plugin": "python",
-                                        "pool_hit": False, "ref": "c0ffee", "start_ms": 812.5})
-    tracer.on_event("kernel.limit", {"kernel_id": "k1", "limit": "memory", "message": "256 MiB"})
-    tracer.on_event("kernel.restarted", {"kernel_id": "k1", "reason": "oom", "pool_hit": True})
-    tracer.on_event("kernel.died", {"kernel_id": "k1", "exit_code": 137, "oom_killed": True})
-    tracer.on_event("kernel.culled", {"kernel_id": "k1", "limit": LimitHit.MEMORY})
+    tracer.on_event(ke.KernelAssigned("k1", "u", "python", False, "c0ffee", 812.5))
+    tracer.on_event(ke.KernelLimited("k1", "u", "python", "memory", "256 MiB"))
+    tracer.on_event(ke.KernelRestarted("k1", "u", "python", "oom", True, "c1", 0.0))
+    tracer.on_event(ke.KernelDied("k1", "u", "python", "c0ffee", 137, True, "oom", False))
+    tracer.on_event(ke.KernelGone("k1", "u", "idle", culled=True))
     assert [e.kind for e in emitted] == [EventKind.KERNEL_ASSIGNED, EventKind.LIMIT,
                                          EventKind.KERNEL_RESTARTED, EventKind.KERNEL_DIED,
                                          EventKind.KERNEL_EVENT]
     assert emitted[0].data["container_id"] == "c0ffee" and emitted[0].data["start_ms"] == 812.5
     assert emitted[1].data["limit"] == "memory"
     assert emitted[3].data["oom_killed"] is True
-    assert emitted[4].data["event"] == "kernel.culled" and emitted[4].data["limit"] == "memory"
+    assert emitted[4].data["event"] == "KernelGone" and emitted[4].data["culled"] is True
     tracer.finished(RunResult(RunStatus.LIMIT, limit=LimitHit.MEMORY))
     assert [e.kind for e in emitted].count(EventKind.LIMIT) == 1
     s = summarize(tracer.run_id, emitted)
@@ -196,8 +196,24 @@ def test_router_sends_kernel_events_to_the_run_on_that_kernel_only_while_attache
     tracer, other_tracer = RunTracer(mine.append), RunTracer(other.append)
     router.attach("k1", tracer)
     router.attach("k2", other_tracer)
-    router("kernel.died", {"kernel_id": "k1", "exit_code": 9})
-    router("kernel.culled", {"kernel_id": "k3"})
+    router(ke.KernelDied("k1", "u", "python", "c", 9, False, "exited", False))
+    router(ke.KernelGone("k3", "u", "idle", culled=True))
     router.detach("k1")
-    router("kernel.restarted", {"kernel_id": "k1", "reason": "late"})
+    router(ke.KernelRestarted("k1", "u", "python", "late", True, "c", 0.0))
     assert [e.kind for e in mine] == [EventKind.KERNEL_DIED] and other == []
+
+
+def test_router_traces_a_jupyter_clients_run_from_start_to_end():
+    emitted: list[TraceEvent] = []
+    router = KernelEventRouter(emitted.append)
+    router(ke.RunStarted("k1", "api:token", "python", "m1", "print(1)"))
+    router(ke.RunOutput("k1", "m1", Output("stream", name="stdout", text="1\n")))
+    router(ke.KernelLimited("k1", "api:token", "python", "timeout", "Stopped after 1 s"))
+    router(ke.RunEnded("k1", "m1", RunResult(RunStatus.LIMIT, limit=LimitHit.TIMEOUT,
+                                             message="Stopped after 1 s")))
+    router(ke.KernelDied("k1", "u", "python", "c", 9, False, "exited", True))   # after the run
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT, EventKind.LIMIT,
+                                         EventKind.FINISHED]
+    s = summarize(emitted[0].run_id, emitted)
+    assert (s.client, s.user_id, s.kernel, s.code, s.status, s.limit_hit) == (
+        "api", "api:token", "python", "print(1)", "limit", "timeout")

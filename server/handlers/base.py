@@ -12,6 +12,7 @@ from typing import Any
 import tornado.web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kernels.quotas import Tier
 from server.config import Settings
 from server.metrics import Metrics
 from server.store import users
@@ -90,6 +91,13 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         self.render("error.html", status=status_code, reason=reason, message=message,
                     request_id=getattr(self, "request_id", "-"))
+
+
+def owner_tier(user: users.User | None) -> Tier:
+    """Kernel quotas by who asks: admins are exempt, anonymous visitors get the least."""
+    if user is not None and user.is_admin:
+        return Tier.EXEMPT
+    return Tier.ANONYMOUS if user is None or user.email is None else Tier.MEMBER
 
 
 class NotFoundHandler(BaseHandler):

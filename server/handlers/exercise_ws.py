@@ -16,12 +16,12 @@ from typing import Any
 import tornado.web
 import tornado.websocket
 
-from kernels.manager import KernelManager, UnknownKernel
+from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
 from kernels.sandbox import SandboxError
 from server.exercise_runner import ExerciseRunner
-from server.handlers.base import Common
+from server.handlers.base import Common, owner_tier
 from server.handlers.pages import LearnerPage
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
@@ -149,12 +149,14 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
             log.exception("%s failed", name)
             self.send({"type": "error", "run": None, "message": f"Could not {name} the kernel."})
 
-    async def _kernel(self, session: LessonSession) -> str:
+    async def _kernel(self, session: LessonSession) -> tuple[str, ManagedKernel | None]:
+        """The session's kernel id, and the kernel when it was started for this run."""
         if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
             session.send({"type": "kernel", "state": "starting", "message": None})
-            kernel = await self.manager.start(session.user_id, self.lesson.kernel)
+            kernel = await self.manager.start(session.user_id, self.lesson.kernel, owner_tier(self.user))
             session.kernel_id = kernel.id
-        return session.kernel_id
+            return kernel.id, kernel
+        return session.kernel_id, None
 
     async def _run(self, session: LessonSession, frame: dict[str, Any]) -> None:
         """The run belongs to the session: it goes on, and is reported, if this socket drops."""
@@ -165,12 +167,18 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
             send({"type": "error", "run": run_id,
                   "message": f"This lesson has no exercise {frame['exercise']!r}."})
             return
+        refusal = self.manager.admit_run(session.user_id)
+        if refusal is not None:
+            send({"type": "error", "run": run_id, "retry_after": refusal.retry_after,
+                  "message": refusal.message})
+            return
         try:
-            kernel_id = await self._kernel(session)
+            kernel_id, started = await self._kernel(session)
         except CapacityError as exc:
+            message = str(exc) if exc.reason.startswith("owner") else \
+                f"All kernels are busy right now; try again in {exc.retry_after:.0f} s."
             send({"type": "error", "run": run_id, "retry_after": exc.retry_after,
-                  "message": f"All kernels are busy right now; try again in "
-                             f"{exc.retry_after:.0f} s."})
+                  "message": message})
             return
         except SandboxError:
             log.exception("kernel start failed", extra={"fields": {"lesson": self.lesson.slug}})
@@ -202,7 +210,8 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         try:
             outcome = await self.runner.run(
                 user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
-                exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input)
+                exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input,
+                started=started)
         except UnknownKernel:
             session.kernel_id = None
             send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})

@@ -20,13 +20,13 @@ from kernels.launch import launcher_argv
 from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels import kernelspecs
 from kernels.pool import CapacityError
+from kernels.quotas import Tier
 from kernels.sandbox import SandboxError
 from server import auth
-from server.handlers.base import USER_COOKIE, BaseHandler, Common, json_response
+from server.handlers.base import USER_COOKIE, BaseHandler, Common, json_response, owner_tier
 
 if TYPE_CHECKING:
     from kernels.plugins import Plugin
-    from server.handlers.kernel_channels import ChannelHub
 
 DEFAULT_KERNEL = "python"
 # Jupyter Server routes only dashed UUIDs (`\w+-\w+-\w+-\w+-\w+`), so ours have that shape.
@@ -49,16 +49,9 @@ def iso_time(epoch: float) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def kernel_model(kernel: ManagedKernel, connections: int,
-                 seen: tuple[str, float] | None = None) -> dict[str, Any]:
-    """`seen` is what the channels saw (state, time): runs over a WebSocket bypass the manager."""
-    state, last = kernel.execution_state, kernel.last_activity
-    if seen is not None:
-        last = max(last, seen[1])
-        if state == "idle":
-            state = seen[0]
-    return {"id": kernel.id, "name": kernel.plugin, "last_activity": iso_time(last),
-            "execution_state": state, "connections": connections}
+def kernel_model(kernel: ManagedKernel) -> dict[str, Any]:
+    return {"id": kernel.id, "name": kernel.plugin, "last_activity": iso_time(kernel.last_activity),
+            "execution_state": kernel.execution_state, "connections": kernel.connections}
 
 
 def kernelspecs_model(plugins: Iterable[Plugin]) -> dict[str, Any]:
@@ -94,13 +87,13 @@ class ApiHandler(BaseHandler):
     query_token = False          # only the WebSocket takes ?token= (browsers cannot set headers)
 
     def initialize(self, common: Common, manager: KernelManager, plugins: tuple[Plugin, ...],
-                   api_token: str | None, hub: ChannelHub) -> None:
+                   api_token: str | None) -> None:
         super().initialize(common)
         self.manager = manager
         self.plugins = plugins
         self.api_token = api_token
-        self.hub = hub
         self.owner = ""
+        self.tier = Tier.MEMBER
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -126,6 +119,7 @@ class ApiHandler(BaseHandler):
             headers = {"WWW-Authenticate": 'token realm="lessonserver"'} if verdict.status == 401 else {}
             raise ApiError(verdict.status or 403, verdict.message, headers)
         self.owner = verdict.owner
+        self.tier = Tier.EXEMPT if verdict.owner == auth.API_OWNER else owner_tier(user)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -142,7 +136,7 @@ class ApiHandler(BaseHandler):
         return kernel
 
     def model(self, kernel: ManagedKernel) -> dict[str, Any]:
-        return kernel_model(kernel, self.hub.count(kernel.id), self.hub.seen(kernel.id))
+        return kernel_model(kernel)
 
 
 class KernelSpecsHandler(ApiHandler):
@@ -165,7 +159,7 @@ class KernelsHandler(ApiHandler):
     async def post(self) -> None:
         name = requested_name(self.request.body, self.manager.plugins)
         try:
-            kernel = await self.manager.start(self.owner, name)
+            kernel = await self.manager.start(self.owner, name, self.tier)
         except CapacityError as exc:
             raise ApiError(429, f"no kernel can be started now: {exc}",
                            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
@@ -205,18 +199,12 @@ class KernelActionHandler(ApiHandler):
 
 
 def routes(manager: KernelManager, plugins: Iterable[Plugin], common: Common,
-           api_token: str | None, closers: list | None = None) -> list[tuple]:
-    """The kernel API's route table, channels WebSocket included, for server/app.py.
+           api_token: str | None) -> list[tuple]:
+    """The kernel API's route table, channels WebSocket included, for server/app.py."""
+    from server.handlers.kernel_channels import KernelChannelsHandler
 
-    `closers` gets the coroutine function that releases the sockets' ZMQ context."""
-    from server.handlers.kernel_channels import ChannelHub, KernelChannelsHandler
-
-    hub = ChannelHub()
-    if closers is not None:
-        closers.append(hub.close)
-    manager.observers.append(hub.on_event)   # restarts and shutdowns reach open sockets
     deps = {"common": common, "manager": manager, "plugins": tuple(plugins),
-            "api_token": api_token, "hub": hub}
+            "api_token": api_token}
     return [
         (r"/api/kernelspecs/?", KernelSpecsHandler, deps),
         (r"/api/kernelspecs/(?P<name>[A-Za-z0-9_.-]+)/?", KernelSpecHandler, deps),

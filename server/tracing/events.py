@@ -17,6 +17,8 @@ from typing import Any
 
 from kernels.result import LimitHit, Output, RunResult
 
+LESSON_CLIENT = "lesson"     # a run from the lesson page
+API_CLIENT = "api"           # a run a Jupyter client sent over the kernel API
 RUNNING = "running"          # summary status until a `finished` or `kernel_died` event arrives
 EVALUE_CHARS = 500           # an error's message is kept short: tracebacks live in the outputs
 
@@ -80,9 +82,9 @@ def code_hash(code: str) -> str:
 
 
 def requested_data(*, user_id: str | None, lesson_slug: str | None, exercise_id: str | None,
-                   kernel: str, code: str) -> dict[str, Any]:
+                   kernel: str, code: str, client: str = LESSON_CLIENT) -> dict[str, Any]:
     return {"user_id": user_id, "lesson_slug": lesson_slug, "exercise_id": exercise_id,
-            "kernel": kernel, "code_hash": code_hash(code), "code": code}
+            "kernel": kernel, "code_hash": code_hash(code), "code": code, "client": client}
 
 
 def kernel_assigned_data(*, pool_hit: bool, container_id: str | None,
@@ -143,6 +145,7 @@ class RunSummary:
     kernel: str | None = None
     code_hash: str | None = None
     code: str | None = None
+    client: str | None = None          # lesson | api
     status: str = RUNNING              # a RunStatus value once finished
     limit_hit: str | None = None
     verdict: str | None = None         # passed | failed
@@ -182,7 +185,7 @@ def _apply(s: RunSummary, e: TraceEvent) -> RunSummary:
         return dataclasses.replace(
             s, user_id=d.get("user_id"), lesson_slug=d.get("lesson_slug"),
             exercise_id=d.get("exercise_id"), kernel=d.get("kernel"), code_hash=d.get("code_hash"),
-            code=d.get("code"), requested_at=e.ts)
+            code=d.get("code"), client=d.get("client") or LESSON_CLIENT, requested_at=e.ts)
     if e.kind is EventKind.KERNEL_ASSIGNED:
         start_ms = float(d.get("start_ms") or 0.0)
         queue_ms = None if elapsed is None else max(0.0, float(elapsed) - start_ms)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 RUNS = sa.table("runs", *(sa.column(c) for c in (
-    "id", "user_id", "lesson_slug", "exercise_id", "kernel", "code_hash", "code", "status",
+    "id", "user_id", "lesson_slug", "exercise_id", "kernel", "code_hash", "code", "client", "status",
     "limit_hit", "verdict", "pool_hit", "container_id", "requested_at", "started_at", "finished_at",
     "queue_ms", "start_ms", "first_output_ms", "total_ms", "bytes_out", "event_count")))
 EVENTS = sa.table("trace_events", *(sa.column(c) for c in ("id", "run_id", "seq", "ts", "kind", "data")))

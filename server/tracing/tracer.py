@@ -7,11 +7,13 @@ so a failure to build an event is logged and swallowed.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kernels import events as kernel_events
 from kernels.result import LimitHit, Output, RunResult
 from server.tracing import events
 from server.tracing.events import EventKind, TraceEvent
@@ -35,9 +37,10 @@ class RunTracer:
         self._limits: set[str] = set()   # limits already recorded, so the result does not repeat one
 
     def requested(self, *, user_id: str | None, lesson_slug: str | None, exercise_id: str | None,
-                  kernel: str, code: str) -> None:
+                  kernel: str, code: str, client: str = events.LESSON_CLIENT) -> None:
         self._record(EventKind.REQUESTED, lambda: events.requested_data(
-            user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel, code=code))
+            user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
+            code=code, client=client))
 
     def kernel_assigned(self, *, pool_hit: bool, container_id: str | None,
                         start_ms: float = 0.0) -> None:
@@ -66,19 +69,21 @@ class RunTracer:
             self.limit(result.limit, result.message)
         self._record(EventKind.FINISHED, lambda: events.finished_data(result))
 
-    def on_event(self, kind: str, data: Mapping[str, Any]) -> None:
-        """The kernel manager's observer hook (`kernel.assigned`, `kernel.limit`, ...)."""
-        name = kind.removeprefix("kernel.")
-        if name == "assigned":
-            self.kernel_assigned(pool_hit=bool(data.get("pool_hit")), container_id=data.get("ref"),
-                                 start_ms=float(data.get("start_ms") or 0.0))
-        elif name == "limit" and data.get("limit") in LIMITS:
-            self.limit(LimitHit(data["limit"]), data.get("message"))
-        elif name in ("restarted", "died"):
-            kind_ = EventKind.KERNEL_RESTARTED if name == "restarted" else EventKind.KERNEL_DIED
-            self._record(kind_, lambda: dict(data))
+    def on_event(self, event: kernel_events.KernelEvent) -> None:
+        """What the kernel manager reported about this run's kernel."""
+        if isinstance(event, kernel_events.KernelAssigned):
+            self.kernel_assigned(pool_hit=event.pool_hit, container_id=event.ref,
+                                 start_ms=event.start_ms)
+        elif isinstance(event, kernel_events.KernelLimited):
+            if event.limit in LIMITS:
+                self.limit(LimitHit(event.limit), event.message)
+        elif isinstance(event, kernel_events.KernelRestarted):
+            self._record(EventKind.KERNEL_RESTARTED, lambda: _fields(event))
+        elif isinstance(event, kernel_events.KernelDied):
+            self._record(EventKind.KERNEL_DIED, lambda: _fields(event))
         else:
-            self._record(EventKind.KERNEL_EVENT, lambda: {"event": kind, **data})
+            self._record(EventKind.KERNEL_EVENT, lambda: {"event": type(event).__name__,
+                                                          **_fields(event)})
 
     def _record(self, kind: EventKind, build: Callable[[], Mapping[str, Any]]) -> None:
         try:
@@ -91,15 +96,25 @@ class RunTracer:
                                                                     "kind": kind.value}})
 
 
+def _fields(event: Any) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
+            if f.name not in ("output", "result")}
+
+
 class KernelEventRouter:
     """The kernel manager's observer: hands each host-wide event to the run on that kernel.
 
-    The run handler attaches its tracer for the length of a run; events of
-    kernels with no run in progress (culling, idle deaths) have no run to go to.
+    A lesson run's handler attaches its tracer for the length of the run. Runs
+    that Jupyter clients send over the channels socket have no handler of
+    ours: the router traces them itself, from RunStarted to RunEnded, as
+    client "api" with the kernel's owner. Events of kernels with no run in
+    progress (culling, idle deaths) have no run to go to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, emit: Emit | None = None) -> None:
+        self._emit = emit
         self._runs: dict[str, RunTracer] = {}
+        self._api_runs: dict[str, RunTracer] = {}   # by the client's msg_id
 
     def attach(self, kernel_id: str, tracer: RunTracer) -> None:
         self._runs[kernel_id] = tracer
@@ -107,7 +122,26 @@ class KernelEventRouter:
     def detach(self, kernel_id: str) -> None:
         self._runs.pop(kernel_id, None)
 
-    def __call__(self, kind: str, data: Mapping[str, Any]) -> None:
-        tracer = self._runs.get(str(data.get("kernel_id")))
+    def __call__(self, event: kernel_events.KernelEvent) -> None:
+        if isinstance(event, kernel_events.RunStarted):
+            if self._emit is not None:
+                tracer = RunTracer(self._emit)
+                tracer.requested(user_id=event.owner, lesson_slug=None, exercise_id=None,
+                                 kernel=event.plugin, code=event.code, client=events.API_CLIENT)
+                self._api_runs[event.run_id] = self._runs[event.kernel_id] = tracer
+            return
+        if isinstance(event, kernel_events.RunOutput):
+            tracer = self._api_runs.get(event.run_id)
+            if tracer is not None:
+                tracer.output(event.output)
+            return
+        if isinstance(event, kernel_events.RunEnded):
+            tracer = self._api_runs.pop(event.run_id, None)
+            if tracer is not None:
+                tracer.finished(event.result)
+                if self._runs.get(event.kernel_id) is tracer:
+                    del self._runs[event.kernel_id]
+            return
+        tracer = self._runs.get(getattr(event, "kernel_id", ""))
         if tracer is not None:
-            tracer.on_event(kind, data)
+            tracer.on_event(event)

@@ -1,0 +1,25 @@
+"""Runs remember their client: the lesson page or a Jupyter client over the kernel API.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-29
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("client", sa.String(16)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("client")
