@@ -48,7 +48,8 @@ CREATE TABLE runs (
     first_output_ms double precision,
     total_ms double precision,
     bytes_out bigint NOT NULL DEFAULT 0,
-    event_count integer NOT NULL DEFAULT 0);
+    event_count integer NOT NULL DEFAULT 0,
+    client varchar(16));
 CREATE TABLE trace_events (
     id varchar(32) PRIMARY KEY,
     run_id varchar(32) NOT NULL,

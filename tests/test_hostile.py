@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from kernels.manager import KernelManager
 from kernels.plugins import discover
+from kernels.quotas import Tier
 from kernels.result import LimitHit, RunStatus
 from kernels.sandbox import create_sandbox
 from server import config
@@ -56,7 +57,7 @@ async def bystander(manager) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def kernel(manager) -> str:
-    kernel = await manager.start("mallory", "python")
+    kernel = await manager.start("mallory", "python", Tier.EXEMPT)   # the sandbox is tested, not quotas
     yield kernel.id
     await manager.shutdown(kernel.id)
 
@@ -139,7 +140,7 @@ async def test_killing_pid_1(manager, kernel, bystander):
 
 
 async def test_background_processes_end_with_the_container(manager, bystander):
-    kernel = await manager.start("mallory", "python")
+    kernel = await manager.start("mallory", "python", Tier.EXEMPT)
     ref = kernel.ref
     result = await manager.execute(
         kernel.id, "import subprocess\np = subprocess.Popen(['sleep', '1000'])\nprint(p.pid > 0)")
