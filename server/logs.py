@@ -1,12 +1,40 @@
-"""Structured logging: one `key=value` line per event, one line per HTTP request."""
+"""Structured logging: one `key=value` line per event, one line per HTTP request.
+
+Every line leaves through one formatter on the root handler, ours and the
+libraries' alike (Tornado's warnings carry the full URI, `?token=` included),
+and that formatter redacts secrets from the finished line.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 ACCESS = logging.getLogger("lessonserver.access")
+REDACTED = "[redacted]"
+
+# Names whose value is a secret wherever a `name=value` appears (query, form, our own fields).
+_SECRET_NAME = (r"[\w.-]*(?:token|secret|passw|pwd|xsrf|csrf|api[_-]?key|apikey|authori[sz]ation"
+                r"|cookie|credential)[\w.-]*")
+# In a query string, also the short names that carry secrets there (OAuth `code`, `key`, `sig`).
+_QUERY_NAME = _SECRET_NAME + r"|[\w.-]*(?:key|sig|signature|session|auth|code|ticket|nonce)[\w.-]*"
+_VALUE = r"(?:\\?\"(?:[^\"\\]|\\.)*?\\?\"|(?:(?!%26)[^&\s\"'\\,;)])*)"
+_PATTERNS = (
+    # Header-shaped: `Authorization: token T`, `'Cookie': 'a=b; c=d'`, `Set-Cookie=...`.
+    re.compile(r"(?i)((?<![\w-])(?:proxy-)?(?:authorization|set-cookie|cookie|x-xsrftoken|x-csrftoken"
+               r"|x-api-key)[\"']?\s*[:=]\s*[\"']?)([^\n\"'}]+)"),
+    re.compile(r"(?i)((?:[?&;]|%3F|%26)(?:" + _QUERY_NAME + r")(?:=|%3D))(" + _VALUE + ")"),
+    re.compile(r"(?i)((?<![\w.-])(?:" + _SECRET_NAME + r")(?:=|%3D))(" + _VALUE + ")"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of tokens, XSRF, passwords, cookies and auth headers replaced."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + (REDACTED if m.group(2) else ""), text)
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -24,7 +52,7 @@ class KeyValueFormatter(logging.Formatter):
         line = " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def _quote(value: Any) -> str:
