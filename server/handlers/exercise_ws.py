@@ -20,8 +20,10 @@ from kernels.manager import KernelManager, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
 from kernels.sandbox import SandboxError
+from server import safe_json
+from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
-from server.handlers.base import Common
+from server.handlers.base import Common, too_many
 from server.handlers.pages import LearnerPage
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
@@ -38,9 +40,9 @@ class ProtocolError(ValueError):
 
 def parse_frame(raw: str | bytes) -> dict[str, Any]:
     try:
-        frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("frames must be JSON objects") from None
+        frame = safe_json.loads(raw, max_bytes=MAX_FRAME)
+    except safe_json.BadJson as exc:
+        raise ProtocolError(f"frames must be JSON objects: {exc}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ProtocolError("frames must be JSON objects with a string 'type'")
     if frame["type"] == "run":
@@ -59,8 +61,10 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
     def initialize(self, common: Common, library: Library, manager: KernelManager,
-                   runner: ExerciseRunner, sessions: LessonSessions) -> None:
+                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
         LearnerPage.initialize(self, common, library)
+        self.ws_cap = ws_cap
+        self.holds_slot: str | None = None    # the address whose slot this socket holds
         self.manager = manager
         self.runner = runner
         self.sessions = sessions
@@ -82,7 +86,19 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         if not (await self.lesson_state(lesson)).access.open:
             raise tornado.web.HTTPError(403, "This lesson is locked for you.")
         self.lesson = lesson
+        ip = self.request.remote_ip or "-"
+        if not self.ws_cap.acquire(ip):
+            raise too_many(f"Too many open lesson pages from your address (at most "
+                           f"{self.ws_cap.limit}); close some and reload.", "5")
+        self.holds_slot = ip
         await super().get(slug)
+        if self.get_status() != 101:       # the handshake was refused: no socket, no slot
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self.holds_slot is not None:
+            self.ws_cap.release(self.holds_slot)
+            self.holds_slot = None
 
     @property
     def max_message_size(self) -> int:
@@ -222,5 +238,6 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
 
     def on_close(self) -> None:
         self.closed = True
+        self._release_slot()
         if self.session is not None:
             self.sessions.detach(self.session, self.send)
