@@ -7,8 +7,8 @@ is a BadJson like any other malformed frame, and anything nested deeper than
 """
 from __future__ import annotations
 
-from typing import Any
 import json
+from typing import Any
 
 MAX_DEPTH = 64     # Jupyter messages nest a handful of levels; widget state a few more
 
@@ -17,19 +17,13 @@ class BadJson(ValueError):
     """Not acceptable JSON; the message says why, in words a client can act on."""
 
 
-def _no_constant(name: str) -> Any:
-    raise BadJson(f"{name} is not JSON")
-
-
 def loads(raw: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     if len(raw) > max_bytes:
         raise BadJson(f"the frame is larger than {max_bytes} bytes")
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw)    # NaN and Infinity pass, as in jupyter_client's own JSON
     except RecursionError:
         raise BadJson(f"the frame nests deeper than {max_depth} levels") from None
-    except BadJson:
-        raise
     except (ValueError, UnicodeDecodeError, TypeError):
         raise BadJson("the frame is not valid JSON") from None
     if depth(value, max_depth) > max_depth:

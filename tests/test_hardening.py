@@ -98,6 +98,7 @@ def closed_within(port: int, payload: bytes, limit: float) -> float:
 async def test_half_open_requests_are_closed_after_the_timeouts(tmp_path, make_settings):
     async with serve_course(tmp_path, make_settings, LS_HTTP_IDLE_TIMEOUT="1",
                             LS_HTTP_BODY_TIMEOUT="1", LS_HTTP_MAX_HEADER_BYTES="4096") as site:
+        page = await Page.open(site)           # a quiet WebSocket is not an idle HTTP connection
         port = int(site.base.rsplit(":", 1)[1])
         half_headers = b"GET / HTTP/1.1\r\nHost: x\r\n"
         half_body = b"POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\ntoken=x"
@@ -108,11 +109,16 @@ async def test_half_open_requests_are_closed_after_the_timeouts(tmp_path, make_s
         assert (await site.get("/", headers={"X-Pad": "x" * 1000})).code == 200
         with pytest.raises(tornado.simple_httpclient.HTTPStreamClosedError):
             await site.get("/", headers={"X-Pad": "x" * 8000})       # past the header limit
+        await page.send(type="bogus")
+        assert "unknown frame type" in (await page.until("error"))[0]["message"]
 
 
 async def test_the_nth_plus_one_websocket_from_one_address_is_refused(tmp_path, make_settings):
     async with serve_course(tmp_path, make_settings, LS_WS_PER_IP="2") as site:
         first = await Page.open(site)
+        for _ in range(5):                   # refused handshakes hold no slot
+            plain = await site.get("/lessons/practice/ws", headers={"Cookie": first.cookie})
+            assert plain.code == 400
         second = await Page.open(site, cookie=first.cookie)
         with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
             await Page.open(site, cookie=first.cookie)

@@ -16,8 +16,8 @@ def test_good_json_parses():
     ("[" * 100_000 + "]" * 100_000, "nests deeper"),
     ('{"a":' * 50_000 + "1" + "}" * 50_000, "nests deeper"),
     ("[" * 65 + "]" * 65, "nests deeper"),
-    ("{", "not valid JSON"), (b"\xff\xfe", "not valid JSON"), ("NaN", "not JSON"),
-    ("[Infinity]", "not JSON"), ("1" * 5000, "not valid JSON"),
+    ("{", "not valid JSON"), (b"\xff\xfe", "not valid JSON"), ("1" * 5000, "not valid JSON"),
+    ("[1, 2", "not valid JSON"), ("", "not valid JSON"),
 ])
 def test_bad_frames_are_bad_json(raw, reason):
     with pytest.raises(safe_json.BadJson, match=reason):
