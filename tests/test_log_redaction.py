@@ -3,13 +3,14 @@ after requests that make Tornado log full URIs (a gone kernel's channels?token=,
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from server.logs import REDACTED, redact
+from server.logs import MAX_MESSAGE, REDACTED, KeyValueFormatter, redact
 from tests.serve_process import serve
 
 TOKEN = "Tk-" + uuid.uuid4().hex            # unique, so a hit can only be a leak
@@ -38,6 +39,21 @@ def test_secrets_are_redacted(line, secret):
 ])
 def test_ordinary_lines_are_untouched(line):
     assert redact(line) == line
+
+
+def test_hostile_lines_cost_no_more_than_their_length():
+    import time
+    started = time.perf_counter()
+    for line in ("?" + "token" * 16_000, "&" + "a" * 80_000, "token=\"" * 11_000, "&token=" * 11_000):
+        assert len(redact(line)) > 0
+    assert time.perf_counter() - started < 2.0
+
+
+def test_long_messages_are_cut_before_they_are_written():
+    record = logging.LogRecord("tornado.general", logging.WARNING, __file__, 1,
+                               "404 GET /x?%s", ("a" * 100_000,), None)
+    line = KeyValueFormatter().format(record)
+    assert len(line) < MAX_MESSAGE + 200 and "(100011 characters)" in line
 
 
 @pytest.fixture
