@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
-from server.accounts.ratelimit import Bucket, Decision, Rule, is_full, parse_rule, take
+from server.accounts.ratelimit import Bucket, Decision, Rule, give_back, is_full, parse_rule, take
 
 RULE = Rule(burst=3, window=30.0)      # three at once, then one every 10 s
 
@@ -42,6 +42,14 @@ def test_the_bucket_never_holds_more_than_the_burst_and_a_clock_going_back_refil
     assert [d.allowed for d in decisions] == [True, True, True, False]
     bucket, _ = spend(3, now=50.0)
     assert not take(bucket, RULE, 10.0)[1].allowed
+
+
+def test_a_given_back_attempt_can_be_spent_again_but_never_past_the_burst():
+    bucket, _ = spend(3)
+    bucket = give_back(bucket, RULE, 0.0)
+    bucket, decision = take(bucket, RULE, 0.0)
+    assert decision.allowed and not take(bucket, RULE, 0.0)[1].allowed
+    assert give_back(give_back(None, RULE, 0.0), RULE, 0.0).tokens == RULE.burst
 
 
 def test_retry_after_header_is_never_zero():
@@ -95,3 +103,14 @@ async def test_the_guard_charges_the_ip_first_and_the_account_from_every_ip():
     refused = await limiter.attempt("10.0.0.3", "admin")   # the account is spent, from anywhere
     assert not refused.allowed and refused.retry_after == pytest.approx(20.0)
     assert (await limiter.attempt("10.0.0.3", "someone-else")).allowed
+
+
+async def test_checks_that_succeed_do_not_count():
+    limiter = CredentialLimiter(MemoryRateStore(Clock()),
+                                CredentialRules(per_ip=Rule(2, 60.0), per_account=Rule(3, 60.0)))
+    for _ in range(10):
+        assert (await limiter.attempt("10.0.0.1", "admin")).allowed
+        await limiter.succeeded("10.0.0.1", "admin")
+    assert (await limiter.attempt("10.0.0.1", "admin")).allowed      # a failure: one left
+    assert (await limiter.attempt("10.0.0.1", "admin")).allowed
+    assert not (await limiter.attempt("10.0.0.1", "admin")).allowed

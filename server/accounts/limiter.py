@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from server.accounts.ratelimit import Bucket, Decision, Rule, is_full, take
+from server.accounts.ratelimit import Bucket, Decision, Rule, give_back, is_full, take
 
 
 class RateStore(Protocol):
     async def take(self, key: str, rule: Rule) -> Decision:
         """Spend one attempt of `key` under `rule`."""
+
+    async def give_back(self, key: str, rule: Rule) -> None:
+        """Return one attempt of `key`."""
 
 
 class MemoryRateStore:
@@ -37,6 +40,11 @@ class MemoryRateStore:
         if len(self._buckets) > self.max_keys:
             self._forget(now)
         return decision
+
+    async def give_back(self, key: str, rule: Rule) -> None:
+        old = self._buckets.get(key)
+        if old is not None:
+            self._buckets[key] = (give_back(old[0], rule, self.clock()), rule)
 
     def _forget(self, now: float) -> None:
         """Drop full buckets (they equal no bucket), then the least recently used."""
@@ -58,8 +66,10 @@ class CredentialRules:
 class CredentialLimiter:
     """Asked before every credential check (admin token, and later passwords, links, resets).
 
-    The IP is charged first; an attempt refused there never reaches the
-    account, so one noisy address cannot lock an account for everyone else.
+    `attempt` before checking, `succeeded` after a check that passed: only
+    failures count in the end, yet a burst of concurrent guesses is paid for
+    up front. The IP is charged first; an attempt refused there never reaches
+    the account, so one noisy address cannot lock an account for everyone else.
     """
 
     def __init__(self, store: RateStore, rules: CredentialRules) -> None:
@@ -71,3 +81,7 @@ class CredentialLimiter:
         if not decision.allowed:
             return decision
         return await self.store.take(f"auth:account:{account}", self.rules.per_account)
+
+    async def succeeded(self, ip: str, account: str) -> None:
+        await self.store.give_back(f"auth:ip:{ip}", self.rules.per_ip)
+        await self.store.give_back(f"auth:account:{account}", self.rules.per_account)

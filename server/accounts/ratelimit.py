@@ -4,6 +4,8 @@ A Rule allows `burst` attempts at once and refills them evenly over `window`
 seconds, so `10/60` means ten tries straight away, then one every six
 seconds. A Bucket is the state of one key (an IP, an account); `take` returns
 the new bucket and whether the attempt may go ahead, with the wait otherwise.
+An attempt is paid for before the credential is checked (so concurrent
+guesses cannot slip past) and given back when it succeeds.
 """
 from __future__ import annotations
 
@@ -68,6 +70,12 @@ def take(bucket: Bucket | None, rule: Rule, now: float) -> tuple[Bucket, Decisio
     if current.tokens >= 1.0:
         return Bucket(current.tokens - 1.0, current.at), Decision(True)
     return current, Decision(False, (1.0 - current.tokens) / rule.rate)
+
+
+def give_back(bucket: Bucket | None, rule: Rule, now: float) -> Bucket:
+    """Return one attempt (a check that succeeded does not count against anyone)."""
+    current = refill(bucket, rule, now)
+    return Bucket(min(float(rule.burst), current.tokens + 1.0), current.at)
 
 
 def is_full(bucket: Bucket, rule: Rule, now: float) -> bool:

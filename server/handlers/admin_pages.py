@@ -50,7 +50,8 @@ class LoginHandler(AdminPage):
         self.render("admin_login.html", error=None, next=self._next())
 
     async def post(self) -> None:
-        decision = await self.limiter.attempt(self.request.remote_ip or "-", ADMIN_ACCOUNT)
+        ip = self.request.remote_ip or "-"
+        decision = await self.limiter.attempt(ip, ADMIN_ACCOUNT)
         if not decision.allowed:
             raise too_many(f"Too many sign-in attempts; try again in "
                            f"{decision.retry_after_header} s.", decision.retry_after_header)
@@ -59,6 +60,7 @@ class LoginHandler(AdminPage):
             self.set_status(403)
             self.render("admin_login.html", error="That is not the admin token.", next=self._next())
             return
+        await self.limiter.succeeded(ip, ADMIN_ACCOUNT)     # only failures count
         self.set_signed_cookie(ADMIN_COOKIE, "1", expires_days=SESSION_DAYS, httponly=True,
                                samesite="Strict", secure=self.settings_.secure_cookies)
         self.redirect(self._next())
