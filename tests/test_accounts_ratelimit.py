@@ -114,3 +114,11 @@ async def test_checks_that_succeed_do_not_count():
     assert (await limiter.attempt("10.0.0.1", "admin")).allowed      # a failure: one left
     assert (await limiter.attempt("10.0.0.1", "admin")).allowed
     assert not (await limiter.attempt("10.0.0.1", "admin")).allowed
+
+
+def test_the_settings_name_themselves():
+    from server import config
+    settings = config.load({"LS_AUTH_PER_IP": "5/30"})
+    assert (settings.auth_per_ip, settings.auth_per_account) == (Rule(5, 30.0), Rule(30, 300.0))
+    with pytest.raises(config.ConfigError, match="LS_AUTH_PER_ACCOUNT: '30'"):
+        config.load({"LS_AUTH_PER_ACCOUNT": "30"})

@@ -45,3 +45,11 @@ def test_scheme_only_from_a_trusted_proxy():
     assert client_scheme("10.0.0.1", "http", {"X-Forwarded-Proto": "https"}, PROXIES) == "https"
     assert client_scheme("10.0.0.1", "http", {"X-Forwarded-Proto": "gopher"}, PROXIES) == "http"
     assert client_scheme("6.6.6.6", "http", {"X-Forwarded-Proto": "https"}, PROXIES) == "http"
+
+
+def test_the_setting_names_itself_and_the_bad_entry():
+    from server import config
+    assert config.load({}).trusted_proxies == ()
+    assert config.load({"LS_TRUSTED_PROXIES": "10.0.0.1"}).trusted_proxies == PROXIES[:1]
+    with pytest.raises(config.ConfigError, match="LS_TRUSTED_PROXIES: 'lb.internal'"):
+        config.load({"LS_TRUSTED_PROXIES": "10.0.0.1, lb.internal"})
