@@ -13,6 +13,7 @@ from typing import Any
 import tornado.web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.accounts.connections import PerIpCap
 from server.config import Settings
 from server.metrics import Metrics
 from server.store import users
@@ -118,6 +119,31 @@ class StaticFiles(tornado.web.StaticFileHandler):
 
     def set_default_headers(self) -> None:
         set_security_headers(self)
+
+
+class CappedSocket:
+    """Mixed in before tornado's WebSocketHandler: the socket holds one of its address's slots.
+
+    In get(), `await self.upgrade_within(cap, *args)` instead of `await super().get(*args)`;
+    in on_close(), `self.release_slot()`. Past the cap the handshake is a 429.
+    """
+    _slot: tuple[PerIpCap, str] | None = None
+
+    async def upgrade_within(self, cap: PerIpCap, *args: Any) -> None:
+        ip = self.request.remote_ip or "-"
+        if not cap.acquire(ip):
+            raise too_many(f"Too many open connections from your address (at most {cap.limit}); "
+                           f"close some tabs and try again.", "5")
+        self._slot = (cap, ip)
+        await super().get(*args)
+        if self.get_status() != 101:      # the handshake was refused: no socket, no slot
+            self.release_slot()
+
+    def release_slot(self) -> None:
+        if self._slot is not None:
+            cap, ip = self._slot
+            self._slot = None
+            cap.release(ip)
 
 
 class NotFoundHandler(BaseHandler):

@@ -23,7 +23,7 @@ from kernels.sandbox import SandboxError
 from server import safe_json
 from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
-from server.handlers.base import Common, too_many
+from server.handlers.base import CappedSocket, Common
 from server.handlers.pages import LearnerPage
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
@@ -57,14 +57,13 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
     return frame
 
 
-class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
+class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
     def initialize(self, common: Common, library: Library, manager: KernelManager,
                    runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
         LearnerPage.initialize(self, common, library)
         self.ws_cap = ws_cap
-        self.holds_slot: str | None = None    # the address whose slot this socket holds
         self.manager = manager
         self.runner = runner
         self.sessions = sessions
@@ -86,19 +85,7 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         if not (await self.lesson_state(lesson)).access.open:
             raise tornado.web.HTTPError(403, "This lesson is locked for you.")
         self.lesson = lesson
-        ip = self.request.remote_ip or "-"
-        if not self.ws_cap.acquire(ip):
-            raise too_many(f"Too many open lesson pages from your address (at most "
-                           f"{self.ws_cap.limit}); close some and reload.", "5")
-        self.holds_slot = ip
-        await super().get(slug)
-        if self.get_status() != 101:       # the handshake was refused: no socket, no slot
-            self._release_slot()
-
-    def _release_slot(self) -> None:
-        if self.holds_slot is not None:
-            self.ws_cap.release(self.holds_slot)
-            self.holds_slot = None
+        await self.upgrade_within(self.ws_cap, slug)
 
     @property
     def max_message_size(self) -> int:
@@ -238,6 +225,6 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
 
     def on_close(self) -> None:
         self.closed = True
-        self._release_slot()
+        self.release_slot()
         if self.session is not None:
             self.sessions.detach(self.session, self.send)
