@@ -14,6 +14,9 @@ import tornado.web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import db, logs
+from server.accounts.client_ip import Network, client_ip, client_scheme
+from server.accounts.connections import PerIpCap
+from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
 from server.config import PROJECT_ROOT, Settings
 from server.course.loader import load_catalog
 from server.course.model import Catalog
@@ -22,7 +25,7 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from server.exercise_runner import ExerciseRunner
 from server.handlers import admin_pages, admin_runs, kernels_api
-from server.handlers.base import Common, NotFoundHandler
+from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.handlers.health import HealthHandler, MetricsHandler
@@ -127,29 +130,56 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     return checks
 
 
+class LessonApp(tornado.web.Application):
+    """The Tornado app, with each request's client address read as LS_TRUSTED_PROXIES allows.
+
+    Tornado's own `xheaders` believes X-Forwarded-For from anyone; here the
+    peer's address stands unless the peer is one of our proxies.
+    """
+
+    def __init__(self, *args, trusted_proxies: tuple[Network, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trusted_proxies = trusted_proxies
+
+    def find_handler(self, request, **kwargs):
+        peer = request.remote_ip
+        request.remote_ip = client_ip(peer, request.headers, self.trusted_proxies)
+        request.protocol = client_scheme(peer, request.protocol, request.headers,
+                                         self.trusted_proxies)
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(runtime: Runtime) -> tornado.web.Application:
-    common = Common(runtime.settings, runtime.engine, runtime.metrics)
+    settings = runtime.settings
+    common = Common(settings, runtime.engine, runtime.metrics)
     pages = {"common": common, "library": runtime.library}
+    # Per process: with several `serve` processes, a Redis RateStore takes MemoryRateStore's place.
+    limiter = CredentialLimiter(MemoryRateStore(),
+                                CredentialRules(settings.auth_per_ip, settings.auth_per_account))
+    ws_cap = PerIpCap(settings.ws_per_ip)
     routes = [
         (r"/", CatalogHandler, pages),
         (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, pages),
         (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
          {**pages, "manager": runtime.manager, "runner": runtime.runner,
-          "sessions": runtime.sessions}),
+          "sessions": runtime.sessions, "ws_cap": ws_cap}),
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
-        *admin_pages.routes(common, runtime.secrets.api_token),
-        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token),
+        *admin_pages.routes(common, runtime.secrets.api_token, limiter),
+        *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
+                            ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
         (r"/metrics", MetricsHandler, {"common": common}),
     ]
-    return tornado.web.Application(
+    return LessonApp(
         routes,
+        trusted_proxies=settings.trusted_proxies,
         template_path=str(TEMPLATES),
         static_path=str(STATIC),
+        static_handler_class=StaticFiles,   # also serves /favicon.ico and /robots.txt from static/
         cookie_secret=runtime.secrets.cookie_secret,
         xsrf_cookies=True,
-        xsrf_cookie_kwargs={"samesite": "Strict", "secure": runtime.settings.secure_cookies},
+        xsrf_cookie_kwargs={"samesite": "Strict", "secure": settings.secure_cookies},
         log_function=logs.log_request,
         default_handler_class=NotFoundHandler,
         default_handler_args={"common": common},
@@ -157,12 +187,23 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
     )
 
 
+def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
+    """Bounded connections: a client that stalls in its headers, its body or between requests is
+    dropped, and oversized requests are refused. X-Forwarded-* is read by LessonApp, not here."""
+    return tornado.httpserver.HTTPServer(
+        app, xheaders=False,
+        idle_connection_timeout=settings.http_idle_timeout,   # also the header timeout
+        body_timeout=settings.http_body_timeout,
+        max_header_size=settings.http_max_header_bytes,
+        max_body_size=settings.http_max_body_bytes)
+
+
 async def run_server(settings: Settings, ready: Callable[[int], None] | None = None,
                      stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (by SIGINT/SIGTERM when not given)."""
     runtime = await start_runtime(settings)
     try:
-        server = tornado.httpserver.HTTPServer(make_app(runtime), xheaders=True)
+        server = http_server(make_app(runtime), settings)
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]

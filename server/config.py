@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.accounts.client_ip import Network, parse_networks
+from server.accounts.ratelimit import Rule, parse_rule
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SANDBOXES = ("local", "docker")
 
@@ -143,6 +146,22 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_TRACE_FLUSH", "trace_flush", _float(0.01), "0.5", "seconds before a partial batch is sent"),
     Field("LS_TRACE_RETENTION_DAYS", "trace_retention_days", _int(1), "30",
           "days raw trace events are kept (run summaries are kept)"),
+    Field("LS_TRUSTED_PROXIES", "trusted_proxies", parse_networks, "",
+          "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed; empty = none"),
+    Field("LS_HTTP_IDLE_TIMEOUT", "http_idle_timeout", _float(0.1), "60",
+          "seconds a connection may idle, or take to send its request headers, before it is closed"),
+    Field("LS_HTTP_BODY_TIMEOUT", "http_body_timeout", _float(0.1), "30",
+          "seconds a client may take to send a request body"),
+    Field("LS_HTTP_MAX_HEADER_BYTES", "http_max_header_bytes", _int(1024), "65536",
+          "largest request line plus headers, bytes"),
+    Field("LS_HTTP_MAX_BODY_BYTES", "http_max_body_bytes", _int(1024), "1048576",
+          "largest request body, bytes"),
+    Field("LS_WS_PER_IP", "ws_per_ip", _int(1), "64",
+          "WebSockets one client address may hold open at once (a classroom shares one address)"),
+    Field("LS_AUTH_PER_IP", "auth_per_ip", parse_rule, "10/60",
+          "credential checks per client address: attempts/seconds (burst, then evenly refilled)"),
+    Field("LS_AUTH_PER_ACCOUNT", "auth_per_account", parse_rule, "30/300",
+          "credential checks per account from all addresses: attempts/seconds"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -179,6 +198,14 @@ class Settings:
     trace_batch: int
     trace_flush: float
     trace_retention_days: int
+    trusted_proxies: tuple[Network, ...]
+    http_idle_timeout: float
+    http_body_timeout: float
+    http_max_header_bytes: int
+    http_max_body_bytes: int
+    ws_per_ip: int
+    auth_per_ip: Rule
+    auth_per_account: Rule
     secure_cookies: bool
     log_level: str
 

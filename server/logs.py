@@ -1,12 +1,45 @@
-"""Structured logging: one `key=value` line per event, one line per HTTP request."""
+"""Structured logging: one `key=value` line per event, one line per HTTP request.
+
+Every line leaves through one formatter on the root handler, ours and the
+libraries' alike (Tornado's warnings carry the full URI, `?token=` included),
+and that formatter redacts secrets from the finished line.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 ACCESS = logging.getLogger("lessonserver.access")
+REDACTED = "[redacted]"
+MAX_MESSAGE = 4096     # a message is cut here: Tornado's warnings carry URIs a client chose
+
+# A `name=value` is secret when the name contains one of these (query, form, our own fields);
+# in a query string also the short names that carry secrets there (OAuth `code`, `key`, `sig`).
+_SECRET_WORDS = (r"token|secret|passw|pwd|xsrf|csrf|api[_-]?key|apikey|authori[sz]ation"
+                 r"|cookie|credential")
+_QUERY_WORDS = _SECRET_WORDS + r"|key|sig|session|auth|code|ticket|nonce"
+# Linear on hostile input (a URL of `tokentoken...`): the lookahead finds the word once, the
+# possessive quantifiers (++, *+) never backtrack. A log line costs no more than its length.
+_VALUE = r"(\\?\"(?:[^\"\\\n]|\\.)*+\"?|(?:(?!%26)[^&\s\"'\\,;)])*+)"
+_PATTERNS = (
+    # Header-shaped: `Authorization: token T`, `'Cookie': 'a=b; c=d'`, `Set-Cookie=...`.
+    re.compile(r"(?i)((?<![\w-])(?:proxy-)?(?:authorization|set-cookie|cookie|x-xsrftoken"
+               r"|x-csrftoken|x-api-key)[\"']?\s*+[:=]\s*+[\"']?)([^\n\"'}]++)"),
+    re.compile(r"(?i)((?:[?&;]|%3F|%26)(?=[\w.-]*?(?:" + _QUERY_WORDS + r"))[\w.-]++(?:=|%3D))"
+               + _VALUE),
+    re.compile(r"(?i)((?<![\w.-])(?=[\w.-]*?(?:" + _SECRET_WORDS + r"))[\w.-]++(?:=|%3D))"
+               + _VALUE),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of tokens, XSRF, passwords, cookies and auth headers replaced."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + (REDACTED if m.group(2) else ""), text)
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -18,13 +51,19 @@ class KeyValueFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _cut(record.getMessage()),
         }
         fields.update(getattr(record, "fields", {}))
         line = " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
 
 
 def _quote(value: Any) -> str:

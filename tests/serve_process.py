@@ -1,8 +1,8 @@
-"""`lessonserver serve` as a real process, as `make run` or an operator starts it.
+"""`lessonserver serve` as a real subprocess, as `make run` starts it, with its log in a file.
 
-For tests and benches that must see the server from outside: its own
-memory, its log, its signals. The environment is the caller's LS_* settings
-on top of a clean one (no LS_DATABASE_URL / LS_REDIS_URL leaking in).
+For tests and benches that must see the server from outside: its log, its
+memory, its signals. Embedded mode (no Postgres or Redis URL leaks in from the
+caller's environment) unless the settings given name them.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tests.services import free_port, wait_for_port
@@ -33,22 +33,35 @@ class Served:
 
 
 @contextlib.contextmanager
-def lessonserver(root: Path, **settings: str) -> Iterator[Served]:
-    """Serve with `settings` (LS_* names) and a data dir under `root`; SIGINT at the end."""
+def served(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
+    """The caller's environment without LS_DATABASE_URL / LS_REDIS_URL, plus `env`."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LS_")}
-    env.update({"LS_PORT": str(port), "LS_DATA_DIR": str(root / "data"), **settings})
-    log_path = root / "serve.log"
-    serve = str(Path(sys.executable).parent / "lessonserver")
+    full = {k: v for k, v in os.environ.items() if k not in ("LS_DATABASE_URL", "LS_REDIS_URL")}
+    full.update({"LS_PORT": str(port), **env})
     with log_path.open("w") as log:
-        proc = subprocess.Popen([serve, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, 30, "lessonserver serve")
-        yield Served(f"http://127.0.0.1:{port}", proc.pid, log_path)
-    finally:
-        proc.send_signal(signal.SIGINT)
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "lessonserver"), "serve"],
+                                env=full, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            wait_for_port(port, 30, "lessonserver serve")
+            yield Served(f"http://127.0.0.1:{port}", proc.pid, log_path)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def serve(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
+    """As `served`, yielding the base URL only."""
+    with served(env, log_path) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def lessonserver(root: Path, **settings: str) -> Iterator[Served]:
+    """Serve with `settings` (LS_* names) and its data dir and log under `root`."""
+    with served({"LS_DATA_DIR": str(root / "data"), **settings}, root / "serve.log") as server:
+        yield server

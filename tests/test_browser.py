@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -20,7 +16,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from server.config import PROJECT_ROOT
-from tests.services import free_port, wait_for_port
+from tests.serve_process import serve
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
@@ -91,25 +87,11 @@ def site(tmp_path_factory, instance_name):
     (course / "members.md").write_text(PAID)
     for bundled in ("sql", "shell"):          # the other two editor modes, with their kernels
         shutil.copytree(PROJECT_ROOT / "lessons" / bundled, root / "lessons" / bundled)
-    port = free_port()
-    env = {**os.environ, "LS_PORT": str(port), "LS_DATA_DIR": str(root / "data"),
+    env = {"LS_DATA_DIR": str(root / "data"),
            "LS_LESSONS_DIR": str(root / "lessons"), "LS_SANDBOX": "local",
            "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0", "LS_RUN_TIMEOUT": str(RUN_TIMEOUT)}
-    for name in ("LS_DATABASE_URL", "LS_REDIS_URL"):
-        env.pop(name, None)
-    log = (root / "serve.log").open("w")
-    serve = str(Path(sys.executable).parent / "lessonserver")
-    proc = subprocess.Popen([serve, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, 30, "lessonserver serve")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve(env, root / "serve.log") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

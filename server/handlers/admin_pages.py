@@ -11,20 +11,25 @@ import urllib.parse
 import tornado.escape
 import tornado.web
 
+from server.accounts.limiter import CredentialLimiter
+from server.accounts.redirects import local_redirect
 from server.handlers.admin_runs import BadFilter, parse_filter, token_verdict
-from server.handlers.base import BaseHandler, Common
+from server.handlers.base import BaseHandler, Common, too_many
 from server.tracing import queries
 
 ADMIN_COOKIE = "ls_admin"
+ADMIN_ACCOUNT = "admin"      # the account the API token stands for, in rate limits
 SESSION_DAYS = 0.5
 
 
 class AdminPage(BaseHandler):
     route = "admin"
 
-    def initialize(self, common: Common, api_token: str | None) -> None:
+    def initialize(self, common: Common, api_token: str | None,
+                   limiter: CredentialLimiter) -> None:
         super().initialize(common)
         self.api_token = api_token
+        self.limiter = limiter
 
     async def require_admin(self) -> None:
         if self.get_signed_cookie(ADMIN_COOKIE, max_age_days=SESSION_DAYS) == b"1":
@@ -44,20 +49,24 @@ class LoginHandler(AdminPage):
     def get(self) -> None:
         self.render("admin_login.html", error=None, next=self._next())
 
-    def post(self) -> None:
+    async def post(self) -> None:
+        ip = self.request.remote_ip or "-"
+        decision = await self.limiter.attempt(ip, ADMIN_ACCOUNT)
+        if not decision.allowed:
+            raise too_many(f"Too many sign-in attempts; try again in "
+                           f"{decision.retry_after_header} s.", decision.retry_after_header)
         given = self.get_body_argument("token", "")
         if token_verdict(f"token {given}", self.api_token) is not None:
             self.set_status(403)
             self.render("admin_login.html", error="That is not the admin token.", next=self._next())
             return
+        await self.limiter.succeeded(ip, ADMIN_ACCOUNT)     # only failures count
         self.set_signed_cookie(ADMIN_COOKIE, "1", expires_days=SESSION_DAYS, httponly=True,
                                samesite="Strict", secure=self.settings_.secure_cookies)
         self.redirect(self._next())
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/admin/runs")
-        # Only our own paths: never an open redirect.
-        return target if target.startswith("/") and not target.startswith("//") else "/admin/runs"
+        return local_redirect(self.get_argument("next", ""), default="/admin/runs")
 
 
 class RunsPage(AdminPage):
@@ -83,8 +92,8 @@ class RunPage(AdminPage):
         self.render("admin_run.html", run=run)
 
 
-def routes(common: Common, api_token: str | None) -> list[tuple]:
-    deps = {"common": common, "api_token": api_token}
+def routes(common: Common, api_token: str | None, limiter: CredentialLimiter) -> list[tuple]:
+    deps = {"common": common, "api_token": api_token, "limiter": limiter}
     return [(r"/admin/login", LoginHandler, deps),
             (r"/admin/runs", RunsPage, deps),
             (r"/admin/runs/([0-9a-f]{32})", RunPage, deps)]

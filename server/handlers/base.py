@@ -7,12 +7,14 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import tornado.web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.quotas import Tier
+from server.accounts.connections import PerIpCap
 from server.config import Settings
 from server.metrics import Metrics
 from server.store import users
@@ -24,6 +26,26 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def set_security_headers(handler: tornado.web.RequestHandler) -> None:
+    """The headers every answer carries: pages, JSON, errors and static files alike."""
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "same-origin")
+    handler.set_header("Content-Security-Policy", CSP)
+
+
+class HeaderError(tornado.web.HTTPError):
+    """An HTTPError that keeps its headers (send_error clears those set before raising)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, message)
+        self.headers = dict(headers or {})
+
+
+def too_many(message: str, retry_after_header: str) -> HeaderError:
+    """A 429 with Retry-After and a plain message, for any rate limit or cap."""
+    return HeaderError(429, message, {"Retry-After": retry_after_header})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +74,7 @@ class BaseHandler(tornado.web.RequestHandler):
                                             self.get_status(), self.request.request_time())
 
     def set_default_headers(self) -> None:
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
-        self.set_header("Content-Security-Policy", CSP)
+        set_security_headers(self)
 
     # --- identity: a signed cookie naming a user row (anonymous until claimed) ---
 
@@ -81,6 +101,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason or http.HTTPStatus(status_code).phrase
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
         message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message \
             and status_code < 500 else None
         if self.wants_json():
@@ -98,6 +120,36 @@ def owner_tier(user: users.User | None) -> Tier:
     if user is not None and user.is_admin:
         return Tier.EXEMPT
     return Tier.ANONYMOUS if user is None or user.email is None else Tier.MEMBER
+class StaticFiles(tornado.web.StaticFileHandler):
+    """/static/ and /favicon.ico with the same security headers as the pages."""
+
+    def set_default_headers(self) -> None:
+        set_security_headers(self)
+
+
+class CappedSocket:
+    """Mixed in before tornado's WebSocketHandler: the socket holds one of its address's slots.
+
+    In get(), `await self.upgrade_within(cap, *args)` instead of `await super().get(*args)`;
+    in on_close(), `self.release_slot()`. Past the cap the handshake is a 429.
+    """
+    _slot: tuple[PerIpCap, str] | None = None
+
+    async def upgrade_within(self, cap: PerIpCap, *args: Any) -> None:
+        ip = self.request.remote_ip or "-"
+        if not cap.acquire(ip):
+            raise too_many(f"Too many open connections from your address (at most {cap.limit}); "
+                           f"close some tabs and try again.", "5")
+        self._slot = (cap, ip)
+        await super().get(*args)
+        if self.get_status() != 101:      # the handshake was refused: no socket, no slot
+            self.release_slot()
+
+    def release_slot(self) -> None:
+        if self._slot is not None:
+            cap, ip = self._slot
+            self._slot = None
+            cap.release(ip)
 
 
 class NotFoundHandler(BaseHandler):

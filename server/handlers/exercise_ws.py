@@ -20,8 +20,10 @@ from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
 from kernels.sandbox import SandboxError
+from server import safe_json
+from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
-from server.handlers.base import Common, owner_tier
+from server.handlers.base import CappedSocket, Common, owner_tier
 from server.handlers.pages import LearnerPage
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
@@ -38,9 +40,9 @@ class ProtocolError(ValueError):
 
 def parse_frame(raw: str | bytes) -> dict[str, Any]:
     try:
-        frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("frames must be JSON objects") from None
+        frame = safe_json.loads(raw, max_bytes=MAX_FRAME)
+    except safe_json.BadJson as exc:
+        raise ProtocolError(f"frames must be JSON objects: {exc}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ProtocolError("frames must be JSON objects with a string 'type'")
     if frame["type"] == "run":
@@ -55,12 +57,13 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
     return frame
 
 
-class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
+class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
     def initialize(self, common: Common, library: Library, manager: KernelManager,
-                   runner: ExerciseRunner, sessions: LessonSessions) -> None:
+                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
         LearnerPage.initialize(self, common, library)
+        self.ws_cap = ws_cap
         self.manager = manager
         self.runner = runner
         self.sessions = sessions
@@ -82,7 +85,7 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
         if not (await self.lesson_state(lesson)).access.open:
             raise tornado.web.HTTPError(403, "This lesson is locked for you.")
         self.lesson = lesson
-        await super().get(slug)
+        await self.upgrade_within(self.ws_cap, slug)
 
     @property
     def max_message_size(self) -> int:
@@ -231,5 +234,6 @@ class ExerciseSocket(tornado.websocket.WebSocketHandler, LearnerPage):
 
     def on_close(self) -> None:
         self.closed = True
+        self.release_slot()
         if self.session is not None:
             self.sessions.detach(self.session, self.send)

@@ -1,0 +1,1 @@
+"""Accounts: who the caller is and how often they may try (rate limits, safe redirects)."""
