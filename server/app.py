@@ -167,7 +167,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
-                            ws_cap),
+                            limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
         (r"/metrics", MetricsHandler, {"common": common}),
     ]

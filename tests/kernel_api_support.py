@@ -22,6 +22,8 @@ from server import db
 from server.handlers.base import USER_COOKIE, Common
 from server.handlers.kernels_api import routes
 from server.metrics import Metrics
+from server.accounts.connections import PerIpCap
+from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
 from server.store import users
 from server.tracing.tracer import KernelEventRouter
 
@@ -79,7 +81,10 @@ async def serve_api(settings):
                             on_event=[KernelEventRouter(traced.append), metrics.observe_kernel_event])
     await manager.startup()
     common = Common(settings, engine, metrics)
-    app = tornado.web.Application(routes(manager, plugins, common, TOKEN),
+    limiter = CredentialLimiter(MemoryRateStore(), CredentialRules(settings.auth_per_ip,
+                                                                   settings.auth_per_account))
+    app = tornado.web.Application(routes(manager, plugins, common, TOKEN, limiter,
+                                         PerIpCap(settings.ws_per_ip)),
                                   cookie_secret=COOKIE_SECRET, xsrf_cookies=True)
     server = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")

@@ -20,6 +20,7 @@ from kernels import messages
 from kernels.manager import UnknownKernel
 from kernels.relay import Relay
 from kernels.session import SessionClosed
+from server.handlers.base import CappedSocket
 from server.handlers.kernels_api import ApiHandler
 
 log = logging.getLogger("lessonserver.channels")
@@ -27,7 +28,7 @@ log = logging.getLogger("lessonserver.channels")
 MAX_FRAME = 10 * 1024 * 1024     # one client message (code, comm data); more is refused
 
 
-class KernelChannelsHandler(tornado.websocket.WebSocketHandler, ApiHandler):
+class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, ApiHandler):
     route = "kernel_channels"
     query_token = True
 
@@ -49,7 +50,7 @@ class KernelChannelsHandler(tornado.websocket.WebSocketHandler, ApiHandler):
 
     async def get(self, kernel_id: str) -> None:
         self.owned(kernel_id)                # 404 before the upgrade for other owners' kernels
-        await super().get(kernel_id)
+        await self.upgrade_within(self.ws_cap, kernel_id)
 
     async def open(self, kernel_id: str) -> None:
         self.set_nodelay(True)   # small interactive frames: Nagle + delayed ACK cost ~40 ms each
@@ -81,6 +82,7 @@ class KernelChannelsHandler(tornado.websocket.WebSocketHandler, ApiHandler):
             self.relay.send(msg)
 
     def on_close(self) -> None:
+        self.release_slot()
         if self.relay is not None:
             self.manager.disconnect(self.kernel_id, self.relay)
         if self.pump is not None and not self.pump.done():

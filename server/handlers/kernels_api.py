@@ -23,22 +23,21 @@ from kernels.pool import CapacityError
 from kernels.quotas import Tier
 from kernels.sandbox import SandboxError
 from server import auth
-from server.handlers.base import USER_COOKIE, BaseHandler, Common, json_response, owner_tier
+from server.accounts.connections import PerIpCap
+from server.accounts.limiter import CredentialLimiter
+from server.handlers.base import (USER_COOKIE, BaseHandler, Common, HeaderError, json_response,
+                                  owner_tier, too_many)
 
 if TYPE_CHECKING:
     from kernels.plugins import Plugin
 
 DEFAULT_KERNEL = "python"
+TOKEN_ACCOUNT = "api-token"   # the rate limiter's account for guesses at the API token
 # Jupyter Server routes only dashed UUIDs (`\w+-\w+-\w+-\w+-\w+`), so ours have that shape.
 KERNEL_ID = r"(?P<kernel_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 
 
-class ApiError(tornado.web.HTTPError):
-    """An HTTPError that keeps its headers (send_error clears those set before raising)."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status, message)
-        self.headers = dict(headers or {})
+ApiError = HeaderError     # an HTTPError that keeps its headers (Retry-After, WWW-Authenticate)
 
 
 # --- JSON shapes (pure) ------------------------------------------------------
@@ -87,11 +86,13 @@ class ApiHandler(BaseHandler):
     query_token = False          # only the WebSocket takes ?token= (browsers cannot set headers)
 
     def initialize(self, common: Common, manager: KernelManager, plugins: tuple[Plugin, ...],
-                   api_token: str | None) -> None:
+                   api_token: str | None, limiter: CredentialLimiter, ws_cap: PerIpCap) -> None:
         super().initialize(common)
         self.manager = manager
         self.plugins = plugins
         self.api_token = api_token
+        self.limiter = limiter
+        self.ws_cap = ws_cap
         self.owner = ""
         self.tier = Tier.MEMBER
 
@@ -114,7 +115,15 @@ class ApiHandler(BaseHandler):
         if token is None and self.query_token:
             token = self.get_query_argument("token", "") or None
         user = await self.load_user() if token is None else None
+        ip = self.request.remote_ip or "-"
+        if token is not None:                 # a token is a credential: guesses are limited
+            decision = await self.limiter.attempt(ip, TOKEN_ACCOUNT)
+            if not decision.allowed:
+                raise too_many(f"Too many wrong tokens; try again in "
+                               f"{decision.retry_after_header} s.", decision.retry_after_header)
         verdict = auth.decide(token, self.api_token, user.id if user else None)
+        if token is not None and verdict.allowed:
+            await self.limiter.succeeded(ip, TOKEN_ACCOUNT)
         if not verdict.allowed:
             headers = {"WWW-Authenticate": 'token realm="lessonserver"'} if verdict.status == 401 else {}
             raise ApiError(verdict.status or 403, verdict.message, headers)
@@ -122,11 +131,8 @@ class ApiHandler(BaseHandler):
         self.tier = Tier.EXEMPT if verdict.owner == auth.API_OWNER else owner_tier(user)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
         # the XSRF check fails before prepare() has named the request
         self.request_id = getattr(self, "request_id", "-")
-        for name, value in getattr(exc, "headers", {}).items():
-            self.set_header(name, value)
         super().write_error(status_code, **kwargs)
 
     def owned(self, kernel_id: str) -> ManagedKernel:
@@ -199,12 +205,12 @@ class KernelActionHandler(ApiHandler):
 
 
 def routes(manager: KernelManager, plugins: Iterable[Plugin], common: Common,
-           api_token: str | None) -> list[tuple]:
+           api_token: str | None, limiter: CredentialLimiter, ws_cap: PerIpCap) -> list[tuple]:
     """The kernel API's route table, channels WebSocket included, for server/app.py."""
     from server.handlers.kernel_channels import KernelChannelsHandler
 
     deps = {"common": common, "manager": manager, "plugins": tuple(plugins),
-            "api_token": api_token}
+            "api_token": api_token, "limiter": limiter, "ws_cap": ws_cap}
     return [
         (r"/api/kernelspecs/?", KernelSpecsHandler, deps),
         (r"/api/kernelspecs/(?P<name>[A-Za-z0-9_.-]+)/?", KernelSpecHandler, deps),
