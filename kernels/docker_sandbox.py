@@ -8,6 +8,11 @@ and a small log. Its only way out is the kernel's own directory, mounted at
 the kernel's uid) and the sockets the kernel binds. Once the kernel answers,
 the directory is made unwritable for it.
 
+Each container is labelled with its instance and its owner's lease (kernels.leases):
+reaping takes only containers whose owner is provably dead. Its processes and CPU
+time are read from its cgroup on this host (the server must run on the docker host,
+as root or as the kernels' uid, to kill strays); that is checked at start.
+
 The Docker SDK is synchronous: every call runs in this sandbox's own thread
 pools (short calls; long waits for a container's end), so starts overlap.
 """

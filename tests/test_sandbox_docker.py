@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from jupyter_client.connect import write_connection_file
 
 from kernels import connection
 from kernels.docker_sandbox import DockerSandbox, exit_of, kernel_user
@@ -197,6 +198,32 @@ async def test_a_sigkilled_owners_container_is_reaped_within_seconds(settings, s
         if owner.proc.returncode is None:
             await owner.sigkill()
         await sandbox.kill(mine)
+
+
+async def test_a_sigkilled_launchers_container_is_reaped_by_the_servers_sandbox(
+        settings, sandbox, tmp_path):
+    frontend = tmp_path / "frontend.json"                        # as jupyter_client writes it
+    write_connection_file(str(frontend), ip="127.0.0.1", key=b"frontend-key")
+    launcher = await Owner.spawn(settings, "-m", "kernels.launch", "--plugin", "python",
+                                 "-f", str(frontend))
+    try:
+        for _ in range(300):                                     # the launcher started a kernel
+            if labelled(settings.instance) or launcher.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        [ref] = labelled(settings.instance)
+        await asyncio.sleep(1.0)
+        assert await sandbox.reap_orphans() == 0                 # the launcher lives
+        await launcher.sigkill()
+
+        async def gone() -> bool:
+            return labelled(settings.instance) == []
+        seconds, reaped = await reap_until(sandbox, gone)
+        print(f"docker: reaped a SIGKILLed launcher's container {seconds:.2f} s later")
+        assert (reaped, ref in labelled(settings.instance)) == (1, False) and seconds < 5
+    finally:
+        if launcher.proc.returncode is None:
+            await launcher.sigkill()
 
 
 async def test_a_double_forked_daemon_is_killed_and_cpu_is_watched(sandbox, spec):
