@@ -6,8 +6,9 @@ locked with flock. The kernel drops the lock when the process dies, even on
 SIGKILL, so "the lock can be taken" proves the owner is gone. Every kernel is
 labelled with the path of its owner's lock file (a docker label, a file in the
 local kernel's dir). A reaper removes a kernel only when its lease is provably
-dead: the lock file is missing or we could lock it. Anything else (held, or
-unreadable to us) counts as alive.
+dead: the lock file is missing from its folder, or we could lock it. Anything else
+(held, unreadable to us, or a folder we cannot see, as from another mount
+namespace) counts as alive: a kernel leaked is better than a live one killed.
 
 `orphans` is the pure decision; `Lease` and `probe` are the thin I/O around it.
 """
@@ -33,6 +34,9 @@ RECORD = "lease"       # in each kernel's dir: the path of its owner's lock file
 # A kernel dir is made, then its lease record written: a dir younger than this without a
 # record may be a start in progress (ours or another process's), so it is left alone.
 UNRECORDED_GRACE = 60.0
+# Lock files nobody refers to any more (their owner died with no kernel) are tidied once
+# this old: never a fresh one, which its owner may be about to lock.
+STALE_LOCK = 60.0
 
 
 class LeaseState(str, enum.Enum):
@@ -97,9 +101,15 @@ class Lease:
 
     def renew(self) -> None:
         """Keep the lock file where reapers look: re-create it if a /tmp cleaner (or anyone)
-        removed it, and touch it so age-based cleaners pass it by."""
+        removed it, and touch it so age-based cleaners pass it by. Tidy dead owners' files."""
         if self._fd is None:
             return
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for other in self.path.parent.iterdir():
+                with contextlib.suppress(OSError):
+                    if other != self.path and now - other.lstat().st_mtime > STALE_LOCK:
+                        probe(str(other))     # a dead owner's file is removed by the probe
         try:
             same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
         except FileNotFoundError:
@@ -119,9 +129,7 @@ class Lease:
             if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
                 self.path.unlink()
         os.close(self._fd)
-        self._fd = None
-        with contextlib.suppress(OSError):
-            self.path.parent.rmdir()     # only when empty: other owners' leases stay
+        self._fd = None      # the folder stays: a missing file in it is how death is told
 
 
 def take(runtime_dir: Path, instance: str, backend: str) -> Lease:
@@ -136,7 +144,7 @@ def probe(path: str) -> LeaseState:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return LeaseState.DEAD
+        return LeaseState.DEAD if os.path.isdir(os.path.dirname(path)) else LeaseState.UNKNOWN
     except OSError:
         return LeaseState.UNKNOWN
     try:

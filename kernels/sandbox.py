@@ -92,7 +92,8 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def kill_strays(self, kernel: SandboxKernel) -> int:
         """SIGKILL every process in the kernel's sandbox that was not there when it became
-        ready (what a run left behind: children, daemons); return how many were killed."""
+        ready (what a run left behind: children, daemons); return how many were killed.
+        For the end of a run: during one it would kill the run's own subprocesses."""
 
     @abc.abstractmethod
     async def cpu_seconds(self, kernel: SandboxKernel) -> float:

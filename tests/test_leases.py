@@ -48,12 +48,28 @@ def test_a_held_lease_is_live_until_its_process_dies(tmp_path):
 
 
 def test_probe_never_judges_what_is_not_a_lock_file(tmp_path):
-    (tmp_path / "fifo").parent.mkdir(exist_ok=True)
     os.mkfifo(tmp_path / "fifo")
     os.symlink("/etc/hostname", tmp_path / "link")
     assert leases.probe(str(tmp_path / "fifo")) is LeaseState.UNKNOWN
     assert leases.probe(str(tmp_path / "link")) is LeaseState.UNKNOWN
     assert leases.probe(str(tmp_path)) is LeaseState.UNKNOWN
+    # A folder we cannot see (another mount namespace, a wiped runtime dir): not ours to judge.
+    assert leases.probe(str(tmp_path / "elsewhere" / "x.lock")) is LeaseState.UNKNOWN
+    assert leases.probe(str(tmp_path / "x.lock")) is LeaseState.DEAD
+
+
+def test_stale_lock_files_of_dead_owners_are_tidied_and_live_ones_kept(tmp_path):
+    lease, live = leases.Lease(tmp_path), leases.Lease(tmp_path)
+    dead, fresh = lease.path.parent / "dead.lock", lease.path.parent / "fresh.lock"
+    dead.touch()
+    fresh.touch()
+    os.utime(dead, (0, 0))
+    os.utime(live.path, (0, 0))
+    lease.renew()
+    assert not dead.exists() and fresh.exists() and live.path.exists()
+    assert leases.probe(str(live.path)) is LeaseState.HELD
+    lease.release()
+    live.release()
 
 
 def test_a_removed_lock_file_is_taken_again_on_renew(tmp_path):
