@@ -18,7 +18,7 @@ from kernels.plugins import discover
 from kernels.sandbox import SandboxError, StartSpec, create_sandbox
 from tests.kernel_client import connect, run
 from tests.sandbox_support import (Owner, helpers_of_the_kernel_are_its_own, reap_until,
-                                   stray_is_killed_and_cpu_watched)
+                                   stray_is_killed_and_cpu_watched, timed)
 
 
 def test_bubblewrap_is_installed():
@@ -205,6 +205,8 @@ async def test_a_sigkilled_owners_kernel_is_reaped_within_seconds(sandbox, spec,
         print(f"local: reaped {reaped} kernel {seconds:.2f} s after its owner's SIGKILL")
         assert reaped == 1 and seconds < 5
         assert await sandbox.is_alive(mine)
+        _, reap_ms = await timed(sandbox.reap_orphans())
+        print(f"local: one reconcile pass with nothing to reap: {reap_ms:.1f} ms")
     finally:
         if owner.proc.returncode is None:
             await owner.sigkill()
