@@ -8,6 +8,11 @@ and a small log. Its only way out is the kernel's own directory, mounted at
 the kernel's uid) and the sockets the kernel binds. Once the kernel answers,
 the directory is made unwritable for it.
 
+Each container is labelled with its instance and its owner's lease (kernels.leases):
+reaping takes only containers whose owner is provably dead. Its processes and CPU
+time are read from its cgroup on this host (the server must run on the docker host,
+as root or as the kernels' uid, to kill strays); that is checked at start.
+
 The Docker SDK is synchronous: every call runs in this sandbox's own thread
 pools (short calls; long waits for a container's end), so starts overlap.
 """
@@ -34,9 +39,9 @@ import requests.exceptions
 import zmq.asyncio
 from docker.types import LogConfig, Ulimit
 
-from kernels import connection
-from kernels.sandbox import (INSTANCE_LABEL, PLUGIN_LABEL, KernelExit, Sandbox, SandboxError,
-                             SandboxKernel, StartSpec)
+from kernels import connection, leases, procs
+from kernels.sandbox import (INSTANCE_LABEL, LEASE_LABEL, PLUGIN_LABEL, KernelExit, Sandbox,
+                             SandboxError, SandboxKernel, StartSpec)
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -56,6 +61,7 @@ HOME, HOME_MB = "/run/home", 16
 KERNEL_ENV = {"HOME": HOME, "IPYTHONDIR": f"{HOME}/.ipython", "SQLITE_TMPDIR": HOME,
               "MPLCONFIGDIR": f"{HOME}/.matplotlib", "LANG": "C.UTF-8",   # harmless only
               "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+CPU_CONTROLLER = "cpuacct"          # v1; on cgroup v2 the one unified hierarchy serves
 LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"})
 
 
@@ -66,6 +72,8 @@ class _Box:
     killed: bool = False
     exited: asyncio.Task | None = None
     removal: asyncio.Task | None = None
+    cgroup: Path | None = None              # its cgroup dir on this host (cpu time, processes)
+    own: frozenset[procs.Proc] = frozenset()  # its processes when it became ready
 
 
 def kernel_user(euid: int, egid: int) -> tuple[tuple[int, int], bool]:
@@ -81,7 +89,7 @@ def kernel_user(euid: int, egid: int) -> tuple[tuple[int, int], bool]:
 
 
 def container_options(spec: StartSpec, instance: str, ids: tuple[int, int],
-                      directory: Path) -> dict[str, Any]:
+                      directory: Path, lease: Path) -> dict[str, Any]:
     """Everything `containers.create` gets besides the image: the isolation defaults."""
     inside = f"{connection.CONTAINER_DIR}/{connection.CONNECTION_FILE}"
     uid, gid = ids
@@ -102,7 +110,7 @@ def container_options(spec: StartSpec, instance: str, ids: tuple[int, int],
         "volumes": {str(directory): {"bind": connection.CONTAINER_DIR, "mode": "rw"}},
         # Our labels last: a plugin's label must not hide a container from the reaper.
         "labels": {**spec.labels, PLUGIN_LABEL: spec.plugin, INSTANCE_LABEL: instance,
-                   DIR_LABEL: str(directory)},
+                   LEASE_LABEL: str(lease), DIR_LABEL: str(directory)},
     }
 
 
@@ -118,7 +126,10 @@ def exit_of(status_code: int | None, state: dict[str, Any], killed: bool) -> Ker
 class DockerSandbox(Sandbox):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.instance = settings.instance
         self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
+        self.lease = leases.take(settings.runtime_dir, settings.instance, "docker")
+        self.lease_id = self.lease.id
         self.ids, self.chown = kernel_user(os.geteuid(), os.getegid())
         calls = max(4, 2 * settings.start_concurrency)
         waits = settings.max_kernels + 16     # one blocked wait per live kernel, plus pools
@@ -179,6 +190,11 @@ class DockerSandbox(Sandbox):
             await self._remove(kernel_id)
             raise
         self._lock_dir(directory)
+        try:
+            box.cgroup, box.own = await self._call(self._own_processes, container)
+        except BaseException:
+            await self._remove(kernel_id)
+            raise
         return SandboxKernel(id=kernel_id, plugin=spec.plugin, ref=container, connection=info,
                              started_at=time.monotonic())
 
@@ -186,6 +202,7 @@ class DockerSandbox(Sandbox):
         """The kernel's dir and its connection file, readable (only) by the kernel's uid."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.mkdir(mode=0o700)
+        leases.write_record(directory, self.lease)
         conn_file = directory / connection.CONNECTION_FILE
         fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "w") as out:
@@ -203,7 +220,8 @@ class DockerSandbox(Sandbox):
             directory.chmod(0o500)
 
     def _create(self, spec: StartSpec, directory: Path) -> str:
-        options = container_options(spec, self.settings.instance, self.ids, directory)
+        options = container_options(spec, self.settings.instance, self.ids, directory,
+                                    self.lease.path)
         container = self._client.containers.create(
             spec.image, name=f"lessonserver-{directory.name}", **options)
         try:
@@ -213,6 +231,21 @@ class DockerSandbox(Sandbox):
                 container.remove(force=True)
             raise
         return container.id
+
+    def _own_processes(self, container: str) -> tuple[Path, frozenset[procs.Proc]]:
+        """The container's cgroup dir and the processes in it now (tini, the kernel, helpers)."""
+        pid = self._client.api.inspect_container(container)["State"]["Pid"]
+        try:
+            found = procs.cgroup_dir(Path(f"/proc/{pid}/cgroup").read_text(),
+                                     Path("/proc/self/mountinfo").read_text(), CPU_CONTROLLER)
+        except OSError as exc:
+            raise SandboxError(f"container {container[:12]}: its cgroup is unreadable: {exc}"
+                               ) from None
+        if found is None or not (found / "cgroup.procs").exists():
+            raise SandboxError(f"container {container[:12]}: no {CPU_CONTROLLER} cgroup of pid "
+                               f"{pid} is mounted on this host (found {found})")
+        own = frozenset(s.proc for s in procs.stats_of(procs.read_cgroup_pids(found)))
+        return found, own
 
     def _tail(self, container: str) -> str:
         with contextlib.suppress(docker.errors.DockerException):
@@ -257,6 +290,23 @@ class DockerSandbox(Sandbox):
 
     # --- control -------------------------------------------------------------
 
+    async def kill_strays(self, kernel: SandboxKernel) -> int:
+        box = self._kernels.get(kernel.id)
+        if box is None or box.cgroup is None:
+            return 0
+        cgroup = box.cgroup
+        return await procs.kill_strays(lambda: procs.stats_of(procs.read_cgroup_pids(cgroup)),
+                                       box.own)
+
+    async def cpu_seconds(self, kernel: SandboxKernel) -> float:
+        box = self._kernels.get(kernel.id)
+        if box is None or box.cgroup is None:
+            raise SandboxError(f"kernel {kernel.id} is not running in this sandbox")
+        used = procs.cgroup_cpu_seconds(box.cgroup)
+        if used is None:     # the container ended: its cgroup is gone
+            raise SandboxError(f"kernel {kernel.id}: its cgroup {box.cgroup} is gone")
+        return used
+
     async def interrupt(self, kernel: SandboxKernel) -> None:
         with contextlib.suppress(docker.errors.DockerException):   # not running: nothing to do
             await self._call(self._client.api.kill, kernel.ref, signal="SIGINT")
@@ -295,22 +345,23 @@ class DockerSandbox(Sandbox):
                 log.warning("could not remove container %s: %s", container[:12], exc)
 
     async def reap_orphans(self) -> int:
-        """Remove this instance's containers that this object did not start, and their dirs."""
+        """Remove this instance's containers whose owner's lease is dead, and their dirs."""
+        self.lease.renew()
         label = f"{INSTANCE_LABEL}={self.settings.instance}"
-        found = await self._call(self._client.api.containers, all=True,
-                                 filters={"label": label})
+        listed = await self._call(self._client.api.containers, all=True,
+                                  filters={"label": label})
+        found = [leases.Found(c["Id"], (c.get("Labels") or {}).get(LEASE_LABEL)) for c in listed]
         ours = {box.container for box in self._kernels.values()}
-        orphans = [c for c in found if c["Id"] not in ours]
+        removed = set(leases.orphans(found, ours, leases.dead_leases(found)))
+        orphans = [c for c in listed if c["Id"] in removed]
         await asyncio.gather(*(self._call(self._force_remove, c["Id"]) for c in orphans))
         for c in orphans:
             directory = (c.get("Labels") or {}).get(DIR_LABEL)
             if directory and Path(directory).parent == self.root:
                 connection.remove_dir(Path(directory))
-        if self.root.is_dir():           # dirs whose container is gone already
-            kept = {box.directory for box in self._kernels.values()}
-            for directory in self.root.iterdir():
-                if directory not in kept:
-                    connection.remove_dir(directory)
+        kept = {box.directory.name for box in self._kernels.values()}
+        for directory in leases.dead_dirs(self.root, kept):      # their container is gone
+            connection.remove_dir(directory)
         return len(orphans)
 
     async def close(self) -> None:
@@ -326,6 +377,7 @@ class DockerSandbox(Sandbox):
         self._waits.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._client.close)
         connection.remove_if_empty(self.root)
+        self.lease.release()
 
 
 async def _pending(task: asyncio.Task) -> bool:

@@ -166,10 +166,11 @@ async def run(plugin_name: str, connection_file: Path, settings) -> int:
         log.error("no kernel plugin named %r", plugin_name)
         return 2
     frontend = json.loads(connection_file.read_text())
-    # Our own instance label: a server of the same instance reaps its orphans at start-up
-    # and must not take the kernels that frontends started through us.
-    settings = settings.replace(instance=f"{settings.instance}-launch")
+    # The server's own instance name: our lease keeps our kernel from its reaper while we
+    # live, and once we are gone (even SIGKILLed) its reconciler, or the next launcher's, takes it.
     sandbox = create_sandbox(settings)
+    if reaped := await sandbox.reap_orphans():
+        log.info("removed %d kernels of dead owners", reaped)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     kernel = await sandbox.start(start_spec(settings, plugin))

@@ -6,8 +6,9 @@ namespace, a read-only view of /, a private /tmp, no capabilities, and only its
 own connection directory writable; rlimits cap its address space and file size.
 Without bwrap only the rlimits remain, and the server says so loudly, once.
 
-Every kernel's directory holds a `pid` file (pid and start time), so a later
-process of the same instance can find and kill what an earlier one left behind.
+Every kernel's directory holds a `pid` file (pid and start time) and its owner's
+lease (kernels.leases), so another process of the same instance can find and
+kill what a dead owner left behind, and never what a live one runs.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING
 
 import zmq.asyncio
 
-from kernels import connection
+from kernels import connection, leases, procs
+from kernels.procs import process_start_time
 from kernels.sandbox import KernelExit, Sandbox, SandboxError, SandboxKernel, StartSpec
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class _Child:
     directory: Path
     stderr: collections.deque
     kernel_pid: int               # the kernel itself (below bwrap's processes), for SIGINT
+    own: frozenset[procs.Proc] = frozenset()   # the tree when it became ready
     killed: bool = False
     exited: asyncio.Task | None = None
     drain: asyncio.Task | None = None
@@ -99,27 +102,11 @@ def _set_rlimits(memory_mb: int, tmp_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat: tells a pid from a later process reusing it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def find_kernel_pid(outer: int) -> int:
+def find_kernel_pid(outer: int, tree: list[procs.Stat]) -> int:
     """The first process below `outer` that is not bwrap itself (bwrap forks a reaper)."""
+    below: dict[int, list[int]] = {}
+    for found in tree:
+        below.setdefault(found.ppid, []).append(found.proc.pid)
     pid = outer
     for _ in range(4):
         try:
@@ -127,17 +114,19 @@ def find_kernel_pid(outer: int) -> int:
                 return pid
         except OSError:
             return outer
-        below = _children_of(pid)
-        if not below:
+        if not below.get(pid):
             return outer
-        pid = min(below)
+        pid = min(below[pid])
     return outer
 
 
 class LocalSandbox(Sandbox):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.instance = settings.instance
         self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "local")
+        self.lease = leases.take(settings.runtime_dir, settings.instance, "local")
+        self.lease_id = self.lease.id
         self.bwrap = shutil.which("bwrap")
         if self.bwrap is None:
             log.warning(NO_BWRAP)
@@ -155,6 +144,7 @@ class LocalSandbox(Sandbox):
             raise SandboxError(str(exc)) from None
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.mkdir(mode=0o700)
+        leases.write_record(directory, self.lease)
         info = connection.connection_info(directory, connection.new_key(), spec.plugin)
         child = await self._spawn(spec, directory, info)
         self._children[kernel_id] = child
@@ -168,7 +158,9 @@ class LocalSandbox(Sandbox):
         except BaseException:          # cancelled: leave nothing behind
             await self._remove(kernel_id)
             raise
-        child.kernel_pid = find_kernel_pid(child.proc.pid) if self.bwrap else child.proc.pid
+        tree = await asyncio.to_thread(procs.tree, child.proc.pid)
+        child.kernel_pid = find_kernel_pid(child.proc.pid, tree) if self.bwrap else child.proc.pid
+        child.own = frozenset(s.proc for s in tree)
         directory.chmod(0o500)         # sockets are bound: the kernel may not add files
         return SandboxKernel(id=kernel_id, plugin=spec.plugin, ref=str(child.proc.pid),
                              connection=info, started_at=time.monotonic())
@@ -241,39 +233,54 @@ class LocalSandbox(Sandbox):
         child = self._children.get(kernel.id)
         return child is not None and child.proc.returncode is None
 
-    async def reap_orphans(self) -> int:
-        """Kill the kernels of this instance that no live LocalSandbox object started here."""
-        if not self.root.is_dir():
+    async def kill_strays(self, kernel: SandboxKernel) -> int:
+        """Everything in the bwrap tree beyond what it held when ready. Daemons that double
+        fork stay in the tree: they are reparented to bwrap, the init of the kernel's pid
+        namespace. (Without bwrap they escape to the host's init: one more reason for it.)"""
+        child = self._children.get(kernel.id)
+        if child is None or child.proc.returncode is not None:
             return 0
-        ours = {child.directory for child in self._children.values()}
-        reaped = 0
-        for directory in self.root.iterdir():
-            if directory in ours or not directory.is_dir():
-                continue
-            reaped += _kill_recorded(directory / PID_FILE)
+        pid = child.proc.pid
+        return await procs.kill_strays(lambda: procs.tree(pid), child.own)
+
+    async def cpu_seconds(self, kernel: SandboxKernel) -> float:
+        child = self._children.get(kernel.id)
+        if child is None or child.proc.returncode is not None:
+            raise SandboxError(f"kernel {kernel.id} is not running in this sandbox")
+        return procs.cpu_seconds(await asyncio.to_thread(procs.tree, child.proc.pid))
+
+    async def reap_orphans(self) -> int:
+        """Kill the kernels of this instance whose owner's lease is dead, and remove their dirs.
+
+        (bwrap's --die-with-parent already kills a kernel whose owner died: this is for
+        kernels started without bwrap, and for the dirs.)"""
+        self.lease.renew()
+        ours = {child.directory.name for child in self._children.values()}
+        dead = leases.dead_dirs(self.root, ours)
+        for directory in dead:
+            _kill_recorded(directory / PID_FILE)
             connection.remove_dir(directory)
-        return reaped
+        return len(dead)
 
     async def close(self) -> None:
         # Kernels are their owners' to kill; any left here could no longer be watched.
         await asyncio.gather(*(self._remove(k) for k in list(self._children)))
         self._context.destroy(linger=0)
         connection.remove_if_empty(self.root)
+        self.lease.release()
 
 
-def _kill_recorded(pid_file: Path) -> int:
-    """Kill the process group a pid file names, if that very process still runs: 1 or 0."""
+def _kill_recorded(pid_file: Path) -> None:
+    """Kill the process group a pid file names, if that very process still runs."""
     try:
         pid_text, started = pid_file.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
-        return 0
+        return
     if process_start_time(pid) != started:
-        return 0                   # gone, or the pid now belongs to someone else
+        return                     # gone, or the pid now belongs to someone else
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-        return 1
-    return 0
 
 
 async def _running(child: _Child) -> bool:

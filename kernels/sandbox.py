@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 INSTANCE_LABEL = "lessonserver.instance"   # every container we start carries it
 PLUGIN_LABEL = "lessonserver.plugin"
+LEASE_LABEL = "lessonserver.lease"         # its owner's lease (kernels.leases): reap only if dead
 
 
 class SandboxError(RuntimeError):
@@ -60,7 +61,13 @@ class KernelExit:
 
 
 class Sandbox(abc.ABC):
-    """Start, watch, signal and remove kernels. All methods are safe to call twice."""
+    """Start, watch, signal and remove kernels. All methods are safe to call twice.
+
+    Each object holds a lease (kernels.leases) for its life, `lease_id`, and labels every
+    kernel it starts with it; `instance` is the name that scopes reaping.
+    """
+    instance: str
+    lease_id: str
 
     @abc.abstractmethod
     async def start(self, spec: StartSpec) -> SandboxKernel:
@@ -83,8 +90,22 @@ class Sandbox(abc.ABC):
         ...
 
     @abc.abstractmethod
+    async def kill_strays(self, kernel: SandboxKernel) -> int:
+        """SIGKILL every process in the kernel's sandbox that was not there when it became
+        ready (what a run left behind: children, daemons); return how many were killed.
+        For the end of a run: during one it would kill the run's own subprocesses."""
+
+    @abc.abstractmethod
+    async def cpu_seconds(self, kernel: SandboxKernel) -> float:
+        """CPU time used so far by everything in the kernel's sandbox. Cheap: no engine call."""
+
+    @abc.abstractmethod
     async def reap_orphans(self) -> int:
-        """Remove kernels an earlier process of this instance left behind; return how many."""
+        """Remove this instance's kernels whose owner's lease is provably dead; return how many.
+
+        Never touches a kernel whose owner lives, whichever process that is. Cheap enough to
+        run every few seconds, so a crashed owner's kernels go within seconds.
+        """
 
     async def close(self) -> None:
         """Release the backend's own resources (clients, threads). Kernels are killed by owners."""

@@ -118,7 +118,8 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_SANDBOX", "sandbox", _choice(*SANDBOXES), "local",
           "kernel sandbox backend: local (bubblewrap/rlimits) or docker"),
     Field("LS_INSTANCE", "instance", _text, "default",
-          "name of this server in container labels (orphans of the same name are reaped)"),
+          "label of this server's kernels; of those, only kernels whose owning process is gone "
+          "(its lease) are reaped, so servers and tests on one host never take each other's"),
     Field("LS_RUNTIME_DIR", "runtime_dir", _path, "/tmp/lessonserver",
           "short path for kernel connection sockets (unix paths are limited to 107 bytes)"),
     Field("LS_API_TOKEN", "api_token", _text, None,

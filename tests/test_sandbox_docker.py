@@ -10,14 +10,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from jupyter_client.connect import write_connection_file
 
 from kernels import connection
 from kernels.docker_sandbox import DockerSandbox, exit_of, kernel_user
 from kernels.manager import start_spec
 from kernels.plugins import discover
-from kernels.sandbox import INSTANCE_LABEL, SandboxError, create_sandbox
+from kernels.sandbox import INSTANCE_LABEL, LEASE_LABEL, SandboxError, create_sandbox
 from tests import services
 from tests.kernel_client import connect, run
+from tests.sandbox_support import (Owner, helpers_of_the_kernel_are_its_own, reap_until,
+                                   stray_is_killed_and_cpu_watched, timed)
 
 pytestmark = pytest.mark.docker
 
@@ -152,6 +155,86 @@ async def test_orphans_of_an_earlier_process_are_reaped(settings, spec, sandbox)
     await sandbox.kill(kept)
 
 
+async def test_two_sandboxes_of_one_instance_never_reap_each_other(settings, spec, sandbox):
+    other = DockerSandbox(settings)                              # e.g. a second server
+    try:
+        assert other.lease_id != sandbox.lease_id and other.instance == sandbox.instance
+        theirs, mine = await asyncio.gather(other.start(spec), sandbox.start(spec))
+        labels = json.loads(docker("inspect", theirs.ref))[0]["Config"]["Labels"]
+        assert labels[LEASE_LABEL] == str(other.lease.path)
+        for _ in range(3):
+            assert await sandbox.reap_orphans() == 0 and await other.reap_orphans() == 0
+        assert sorted(labelled(settings.instance)) == sorted([theirs.ref, mine.ref])
+        assert await other.is_alive(theirs) and await sandbox.is_alive(mine)
+        for kernel in (theirs, mine):
+            async with connect(kernel) as client:
+                assert (await run(client, "print(6 * 7)"))[0] == "42\n"
+        await sandbox.kill(mine)
+    finally:
+        await other.close()                                      # its kernel is now nobody's
+    assert await sandbox.reap_orphans() == 1
+    assert labelled(settings.instance) == []
+
+
+async def test_a_sigkilled_owners_container_is_reaped_within_seconds(settings, spec, sandbox):
+    mine = await sandbox.start(spec)
+    owner = await Owner.start(settings)
+    try:
+        ref, directory = owner.info["ref"], Path(owner.info["dir"])
+        assert await sandbox.reap_orphans() == 0                 # a live owner: never touched
+        assert ref in labelled(settings.instance)
+        await owner.sigkill()                                    # no clean-up: the container stays
+        assert ref in labelled(settings.instance)
+
+        async def gone() -> bool:
+            return ref not in labelled(settings.instance) and not directory.exists()
+        seconds, reaped = await reap_until(sandbox, gone)
+        print(f"docker: reaped {reaped} container {seconds:.2f} s after its owner's SIGKILL")
+        assert reaped == 1 and seconds < 5
+        assert labelled(settings.instance) == [mine.ref] and await sandbox.is_alive(mine)
+        _, reap_ms = await timed(sandbox.reap_orphans())
+        print(f"docker: one reconcile pass with nothing to reap: {reap_ms:.1f} ms")
+    finally:
+        if owner.proc.returncode is None:
+            await owner.sigkill()
+        await sandbox.kill(mine)
+
+
+async def test_a_sigkilled_launchers_container_is_reaped_by_the_servers_sandbox(
+        settings, sandbox, tmp_path):
+    frontend = tmp_path / "frontend.json"                        # as jupyter_client writes it
+    write_connection_file(str(frontend), ip="127.0.0.1", key=b"frontend-key")
+    launcher = await Owner.spawn(settings, "-m", "kernels.launch", "--plugin", "python",
+                                 "-f", str(frontend))
+    try:
+        for _ in range(300):                                     # the launcher started a kernel
+            if labelled(settings.instance) or launcher.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        [ref] = labelled(settings.instance)
+        await asyncio.sleep(1.0)
+        assert await sandbox.reap_orphans() == 0                 # the launcher lives
+        await launcher.sigkill()
+
+        async def gone() -> bool:
+            return labelled(settings.instance) == []
+        seconds, reaped = await reap_until(sandbox, gone)
+        print(f"docker: reaped a SIGKILLed launcher's container {seconds:.2f} s later")
+        assert (reaped, ref in labelled(settings.instance)) == (1, False) and seconds < 5
+    finally:
+        if launcher.proc.returncode is None:
+            await launcher.sigkill()
+
+
+async def test_a_double_forked_daemon_is_killed_and_cpu_is_watched(sandbox, spec):
+    kernel = await sandbox.start(dataclasses.replace(spec, cpus=1.0))
+    try:
+        figures = await stray_is_killed_and_cpu_watched(sandbox, kernel)
+        print(f"docker: {figures}")
+    finally:
+        await sandbox.kill(kernel)
+
+
 async def test_starts_overlap_and_every_plugin_runs(sandbox, settings):
     kernels = await asyncio.gather(*(sandbox.start(start_spec(settings, p)) for p in discover()))
     try:
@@ -193,3 +276,7 @@ async def test_a_cancelled_start_leaves_no_container(sandbox, spec, settings):
         assert labelled(settings.instance) == []
     root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
     assert not root.exists() or list(root.iterdir()) == []
+
+
+async def test_the_kernels_own_helpers_are_not_strays(sandbox, settings):
+    await helpers_of_the_kernel_are_its_own(sandbox, settings)

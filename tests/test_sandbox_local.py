@@ -11,12 +11,14 @@ import pytest
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
-from kernels import connection
+from kernels import connection, procs
 from kernels.local_sandbox import LocalSandbox, process_start_time
 from kernels.manager import start_spec
 from kernels.plugins import discover
 from kernels.sandbox import SandboxError, StartSpec, create_sandbox
 from tests.kernel_client import connect, run
+from tests.sandbox_support import (Owner, helpers_of_the_kernel_are_its_own, reap_until,
+                                   stray_is_killed_and_cpu_watched, timed)
 
 
 def test_bubblewrap_is_installed():
@@ -164,11 +166,16 @@ async def test_exit_is_reported_and_kill_removes_everything(sandbox, spec):
 
 async def test_orphans_of_an_earlier_process_are_reaped(settings, spec):
     earlier = LocalSandbox(settings)
-    forgotten = await earlier.start(spec)                      # its owner "crashes"
+    forgotten = await earlier.start(spec)
     directory = Path(dict(forgotten.connection)["ip"]).parent
-    later = LocalSandbox(settings)
+    later = LocalSandbox(settings)                             # the same instance name
     kept = await later.start(spec)
     try:
+        assert earlier.lease_id != later.lease_id and later.instance == settings.instance
+        assert await later.reap_orphans() == 0                # its owner lives: untouched
+        assert await earlier.reap_orphans() == 0
+        assert await earlier.is_alive(forgotten) and await later.is_alive(kept)
+        earlier.lease.release()                                # as its process dying would
         assert await later.reap_orphans() == 1
         assert await asyncio.wait_for(earlier.wait(forgotten), 5) is not None
         assert process_start_time(int(forgotten.ref)) is None and not directory.exists()
@@ -179,6 +186,36 @@ async def test_orphans_of_an_earlier_process_are_reaped(settings, spec):
         await earlier.kill(forgotten)
         await earlier.close()
         await later.close()
+
+
+async def test_a_sigkilled_owners_kernel_is_reaped_within_seconds(sandbox, spec, settings):
+    mine = await sandbox.start(spec)
+    owner = await Owner.start(settings)
+    directory, pid = Path(owner.info["dir"]), int(owner.info["ref"])
+    try:
+        assert owner.info["lease"] != sandbox.lease_id
+        assert await sandbox.reap_orphans() == 0               # a live owner: never touched
+        assert directory.exists() and process_start_time(pid) is not None
+        await owner.sigkill()
+
+        async def gone() -> bool:
+            left = procs.read_stat(pid)               # its parent is dead: a zombie for a while
+            return not directory.exists() and (left is None or left.state == "Z")
+        seconds, reaped = await reap_until(sandbox, gone)
+        print(f"local: reaped {reaped} kernel {seconds:.2f} s after its owner's SIGKILL")
+        assert reaped == 1 and seconds < 5
+        assert await sandbox.is_alive(mine)
+        _, reap_ms = await timed(sandbox.reap_orphans())
+        print(f"local: one reconcile pass with nothing to reap: {reap_ms:.1f} ms")
+    finally:
+        if owner.proc.returncode is None:
+            await owner.sigkill()
+        await sandbox.kill(mine)
+
+
+async def test_a_double_forked_daemon_is_killed_and_cpu_is_watched(sandbox, kernel):
+    figures = await stray_is_killed_and_cpu_watched(sandbox, kernel)
+    print(f"local: {figures}")
 
 
 async def test_a_kernel_that_fails_to_start_says_why(sandbox, spec, settings):
@@ -216,3 +253,7 @@ def test_code_below_tmp_is_bound_back_read_only_over_the_private_tmp():
     assert argv[tmpfs + 2:tmpfs + 8] == ["--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv",
                                          "--ro-bind", "/tmp/ci", "/tmp/ci"]
     assert "/usr" not in argv[tmpfs:]      # already visible through the read-only /
+
+
+async def test_the_kernels_own_helpers_are_not_strays(sandbox, settings):
+    await helpers_of_the_kernel_are_its_own(sandbox, settings)
