@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernels import fold, messages, quotas
+from kernels import fold, idle_watch, messages, quotas
 from kernels.events import (KernelAssigned, KernelDied, KernelEvent, KernelGone,
                             KernelInterrupted, KernelLimited, KernelRestarted, RunEnded, RunOutput,
                             RunStarted, StartRejected)
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Observer = Callable[[KernelEvent], Any]
 CULL_EVERY = (0.2, 30.0)   # seconds between cull passes: at least, at most
+RECONCILE_EVERY = 2.0      # seconds between passes that reap kernels of dead owners
+SAMPLE_EVERY = 1.0         # seconds between CPU samples of idle kernels
+ESCAPED = ("Code from an earlier run kept running after the run had ended, so the kernel "
+           "was restarted; earlier variables are gone")
 FULL_RETRY_AFTER = 30.0    # Retry-After when every kernel slot on the host is taken
 
 
@@ -82,6 +86,8 @@ class _Entry:
     kernel_state: str = "idle"     # what the kernel itself last said (runs of Jupyter clients)
     pool_hit: bool = False
     start_ms: float = 0.0
+    cpu: tuple[idle_watch.CpuSample, ...] = ()   # samples while idle, for the CPU watch
+    notice: str | None = None      # told with the next run's result (a restart while idle)
 
     def snapshot(self) -> ManagedKernel:
         state = self.kernel_state if self.state == "idle" else self.state
@@ -136,7 +142,8 @@ class KernelManager:
         self._kernels: dict[str, _Entry] = {}
         self._owners: dict[str, _Owner] = {}
         self._reserved = 0               # starts in progress, counted against max_kernels
-        self._culler: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._spawned: set[asyncio.Task] = set()
 
     # --- the outside world's view -----------------------------------------
 
@@ -207,7 +214,9 @@ class KernelManager:
             log.info("removed %d orphaned kernels", reaped)
         for pool in self.pools.values():
             pool.refill()
-        self._culler = asyncio.create_task(self._cull_forever())
+        self._tasks = [asyncio.create_task(self._cull_forever()),
+                       asyncio.create_task(self._reconcile_forever()),
+                       asyncio.create_task(self._watch_idle_cpu())]
 
     async def start(self, owner: str, plugin: str, tier: Tier = Tier.MEMBER) -> ManagedKernel:
         if plugin not in self.pools:
@@ -263,6 +272,7 @@ class KernelManager:
 
         def run_ended(run_id: str, result: RunResult) -> None:
             touch()
+            self._spawn(self._after_run(entry, kernel))
             if result.limit is not None:
                 self._emit(KernelLimited(entry.id, entry.owner, entry.plugin, result.limit.value,
                                          result.message))
@@ -305,6 +315,11 @@ class KernelManager:
             finally:
                 entry.state = "idle"
                 entry.last_activity = time.time()
+            await self._after_run(entry, session.kernel)
+            if entry.notice is not None:
+                result = dataclasses.replace(result, message=f"{entry.notice}. {result.message}"
+                                             if result.message else entry.notice)
+                entry.notice = None
             if result.limit is not None:
                 self._emit(KernelLimited(entry.id, entry.owner, entry.plugin, result.limit.value,
                                          result.message))
@@ -371,10 +386,9 @@ class KernelManager:
 
     async def close(self) -> None:
         """Stop culling, shut down our kernels and empty the pools."""
-        if self._culler is not None:
-            self._culler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._culler
+        for task in (*self._tasks, *self._spawned):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._spawned, return_exceptions=True)
         await asyncio.gather(*(self.shutdown(k, "server stopping") for k in list(self._kernels)),
                              return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
@@ -434,6 +448,71 @@ class KernelManager:
         async with entry.lock:           # a run in progress replaces it itself
             if entry.session is session and not entry.closing:
                 await self._replace(entry, f"kernel died ({ended.reason})")
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    async def _after_run(self, entry: _Entry, kernel: SandboxKernel) -> None:
+        """Nothing of a run may outlive it: what it left running is killed now, and the
+        CPU watch starts afresh (the run's end is ours to decide, not the kernel's word)."""
+        entry.cpu = ()
+        if entry.kernel is not kernel or entry.closing:
+            return
+        try:
+            killed = await self.sandbox.kill_strays(kernel)
+        except Exception as exc:   # the kernel ended meanwhile: its watcher replaces it
+            log.info("kernel %s: strays not checked (%s)", entry.id, exc)
+            return
+        if killed:
+            log.info("kernel %s: killed %d processes its run left behind", entry.id, killed)
+
+    async def _reconcile_forever(self) -> None:
+        """Kernels whose owner (another server, a launcher) died go within seconds."""
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY)
+            try:
+                reaped = await self.sandbox.reap_orphans()
+            except Exception:
+                log.exception("reconcile pass failed")
+                continue
+            if reaped:
+                log.info("removed %d kernels of dead owners", reaped)
+
+    async def _watch_idle_cpu(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_EVERY)
+            for entry in list(self._kernels.values()):
+                await self._sample_cpu(entry)
+
+    async def _sample_cpu(self, entry: _Entry) -> None:
+        """An idle kernel that burns CPU runs something that escaped its run: replace it."""
+        if entry.lock.locked() or entry.kernel_state == "busy" or entry.closing:
+            entry.cpu = ()
+            return
+        kernel = entry.kernel
+        try:
+            used = await self.sandbox.cpu_seconds(kernel)
+        except Exception:          # gone: the watcher replaces it
+            entry.cpu = ()
+            return
+        entry.cpu = idle_watch.keep(entry.cpu, idle_watch.CpuSample(time.monotonic(), used),
+                                    self.settings.idle_cpu_window)
+        if not idle_watch.burning(entry.cpu, self.settings.idle_cpu_window,
+                                  self.settings.idle_cpu_share):
+            return
+        entry.cpu = ()
+        async with entry.lock:
+            if entry.kernel is not kernel or entry.closing:
+                return
+            log.warning("kernel %s: burning CPU while idle; replacing it", entry.id)
+            self._emit(KernelLimited(entry.id, entry.owner, entry.plugin, "cpu", ESCAPED))
+            entry.notice = ESCAPED
+            for relay in entry.relays:
+                relay.put(messages.server_message("iopub", "stream", {
+                    "name": "stderr", "text": f"\n[{ESCAPED}]\n"}))
+            await self._replace(entry, "burning CPU while idle")
 
     async def _cull_forever(self) -> None:
         s = self.settings

@@ -141,6 +141,10 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_IDLE_TIMEOUT", "idle_timeout", _float(1), "900", "seconds before an idle kernel is culled"),
     Field("LS_RECONNECT_GRACE", "reconnect_grace", _float(0), "30",
           "seconds a lesson page's kernel waits for its dropped socket to come back"),
+    Field("LS_IDLE_CPU_SHARE", "idle_cpu_share", _float(0.05), "0.5",
+          "share of a core an idle kernel may use before it is replaced (escaped code)"),
+    Field("LS_IDLE_CPU_WINDOW", "idle_cpu_window", _float(1), "3",
+          "seconds of idle CPU use judged at once"),
     Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
     Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
     Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),
@@ -194,6 +198,8 @@ class Settings:
     tmp_mb: int
     idle_timeout: float
     reconnect_grace: float
+    idle_cpu_share: float
+    idle_cpu_window: float
     max_lifetime: float
     cache_ttl: float
     trace_batch: int

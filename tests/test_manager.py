@@ -245,3 +245,38 @@ async def test_close_removes_every_kernel(manager_for):
     pooled = list(manager.pools["python"]._ready)
     await manager.close()
     assert [await manager.sandbox.is_alive(k) for k in kernels + pooled] == [False] * 4
+
+
+async def test_a_daemon_left_by_a_run_is_killed_when_the_run_ends(manager):
+    kernel = await manager.start("mallory", "python", Tier.EXEMPT)
+    escape = ("import os\n"
+              "if os.fork() == 0:\n"
+              "    os.setsid()\n"
+              "    if os.fork() == 0:\n"
+              "        while True: pass\n"
+              "    os._exit(0)\n"
+              "print('detached')")
+    result = await manager.execute(kernel.id, escape, SHORT)
+    assert result.stdout == "detached\n"
+    ref = manager._kernels[kernel.id].kernel
+    before = await manager.sandbox.cpu_seconds(ref)
+    await asyncio.sleep(1.0)
+    assert await manager.sandbox.cpu_seconds(ref) - before < 0.3      # nothing spins any more
+    assert (await manager.execute(kernel.id, "print(1)", SHORT)).stdout == "1\n"
+
+
+async def test_a_forged_end_of_run_does_not_let_code_run_on(manager_for, recorder):
+    manager = await manager_for(LS_IDLE_CPU_WINDOW="1.5")
+    kernel = await manager.start("mallory", "python", Tier.EXEMPT)
+    forge = ("k = get_ipython().kernel\n"
+             "parent = k.get_parent()\n"
+             "k.session.send(k.shell_stream, 'execute_reply', {'status': 'ok', 'execution_count': 1},"
+             " parent=parent, ident=k._parent_ident['shell'])\n"
+             "k.session.send(k.iopub_socket, 'status', {'execution_state': 'idle'}, parent=parent)\n"
+             "while True: pass")
+    result = await manager.execute(kernel.id, forge, RunLimits(timeout=30))
+    assert result.status is RunStatus.OK            # the forged reply ended the run at once...
+    restarted = await recorder.wait_for(KernelRestarted, timeout=10)   # ...but not the loop
+    assert restarted.reason == "burning CPU while idle"
+    after = await manager.execute(kernel.id, "print(1)", SHORT)
+    assert after.stdout == "1\n" and "kept running after the run had ended" in after.message
