@@ -102,3 +102,10 @@ def test_bundled_lessons_render_placeholders_and_hide_their_hidden_code():
                         shown = html_escape(line.strip(), quote=False)
                         assert shown not in html, (lesson.path, line)
             assert "--- expected output ---" not in html and "--- tests ---" not in html
+            assert "--- solution ---" not in html
+            for exercise in lesson.exercises:   # the prose and the hints may show the same code
+                section = re.search(rf'data-exercise="{exercise.id}".*?</section>', html, re.S).group(0)
+                shown_anyway = exercise.starter + "".join(exercise.hints)
+                for line in filter(str.strip, exercise.solution.splitlines()):
+                    if line.strip() not in shown_anyway:
+                        assert html_escape(line.strip(), quote=False) not in section, (lesson.path, line)
