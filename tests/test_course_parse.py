@@ -315,7 +315,8 @@ def test_comment_rulers_that_are_no_marker_stay_code():
 @pytest.mark.parametrize("part, code, line, message", [
     ("setup", "\n\nimport math\nx = (\n", 13, "the hidden setup does not compile: '(' was never closed"),
     ("tests", "assert f(0) == 32\nassert f(1) = 33\n", 9, "the hidden tests do not compile: invalid syntax"),
-    ("solution", "def f(x):\nreturn x\n", 11, "the solution does not compile: expected an indented block"),
+    ("solution", "def f(x):\nreturn x\n", 11,
+     "the solution does not compile: expected an indented block after function definition on line 10"),
 ])
 def test_hidden_python_is_compiled_and_errors_point_at_the_file_line(part, code, line, message):
     text = (HEADER + "```python exercise id=ex\nx = 1\n"

@@ -109,3 +109,12 @@ def test_bundled_lessons_render_placeholders_and_hide_their_hidden_code():
                 for line in filter(str.strip, exercise.solution.splitlines()):
                     if line.strip() not in shown_anyway:
                         assert html_escape(line.strip(), quote=False) not in section, (lesson.path, line)
+
+
+def test_a_body_heading_equal_to_the_title_is_not_shown_twice():
+    def html(body: str) -> str:
+        return render_lesson(parse_lesson(f"---\ntitle: Lists  and loops\nkernel: python\n---\n{body}",
+                                          "c/t.md", KERNELS))
+    assert html("# Lists and Loops\n\nText.\n") == "<p>Text.</p>\n"
+    assert html("# Something else\n\nText.\n") == "<h1>Something else</h1>\n<p>Text.</p>\n"
+    assert html("Intro.\n\n# Lists and loops\n") == "<p>Intro.</p>\n<h1>Lists and loops</h1>\n"

@@ -102,12 +102,13 @@ def _course_header(folder: Path) -> _CourseHeader:
     if unknown:
         line = next((n for n, row in enumerate(text.splitlines(), 1) if row.startswith(unknown[0])), 1)
         raise LessonError(str(path), line, f"unknown key {unknown[0]!r} in course.yaml",
-                          suggest(unknown[0], COURSE_KEYS) or f"known keys: {', '.join(sorted(COURSE_KEYS))}")
+                          suggest(unknown[0], COURSE_KEYS)
+                          or f"known keys: {', '.join(sorted(COURSE_KEYS))}")
     order = data.get("order", 0)
     if isinstance(order, bool) or not isinstance(order, int):
         raise LessonError(str(path), 1, f"bad order {order!r}: it must be a whole number")
-    return _CourseHeader(folder.resolve().name, data["title"].strip(), str(data.get("description") or "").strip(),
-                         order)
+    return _CourseHeader(folder.resolve().name, data["title"].strip(),
+                         str(data.get("description") or "").strip(), order)
 
 
 def _cross_checks(lessons: list[Lesson], texts: dict[str, str],

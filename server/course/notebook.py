@@ -18,9 +18,9 @@ from typing import Any
 import nbformat
 
 from server.course.model import Exercise, Lesson, LessonError
-from server.course.parse import (DOES_NOT_COMPILE, Parsed, first_or_raise, check_id, default_title, fences, make_check,
-                                 python_syntax_errors, read_header, resolve_kernel, section_text, starter_passes,
-                                 suggest)
+from server.course.parse import (DOES_NOT_COMPILE, Parsed, check_id, default_title, fences,
+                                 first_or_raise, make_check, python_syntax_errors, read_header,
+                                 resolve_kernel, section_text, starter_passes, suggest)
 
 CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "solution",
                        "starter", "hints"})

@@ -403,7 +403,10 @@ def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
     for part, line, message in python_syntax_errors(
             info.language, {name: sections[name].text for name in ("setup", "tests", "solution")
                             if name in sections}):
-        error(sections[part].first_line + line - 1, f"{DOES_NOT_COMPILE[part]}: {message}")
+        first = sections[part].first_line
+        # Python's own "... on line N" counts from the section; the author reads the file.
+        message = re.sub(r"\bon line (\d+)", lambda m: f"on line {first + int(m.group(1)) - 1}", message)
+        error(first + line - 1, f"{DOES_NOT_COMPILE[part]}: {message}")
     if "solution" in sections and not sections["solution"].text.strip():
         error(sections["solution"].line, "solution section is empty")
     if len(errors) > before or check is None:
