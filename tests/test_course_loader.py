@@ -193,3 +193,14 @@ def test_lessons_check_on_the_bundled_course_exits_0(tmp_path):
     result = run_check(tmp_path / "lessons", "python", "bash", "sql")
     assert result.exit_code == 0, result.output
     assert re.fullmatch(r"6 lessons in 3 courses, 0 errors \(\d+\.\d s\)", result.output.strip())
+
+
+def test_course_yaml_needs_a_title_and_a_whole_order(tmp_path):
+    make_course(tmp_path, "untitled", a_md=lesson("a"))
+    make_course(tmp_path, "unordered", b_md=lesson("b"))
+    (tmp_path / "untitled" / "course.yaml").write_text("description: x\n")
+    (tmp_path / "unordered" / "course.yaml").write_text("title: U\norder: first\n")
+    catalog = load_catalog(tmp_path, KERNELS)
+    assert [(Path(e.path).parent.name, e.message) for e in catalog.errors] == [
+        ("unordered", "bad order 'first': it must be a whole number"),
+        ("untitled", "course.yaml needs at least `title: ...`")]

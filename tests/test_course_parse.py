@@ -110,6 +110,12 @@ ERRORS = {
     "bad slug": ("---\ntitle: Loops\nkernel: python\nslug: Loops Two\n---\n", 4, "bad slug"),
     "bad prerequisites": ("---\ntitle: Loops\nkernel: python\nprerequisites: values\n---\n", 4,
                           "prerequisites must be a list"),
+    "summary not text": ("---\ntitle: Loops\nkernel: python\nsummary: [a, b]\n---\n", 4,
+                         "summary must be text"),
+    "empty tests": (HEADER + "```python exercise id=ex\nx\n# --- tests ---\n\n```\n", 5,
+                    "tests section is empty"),
+    "plain block with an id": (HEADER + "```python id=ex\nx\n```\n", 5,
+                               "write `python exercise id=<id>`"),
     "unterminated fence": (HEADER + "Text.\n\n```python\nprint(1)\n", 7, "never closed"),
     "unterminated exercise": (HEADER + "```python exercise id=ex\nx = 1\n# --- tests ---\nassert x\n", 5,
                               "never closed"),
@@ -215,6 +221,17 @@ NOTEBOOK_ERRORS = {
     "duplicate id": (notebook([exercise_cell("x", exercise="ex", expected="1"),
                                exercise_cell("y", exercise="ex", expected="1")]),
                      "cell 2: duplicate exercise id 'ex'"),
+    "header not a mapping": (notebook([]).replace('"lessonserver": {', '"lessonserver": ["x"], "x": {'),
+                             "metadata: the notebook metadata under"),
+    "cell settings not a mapping": (
+        notebook([exercise_cell("x")]).replace('"lessonserver": {}', '"lessonserver": 3'),
+        "cell 1: metadata lessonserver must be a mapping"),
+    "title not text": (notebook([exercise_cell("x", exercise="ex", expected="1", title=3)]),
+                       "cell 1: title must be text"),
+    "hints not texts": (notebook([exercise_cell("x", exercise="ex", expected="1", hints=[1])]),
+                        "cell 1: hints must be a list of texts"),
+    "expected not text": (notebook([exercise_cell("x", exercise="ex", expected=1)]),
+                          "cell 1: expected must be text"),
 }
 
 
@@ -386,3 +403,8 @@ def test_a_notebook_reports_every_error_by_cell():
     [exercise] = parse_notebook(good, NB_PATH, KERNELS).exercises
     assert (exercise.solution, exercise.solution_line, exercise.starter_passes) == ("x = 1\n", 1, False)
     assert "x = 1" not in parse_notebook(good, NB_PATH, KERNELS).body
+
+
+def test_near_miss_values_get_a_hint():
+    assert problems("---\ntitle: Loops\nkernel: python\naccess: fre\n---\n") == [
+        (4, "bad access 'fre': it must be free or paid", "did you mean `free`?")]

@@ -208,3 +208,13 @@ def test_the_readme_worked_examples_rehearse_clean(tmp_path, sandbox_env):
         (folder / f"example-{number}.md").write_text(as_lesson(language, block))
     result, _ = run_check(sandbox_env, str(folder))
     assert result.exit_code == 0, result.output
+
+
+def test_a_kernel_that_cannot_start_is_reported_per_exercise(tmp_path, make_settings):
+    (tmp_path / "r.md").write_text(BROKEN.replace("kernel: python", "kernel: ruby"))
+    result = CliRunner().invoke(main, ["lessons", "check", "--run", "--kernel", "ruby", str(tmp_path)],
+                                env={"LS_DATA_DIR": str(tmp_path / "data"), "LS_POOL_SIZE": "0",
+                                     "LS_INSTANCE": f"t-{uuid.uuid4().hex[:8]}"})
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'r.md'}:5: could not run in a 'ruby' kernel: no kernel plugin named 'ruby' " \
+           "(exercise 'good')" in result.stderr

@@ -74,8 +74,10 @@ async def rehearse(manager: KernelManager, lessons: Iterable[Lesson],
             try:
                 return problems(await _rehearse_one(manager, lesson, exercise))
             except Exception as exc:  # a kernel that cannot start or dies: the author must know
+                detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
                 return [_error(lesson, exercise, exercise.line,
-                               f"could not run in a {lesson.kernel!r} kernel: {exc or type(exc).__name__}")]
+                               f"could not run in a {lesson.kernel!r} kernel: "
+                               f"{detail or type(exc).__name__}")]
 
     found = await asyncio.gather(*(one(lesson, exercise) for lesson, exercise in jobs))
     return RehearsalReport(len(jobs), sum(ex.solution is not None for _, ex in jobs),
