@@ -114,6 +114,8 @@ ERRORS = {
                          "summary must be text"),
     "empty tests": (HEADER + "```python exercise id=ex\nx\n# --- tests ---\n\n```\n", 5,
                     "tests section is empty"),
+    "unquoted title": (HEADER + "```python exercise id=ex title=Sum a list\nx\n```\n", 5,
+                       "a title with spaces needs quotes: title=\"Sum a...\""),
     "plain block with an id": (HEADER + "```python id=ex\nx\n```\n", 5,
                                "write `python exercise id=<id>`"),
     "unterminated fence": (HEADER + "Text.\n\n```python\nprint(1)\n", 7, "never closed"),

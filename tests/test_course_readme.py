@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from server.cli import lessons_check, lessons_import
+from server.cli import lessons, lessons_check, lessons_import
 from server.config import PROJECT_ROOT
 from server.course.loader import COURSE_KEYS
 from server.course.notebook import CELL_KEYS
@@ -45,6 +45,11 @@ def test_every_key_the_parser_accepts_is_documented_and_no_other(heading, accept
 @pytest.mark.parametrize("word", [*ACCESS, *STARTER, *JUPYTER_KERNELS, "python3"])
 def test_every_accepted_value_and_kernel_alias_is_named(word):
     assert f"`{word}`" in README
+
+
+def test_every_lessons_command_is_documented():
+    for name in lessons.commands:
+        assert f"lessonserver lessons {name} " in README, name
 
 
 @pytest.mark.parametrize("command", [lessons_check, lessons_import], ids=lambda c: c.name)

@@ -236,6 +236,9 @@ def exercise_info(info: str) -> ExerciseInfo | None:
     fields = {}
     for part in parts[1:]:
         key, sep, value = part.partition("=")
+        if not sep and "title" in fields:
+            raise ValueError(f"bad exercise field {part!r}: a title with spaces needs quotes: "
+                             f"title=\"{fields['title']} {part}...\"")
         if not sep or key not in EXERCISE_KEYS:
             hint = suggest(key, EXERCISE_KEYS)
             raise ValueError(f"bad exercise field {part!r}: use id=<id>, title=\"...\" and "
