@@ -410,3 +410,8 @@ def test_a_notebook_reports_every_error_by_cell():
 def test_near_miss_values_get_a_hint():
     assert problems("---\ntitle: Loops\nkernel: python\naccess: fre\n---\n") == [
         (4, "bad access 'fre': it must be free or paid", "did you mean `free`?")]
+
+
+def test_hidden_code_is_compiled_for_the_kernel_that_runs_it_not_the_fence_label():
+    text = HEADER + "```sql exercise id=ex\nSELECT 1;\n# --- tests ---\nSELECT 1;\n```\n"
+    assert problems(text) == [(8, "the hidden tests do not compile: invalid syntax (exercise 'ex')", None)]

@@ -109,7 +109,8 @@ def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str
     header = read_header(front.data, PurePath(path).stem, known_kernels, report, "the front matter")
     lines = text.splitlines()
     body = "\n".join(lines[front.body_start:]) + ("\n" if front.body_start < len(lines) else "")
-    exercises = _exercises(body, front.body_start, path, errors)
+    # Hidden code runs in the lesson's kernel, whatever the fence's language says.
+    exercises = _exercises(body, front.body_start, path, errors, header.kernel if header else None)
     if errors or header is None:
         return Parsed(None, tuple(sorted(errors, key=lambda error: error.line or 0)))
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
@@ -321,7 +322,8 @@ def fences(markdown: str) -> Iterator[tuple[Token, bool]]:
         yield token, len(last) >= len(token.markup) and set(last) == {token.markup[0]}
 
 
-def _exercises(body: str, offset: int, path: str, errors: list[LessonError]) -> tuple[Exercise, ...]:
+def _exercises(body: str, offset: int, path: str, errors: list[LessonError],
+               kernel: str | None) -> tuple[Exercise, ...]:
     exercises: list[Exercise] = []
     seen: set[str] = set()
     for token, closed in fences(body):
@@ -341,7 +343,7 @@ def _exercises(body: str, offset: int, path: str, errors: list[LessonError]) -> 
             errors.append(LessonError(path, line, f"duplicate exercise id {info.id!r}"))
             continue
         seen.add(info.id)
-        exercise = _exercise(info, token.content, line, path, errors)
+        exercise = _exercise(info, token.content, line, path, errors, kernel or info.language)
         if exercise is not None:
             exercises.append(exercise)
     return tuple(exercises)
@@ -363,7 +365,7 @@ class _Section:
 
 
 def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
-              errors: list[LessonError]) -> Exercise | None:
+              errors: list[LessonError], runs_as: str) -> Exercise | None:
     before = len(errors)
 
     def error(line: int, message: str, hint: str | None = None) -> None:
@@ -404,7 +406,7 @@ def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
             error(fence_line, str(exc))
         check = None
     for part, line, message in python_syntax_errors(
-            info.language, {name: sections[name].text for name in ("setup", "tests", "solution")
+            runs_as, {name: sections[name].text for name in ("setup", "tests", "solution")
                             if name in sections}):
         first = sections[part].first_line
         # Python's own "... on line N" counts from the section; the author reads the file.
