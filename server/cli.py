@@ -90,7 +90,14 @@ def lessons_check(paths: tuple[Path, ...], kernels: tuple[str, ...], run: bool, 
     errors = list(result.errors)
     report = result.to_json()
     if run and result.lessons:
-        rehearsal = _rehearse(settings, result.lessons)
+        import asyncio
+        from server.course.rehearsal import rehearse_in_sandbox
+        try:
+            rehearsal = asyncio.run(rehearse_in_sandbox(settings, result.lessons))
+        except Exception as exc:  # no docker engine, missing images: say so, not a traceback
+            click.echo(f"lessonserver lessons check --run: cannot run kernels "
+                       f"(LS_SANDBOX={settings.sandbox}): {exc}", err=True)
+            sys.exit(1)
         errors.extend(rehearsal.errors)
         report.update(ran=rehearsal.exercises, solutions=rehearsal.solutions,
                       errors=[error.to_json() for error in errors])
@@ -105,30 +112,6 @@ def lessons_check(paths: tuple[Path, ...], kernels: tuple[str, ...], run: bool, 
         click.echo(f"{report['lessons']} lessons in {report['courses']} courses{ran}, "
                    f"{len(errors)} errors ({report['seconds']} s)")
     sys.exit(1 if errors else 0)
-
-
-def _rehearse(settings: config.Settings, lessons):
-    """Every exercise run in kernels of the configured sandbox, under an instance label of its
-    own so that starting up does not reap a running server's kernels."""
-    import asyncio
-    from kernels.manager import KernelManager
-    from kernels.plugins import discover
-    from kernels.sandbox import create_sandbox
-    from server.course.rehearsal import rehearse
-
-    settings = settings.replace(instance=f"{settings.instance}-check", pool_size=0)
-
-    async def go():
-        sandbox = create_sandbox(settings)
-        manager = KernelManager(settings, sandbox, discover())
-        try:
-            await manager.startup()
-            return await rehearse(manager, lessons, settings.start_concurrency)
-        finally:
-            await manager.close()
-            await sandbox.close()
-
-    return asyncio.run(go())
 
 
 @lessons.command("import")

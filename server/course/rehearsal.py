@@ -4,20 +4,26 @@ fail its check (unless the exercise says `starter=passes`) and the reference sol
 must pass it. Each exercise gets a fresh kernel: the starter runs first, then the solution.
 
 `problems` is the pure rule (verdicts in, errors out); `rehearse` is the thin shell that
-talks to the KernelManager.
+talks to a KernelManager, and `rehearse_in_sandbox` builds one from the settings.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from kernels.manager import KernelManager
+from kernels.plugins import discover
 from kernels.result import RunResult, RunStatus
+from kernels.sandbox import create_sandbox
 from server import exercise_steps
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson, LessonError
 from server.exercise_steps import StepKind
+
+if TYPE_CHECKING:
+    from server.config import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,20 @@ def _error(lesson: Lesson, exercise: Exercise, line: int, message: str,
     if lesson.path.endswith(".ipynb"):   # notebooks: the line is the cell number
         return LessonError(lesson.path, None, f"cell {line}: {message} (exercise {exercise.id!r})", hint)
     return LessonError(lesson.path, line, f"{message} (exercise {exercise.id!r})", hint)
+
+
+async def rehearse_in_sandbox(settings: Settings, lessons: Iterable[Lesson]) -> RehearsalReport:
+    """`rehearse` in kernels of the configured sandbox, under an instance label of its own
+    (`<LS_INSTANCE>-check`) so that starting up never reaps a running server's kernels."""
+    settings = settings.replace(instance=f"{settings.instance}-check", pool_size=0)
+    sandbox = create_sandbox(settings)
+    manager = KernelManager(settings, sandbox, discover())
+    try:
+        await manager.startup()
+        return await rehearse(manager, lessons, settings.start_concurrency)
+    finally:
+        await manager.close()
+        await sandbox.close()
 
 
 async def rehearse(manager: KernelManager, lessons: Iterable[Lesson],
