@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from server.cli import main
 from server.config import PROJECT_ROOT
+from kernels.result import Output, RunResult, RunStatus
 from server.course.grade import Verdict
 from server.course.model import Check, CheckKind, Exercise, Lesson
-from server.course.rehearsal import Rehearsal, problems
+from server.course.rehearsal import Rehearsal, problems, rehearse
 from tests import services
 from tests.test_course_readme import as_lesson, examples
 
@@ -218,3 +219,46 @@ def test_a_kernel_that_cannot_start_is_reported_per_exercise(tmp_path, make_sett
     assert result.exit_code == 1
     assert f"{tmp_path / 'r.md'}:5: could not run in a 'ruby' kernel: no kernel plugin named 'ruby' " \
            "(exercise 'good')" in result.stderr
+
+
+def test_a_solution_that_kills_its_kernel_is_reported_in_plain_words(tmp_path, sandbox_env):
+    (tmp_path / "d.md").write_text(as_lesson("python", '''```python exercise id=dies
+x = 0
+# --- tests ---
+assert x == 1, "x should be 1"
+# --- solution ---
+import os
+os._exit(1)
+```
+'''))
+    result, _ = run_check(sandbox_env, str(tmp_path))
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"{tmp_path / 'd.md'}:9: the solution fails its check: "), line
+
+
+class FlakyHost:
+    """KernelManager's run API over plain values: the first kernel dies in its first run."""
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def start(self, owner: str, plugin: str):
+        self.started += 1
+        return type("Kernel", (), {"id": f"k{self.started}"})
+
+    async def execute(self, kernel_id: str, code: str, limits=None, on_output=None, on_input=None):
+        if kernel_id == "k1":
+            return RunResult(RunStatus.DIED, message="The kernel did not answer")
+        return RunResult(RunStatus.OK, (Output("stream", name="stdout", text=code),))
+
+    async def shutdown(self, kernel_id: str) -> None:
+        pass
+
+
+async def test_a_kernel_lost_by_the_host_is_tried_once_more():
+    exercise = Exercise("e", "E", "python", "print()\n", Check(CheckKind.OUTPUT, expected="ok\n"), line=5,
+                        solution="ok\n", solution_line=9)
+    lesson = Lesson("l", "L", "", "python", False, 0, (), (exercise,), "", "c/l.md", "c")
+    host = FlakyHost()
+    report = await rehearse(host, [lesson])
+    assert (host.started, report.errors) == (2, ())

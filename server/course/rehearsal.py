@@ -34,6 +34,7 @@ class Rehearsal:
     starter: Verdict
     solution: Verdict | None
     setup_error: str | None = None    # what stopped the hidden setup, when it did
+    kernel_died: bool = False         # a run ended with a dead kernel: the code's doing, or the host's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,10 @@ async def rehearse(manager: KernelManager, lessons: Iterable[Lesson],
     async def one(lesson: Lesson, exercise: Exercise) -> list[LessonError]:
         async with gate:
             try:
-                return problems(await _rehearse_one(manager, lesson, exercise))
+                rehearsal = await _rehearse_one(manager, lesson, exercise)
+                if rehearsal.kernel_died:   # a loaded host can lose a kernel: believe it twice
+                    rehearsal = await _rehearse_one(manager, lesson, exercise)
+                return problems(rehearsal)
             except Exception as exc:  # a kernel that cannot start or dies: the author must know
                 detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
                 return [_error(lesson, exercise, exercise.line,
@@ -107,18 +111,21 @@ async def rehearse(manager: KernelManager, lessons: Iterable[Lesson],
 async def _rehearse_one(manager: KernelManager, lesson: Lesson, exercise: Exercise) -> Rehearsal:
     kernel = await manager.start("lessons-check", lesson.kernel)
     try:
-        starter, setup_error = await _attempt(manager, kernel.id, exercise, exercise.starter)
+        starter, setup_error, died = await _attempt(manager, kernel.id, exercise, exercise.starter)
         solution = None
         if exercise.solution is not None and setup_error is None:
-            solution, setup_error = await _attempt(manager, kernel.id, exercise, exercise.solution)
+            solution, setup_error, died_too = await _attempt(manager, kernel.id, exercise,
+                                                             exercise.solution)
+            died = died or died_too
     finally:
         await manager.shutdown(kernel.id)
-    return Rehearsal(lesson, exercise, starter, solution, setup_error)
+    return Rehearsal(lesson, exercise, starter, solution, setup_error, died)
 
 
 async def _attempt(manager: KernelManager, kernel_id: str, exercise: Exercise,
-                   code: str) -> tuple[Verdict, str | None]:
-    """The verdict on one run of `code`, and what stopped the hidden setup if it failed."""
+                   code: str) -> tuple[Verdict, str | None, bool]:
+    """The verdict on one run of `code`, what stopped the hidden setup if it failed, and
+    whether the kernel died."""
     results: dict[StepKind, RunResult] = {}
     for step in exercise_steps.plan(exercise, code):
         results[step.kind] = result = await manager.execute(kernel_id, step.code)
@@ -126,7 +133,8 @@ async def _attempt(manager: KernelManager, kernel_id: str, exercise: Exercise,
             break
     setup = results.get(StepKind.SETUP)
     setup_error = None if setup is None or setup.status is RunStatus.OK else _what_stopped(setup)
-    return exercise_steps.judge(exercise, results), setup_error
+    died = any(result.status is RunStatus.DIED for result in results.values())
+    return exercise_steps.judge(exercise, results), setup_error, died
 
 
 def _what_stopped(result: RunResult) -> str:
