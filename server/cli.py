@@ -66,18 +66,80 @@ def lessons() -> None:
 
 
 @lessons.command("check")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--kernel", "kernels", multiple=True,
               help="Known kernel names (repeatable); default: the installed kernel plugins.")
-def lessons_check(path: Path, kernels: tuple[str, ...]) -> None:
-    """Parse every lesson under PATH and print each error with file and line."""
-    from server.course.loader import load_catalog
-    catalog = load_catalog(path, frozenset(kernels) or _known_kernels())
-    for error in catalog.errors:
+@click.option("--run", "run", is_flag=True,
+              help="Also run every starter (must fail) and solution (must pass) in real kernels "
+                   "(LS_SANDBOX).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for editors and CI).")
+def lessons_check(paths: tuple[Path, ...], kernels: tuple[str, ...], run: bool, as_json: bool) -> None:
+    """Check lesson files and folders; print every error as file:line: message.
+
+    A folder is read as the server reads its lessons folder (course folders with a
+    course.yaml, or loose lessons as a course of their own); a file is checked with
+    its course. Exits 1 on any error, including "no lessons found".
+    """
+    import json
+    import time
+    from server.course.check import check_paths
+    started = time.monotonic()
+    settings = _settings() if run else None
+    result = check_paths(paths, frozenset(kernels) or _known_kernels())
+    errors = list(result.errors)
+    report = result.to_json()
+    if run and result.lessons:
+        import asyncio
+        from server.course.rehearsal import rehearse_in_sandbox
+        try:
+            rehearsal = asyncio.run(rehearse_in_sandbox(settings, result.lessons))
+        except Exception as exc:  # no docker engine, missing images: say so, not a traceback
+            click.echo(f"lessonserver lessons check --run: cannot run kernels "
+                       f"(LS_SANDBOX={settings.sandbox}): {exc}", err=True)
+            sys.exit(1)
+        errors.extend(rehearsal.errors)
+        report.update(ran=rehearsal.exercises, solutions=rehearsal.solutions,
+                      errors=[error.to_json() for error in errors])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for error in errors:
+            click.echo(str(error), err=True)
+        ran = (f", {report['ran']} exercises run ({report['solutions']} with a solution)"
+               if "ran" in report else "")
+        click.echo(f"{report['lessons']} lessons in {report['courses']} courses{ran}, "
+                   f"{len(errors)} errors ({report['seconds']} s)")
+    sys.exit(1 if errors else 0)
+
+
+@lessons.command("import")
+@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--title", default=None, help="Lesson title (default: the notebook's first heading).")
+@click.option("--slug", default=None, help="Lesson slug (default: from the file name).")
+@click.option("--kernel", default=None, help="Our kernel (default: from the notebook's kernelspec).")
+@click.option("--order", type=int, default=None, help="Position in the course.")
+def lessons_import(notebook: Path, title: str | None, slug: str | None, kernel: str | None,
+                   order: int | None) -> None:
+    """Write the lesson metadata a Jupyter notebook needs into it, then check it."""
+    from server.course.importer import NotebookImportError, lesson_metadata
+    from server.course.notebook import read_notebook
+    known = _known_kernels()
+    try:
+        text = lesson_metadata(notebook.read_text(encoding="utf-8"), notebook.stem, known,
+                               title=title, slug=slug, kernel=kernel, order=order)
+    except NotebookImportError as exc:
+        click.echo(f"{notebook}: {exc}", err=True)
+        sys.exit(1)
+    notebook.write_text(text, encoding="utf-8")
+    parsed = read_notebook(text, str(notebook), known)
+    for error in parsed.errors:
         click.echo(str(error), err=True)
-    lessons = sum(len(course.lessons) for course in catalog.courses)
-    click.echo(f"{lessons} lessons in {len(catalog.courses)} courses, {len(catalog.errors)} errors")
-    sys.exit(1 if catalog.errors else 0)
+    exercises = len(parsed.lesson.exercises) if parsed.lesson else 0
+    click.echo(f"{notebook}: lesson metadata written, {exercises} exercises, "
+               f"{len(parsed.errors)} errors")
+    sys.exit(1 if parsed.errors else 0)
 
 
 def _known_kernels() -> frozenset[str]:

@@ -1,6 +1,7 @@
 """The lessons folder -> Catalog: the bundled course, broken files, cross-lesson errors, `lessons check`."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_lessons_needing_a_left_out_lesson_are_left_out_too(tmp_path):
     catalog = load_catalog(tmp_path, KERNELS)
     assert slugs(catalog) == ["d"]
     assert sorted(str(e) for e in catalog.errors) == [
-        f"{folder / 'a.md'}:5: unknown kernel 'cobol' (known: bash, python, sql)",
+        f"{folder / 'a.md'}:5: unknown kernel 'cobol' (known kernels: bash, python, sql)",
         f"{folder / 'b.md'}:6: prerequisite 'a' was left out because of its own error",
         f"{folder / 'c.md'}:6: prerequisite 'b' was left out because of its own error",
     ]
@@ -143,13 +144,23 @@ def test_a_bad_course_yaml_leaves_its_course_out(tmp_path):
     bad.mkdir()
     (bad / "course.yaml").write_text("title: [unclosed\n")
     (bad / "x.md").write_text(lesson("x"))
-    missing = tmp_path / "missing"
-    missing.mkdir()
-    (missing / "y.md").write_text(lesson("y"))
     catalog = load_catalog(tmp_path, KERNELS)
     assert slugs(catalog) == ["a"]
-    assert [(Path(e.path).parent.name, e.line) for e in catalog.errors] == [("bad", 2), ("missing", None)]
-    assert "missing course.yaml" in catalog.errors[1].message
+    assert [(Path(e.path).parent.name, e.line) for e in catalog.errors] == [("bad", 2)]
+
+
+def test_loose_lessons_are_a_course_of_their_own_and_readme_is_not_a_lesson(tmp_path):
+    make_course(tmp_path, "good", a_md=lesson("a"))
+    loose = tmp_path / "my-drafts"
+    loose.mkdir()
+    (loose / "y.md").write_text(lesson("y"))
+    (loose / "README.md").write_text("# Notes, no front matter\n")
+    (tmp_path / "README.md").write_text("# The authors' guide\n")
+    catalog = load_catalog(tmp_path, KERNELS)
+    assert catalog.errors == ()
+    assert [(c.slug, c.title) for c in catalog.courses] == [("good", "Basics"), ("my-drafts", "My drafts")]
+    assert catalog.lesson("y").course == "my-drafts"
+    assert [c.slug for c in load_catalog(loose, KERNELS).courses] == ["my-drafts"]
 
 
 def test_notebook_errors_come_through_the_loader(tmp_path):
@@ -181,4 +192,15 @@ def test_lessons_check_on_the_bundled_course_exits_0(tmp_path):
     shutil.copytree(BUNDLED, tmp_path / "lessons")
     result = run_check(tmp_path / "lessons", "python", "bash", "sql")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "6 lessons in 3 courses, 0 errors"
+    assert re.fullmatch(r"6 lessons in 3 courses, 0 errors \(\d+\.\d s\)", result.output.strip())
+
+
+def test_course_yaml_needs_a_title_and_a_whole_order(tmp_path):
+    make_course(tmp_path, "untitled", a_md=lesson("a"))
+    make_course(tmp_path, "unordered", b_md=lesson("b"))
+    (tmp_path / "untitled" / "course.yaml").write_text("description: x\n")
+    (tmp_path / "unordered" / "course.yaml").write_text("title: U\norder: first\n")
+    catalog = load_catalog(tmp_path, KERNELS)
+    assert [(Path(e.path).parent.name, e.message) for e in catalog.errors] == [
+        ("unordered", "bad order 'first': it must be a whole number"),
+        ("untitled", "course.yaml needs at least `title: ...`")]

@@ -102,3 +102,19 @@ def test_bundled_lessons_render_placeholders_and_hide_their_hidden_code():
                         shown = html_escape(line.strip(), quote=False)
                         assert shown not in html, (lesson.path, line)
             assert "--- expected output ---" not in html and "--- tests ---" not in html
+            assert "--- solution ---" not in html
+            for exercise in lesson.exercises:   # the prose and the hints may show the same code
+                section = re.search(rf'data-exercise="{exercise.id}".*?</section>', html, re.S).group(0)
+                shown_anyway = exercise.starter + "".join(exercise.hints)
+                for line in filter(str.strip, exercise.solution.splitlines()):
+                    if line.strip() not in shown_anyway:
+                        assert html_escape(line.strip(), quote=False) not in section, (lesson.path, line)
+
+
+def test_a_body_heading_equal_to_the_title_is_not_shown_twice():
+    def html(body: str) -> str:
+        return render_lesson(parse_lesson(f"---\ntitle: Lists  and loops\nkernel: python\n---\n{body}",
+                                          "c/t.md", KERNELS))
+    assert html("# Lists and Loops\n\nText.\n") == "<p>Text.</p>\n"
+    assert html("# Something else\n\nText.\n") == "<h1>Something else</h1>\n<p>Text.</p>\n"
+    assert html("Intro.\n\n# Lists and loops\n") == "<p>Intro.</p>\n<h1>Lists and loops</h1>\n"

@@ -2,8 +2,10 @@
 
 Layout: <root>/<course-slug>/course.yaml (title, description, order) and the
 course's lessons as <root>/<course-slug>/*.md and *.ipynb; a root with its own
-course.yaml is one course folder. A broken lesson is
-left out with its error; so is every lesson that needs it, one error each.
+course.yaml, or with lesson files of its own, is a course folder too (a folder of
+loose lessons without course.yaml is a course titled after the folder). README.md
+files are the authors' notes, not lessons. A broken lesson is left out with all
+its errors; so is every lesson that needs it, one error each.
 """
 from __future__ import annotations
 
@@ -13,10 +15,17 @@ from pathlib import Path
 import yaml
 
 from server.course.model import Catalog, Course, Lesson, LessonError
-from server.course.notebook import parse_notebook
-from server.course.parse import front_matter, parse_lesson
+from server.course.notebook import read_notebook
+from server.course.parse import front_matter, read_lesson, suggest
 
-PARSERS = {".md": parse_lesson, ".ipynb": parse_notebook}
+PARSERS = {".md": read_lesson, ".ipynb": read_notebook}
+NOT_LESSONS = frozenset({"readme.md"})
+COURSE_KEYS = frozenset({"title", "description", "order"})
+
+
+def lesson_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix in PARSERS and p.is_file() and p.name.lower() not in NOT_LESSONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +44,7 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
     texts: dict[str, str] = {}
     failed: set[str] = set()   # stems of files that did not parse: most likely their slugs
     for folder in _course_folders(root):
-        files = sorted(p for p in folder.iterdir() if p.suffix in PARSERS and p.is_file())
+        files = lesson_files(folder)
         if not files and not (folder / "course.yaml").exists():
             continue  # not a course folder (assets, caches)
         try:
@@ -47,13 +56,16 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
             path = str(file)
             try:
                 texts[path] = file.read_text(encoding="utf-8")
-                lessons.append(PARSERS[file.suffix](texts[path], path, known_kernels, folder.name))
-            except LessonError as exc:
-                errors.append(exc)
-                failed.add(file.stem)
             except (OSError, UnicodeDecodeError) as exc:
                 errors.append(LessonError(path, None, f"cannot read: {exc}"))
                 failed.add(file.stem)
+                continue
+            parsed = PARSERS[file.suffix](texts[path], path, known_kernels, headers[-1].slug)
+            errors.extend(parsed.errors)
+            if parsed.lesson is None:
+                failed.add(file.stem)
+            else:
+                lessons.append(parsed.lesson)
     kept, cross = _cross_checks(lessons, texts, failed)
     errors.extend(cross)
     courses = tuple(
@@ -64,29 +76,39 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
 
 
 def _course_folders(root: Path) -> list[Path]:
-    """The course folders under root; root itself when it is one course (has a course.yaml)."""
+    """The course folders under root; root itself when it is one course (has a course.yaml),
+    and besides its subfolders when it holds loose lessons."""
     if (root / "course.yaml").is_file():
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    own = [root] if lesson_files(root) else []
+    return own + sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _course_header(folder: Path) -> _CourseHeader:
     path = folder / "course.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LessonError(str(path), None, "missing course.yaml (title, description, order)") from None
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except FileNotFoundError:   # loose lessons: a course of their own, named after the folder
+        name = folder.resolve().name
+        return _CourseHeader(name, name.replace("-", " ").replace("_", " ").capitalize(), "", 0)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise LessonError(str(path), mark.line + 1 if mark else None,
                           f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("title"), str):
         raise LessonError(str(path), 1, "course.yaml needs at least `title: ...`")
+    unknown = sorted(str(key) for key in data if key not in COURSE_KEYS)
+    if unknown:
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if row.startswith(unknown[0])), 1)
+        raise LessonError(str(path), line, f"unknown key {unknown[0]!r} in course.yaml",
+                          suggest(unknown[0], COURSE_KEYS)
+                          or f"known keys: {', '.join(sorted(COURSE_KEYS))}")
     order = data.get("order", 0)
     if isinstance(order, bool) or not isinstance(order, int):
         raise LessonError(str(path), 1, f"bad order {order!r}: it must be a whole number")
-    return _CourseHeader(folder.name, data["title"].strip(), str(data.get("description") or "").strip(),
-                         order)
+    return _CourseHeader(folder.resolve().name, data["title"].strip(),
+                         str(data.get("description") or "").strip(), order)
 
 
 def _cross_checks(lessons: list[Lesson], texts: dict[str, str],

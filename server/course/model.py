@@ -9,12 +9,16 @@ import functools
 class LessonError(Exception):
     """A lesson file that cannot be served, named as `path:line: message` for editors to jump to."""
 
-    def __init__(self, path: str, line: int | None, message: str) -> None:
+    def __init__(self, path: str, line: int | None, message: str, hint: str | None = None) -> None:
         self.path = path
         self.line = line
         self.message = message
+        self.hint = hint             # how to fix it, when there is a likely fix ("did you mean ...?")
         where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{where}: {message}" + (f" ({hint})" if hint else ""))
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "line": self.line, "message": self.message, "hint": self.hint}
 
 
 class CheckKind(str, enum.Enum):
@@ -39,6 +43,9 @@ class Exercise:
     setup: str = ""                  # hidden code run before the learner's
     hints: tuple[str, ...] = ()
     line: int = 0                    # 1-based line of the fence (cell number in a notebook)
+    solution: str | None = None      # hidden reference solution, run by `lessons check --run`
+    starter_passes: bool = False     # the untouched starter passes its check on purpose
+    solution_line: int = 0           # line of the solution marker (cell number in a notebook)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""A Jupyter notebook lesson -> Lesson; errors name the notebook and "cell N".
+"""A Jupyter notebook lesson -> Lesson plus every error in it; errors name the notebook
+and "cell N" (a notebook has no lines an editor could jump to).
 
 The header comes from the notebook metadata `lessonserver` (kernel from there or
-from `kernelspec.name`). Markdown cells are prose; a code cell whose metadata has
-`lessonserver: {exercise: <id>, title, check: output|tests, expected|tests, setup, hints}`
-is an exercise; other code cells are plain code blocks in the body.
+from `kernelspec.name`, where Jupyter's `python3` means our `python`). Markdown
+cells are prose; a code cell whose metadata has
+`lessonserver: {exercise: <id>, title, check: output|tests, expected|tests, setup,
+solution, starter: fails|passes, hints}` is an exercise; other code cells are plain
+code blocks in the body. `lessonserver lessons import` writes the notebook metadata.
 """
 from __future__ import annotations
 
@@ -15,87 +18,135 @@ from typing import Any
 import nbformat
 
 from server.course.model import Exercise, Lesson, LessonError
-from server.course.parse import check_id, default_title, fences, make_check, read_header, section_text
+from server.course.parse import (DOES_NOT_COMPILE, Parsed, check_id, default_title, fences,
+                                 first_or_raise, make_check, python_syntax_errors, read_header,
+                                 resolve_kernel, section_text, starter_passes, suggest)
 
-CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "hints"})
+CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "solution",
+                       "starter", "hints"})
+WHERE = 'the notebook metadata under "lessonserver" (`lessonserver lessons import NOTEBOOK` writes it)'
 
 
-def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:
+def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Parsed:
     try:
         json.loads(text)
     except ValueError as exc:
-        raise LessonError(path, getattr(exc, "lineno", None), f"not a notebook: {exc}") from None
+        return Parsed(None, (LessonError(path, getattr(exc, "lineno", None), f"not a notebook: {exc}"),))
     try:
         nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
     except Exception as exc:  # nbformat raises several kinds for a malformed notebook
-        raise LessonError(path, None, f"not a valid notebook: {_first_line(exc)}") from None
-    meta = dict(nb.metadata.get("lessonserver") or {})
+        return Parsed(None, (LessonError(path, None, f"not a valid notebook: {_first_line(exc)}"),))
+    errors: list[LessonError] = []
+
+    def report(key: str | None, message: str, hint: str | None = None) -> None:
+        errors.append(LessonError(path, None, f"metadata: {message}", hint))
+
+    meta = nb.metadata.get("lessonserver")
+    meta = dict(meta) if isinstance(meta, Mapping) else {} if meta is None else meta
     kernelspec = nb.metadata.get("kernelspec") or {}
-    if "kernel" not in meta and kernelspec.get("name"):
+    if isinstance(meta, dict) and "kernel" not in meta and kernelspec.get("name"):
         meta["kernel"] = kernelspec["name"]
-    header = read_header(meta, PurePath(path).stem, known_kernels,
-                         lambda key, message: LessonError(path, None, f"metadata: {message}"))
+    header = read_header(meta, PurePath(path).stem, known_kernels, report, WHERE)
     blocks: list[str] = []
     exercises: list[Exercise] = []
-    language = (nb.metadata.get("language_info") or {}).get("name") or header.kernel
+    kernel = meta.get("kernel") if isinstance(meta, dict) else None
+    language = ((nb.metadata.get("language_info") or {}).get("name")
+                or (resolve_kernel(kernel, known_kernels) if isinstance(kernel, str) else None) or "")
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type == "markdown":
             # An open fence would swallow every cell after it once the cells are joined.
             if not all(closed for _, closed in fences(cell.source)):
-                raise LessonError(path, None, f"cell {number}: a code block is never closed")
+                errors.append(LessonError(path, None, f"cell {number}: a code block is never closed"))
             blocks.append(cell.source)
         elif cell.cell_type == "code":
             settings = cell.metadata.get("lessonserver")
             if settings is None:
                 blocks.append(_fence(language, cell.source))
                 continue
-            try:
-                exercise = _exercise(settings, cell.source, language, number)
-            except ValueError as exc:
-                raise LessonError(path, None, f"cell {number}: {exc}") from None
-            if any(ex.id == exercise.id for ex in exercises):
-                raise LessonError(path, None, f"cell {number}: duplicate exercise id {exercise.id!r}")
+            problems: list[tuple[str, str | None]] = []
+            exercise = _exercise(settings, cell.source, language, number, problems)
+            if exercise is not None and any(ex.id == exercise.id for ex in exercises):
+                problems.append((f"duplicate exercise id {exercise.id!r}", None))
+            errors.extend(LessonError(path, None, f"cell {number}: {message}", hint)
+                          for message, hint in problems)
+            if exercise is None or problems:
+                continue
             exercises.append(exercise)
             # Only the starter goes into the body: hidden parts stay in the Exercise.
             blocks.append(_fence(f"{language} exercise id={exercise.id}", exercise.starter))
-    return Lesson(slug=header.slug, title=header.title, summary=header.summary, kernel=header.kernel,
-                  paid=header.paid, order=header.order, prerequisites=header.prerequisites,
-                  exercises=tuple(exercises), body="\n\n".join(blocks) + "\n", path=path,
-                  course=course)
+    if errors or header is None:
+        return Parsed(None, tuple(errors))
+    return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
+                         kernel=header.kernel, paid=header.paid, order=header.order,
+                         prerequisites=header.prerequisites, exercises=tuple(exercises),
+                         body="\n\n".join(blocks) + "\n", path=path, course=course), ())
 
 
-def _exercise(settings: Any, source: str, language: str, number: int) -> Exercise:
-    """One exercise cell; its `line` is the cell number."""
+def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:
+    """The lesson, or its first error raised (read_notebook gives them all)."""
+    return first_or_raise(read_notebook(text, path, known_kernels, course))
+
+
+def _exercise(settings: Any, source: str, language: str, number: int,
+              problems: list[tuple[str, str | None]]) -> Exercise | None:
+    """One exercise cell (its `line` is the cell number); problems collects every error."""
     if not isinstance(settings, Mapping):
-        raise ValueError("metadata lessonserver must be a mapping")
-    unknown = sorted(set(settings) - CELL_KEYS)
-    if unknown:
-        raise ValueError(f"unknown exercise key {unknown[0]!r} (known: {', '.join(sorted(CELL_KEYS))})")
-    ex_id = settings.get("exercise")
-    check_id(ex_id)
-    check = make_check(_str(settings, "expected"), _str(settings, "tests"))
-    kind = settings.get("check", check.kind.value)
-    if kind != check.kind.value:
-        raise ValueError(f"check is {kind!r} but the cell gives "
-                         f"{'tests' if check.code else 'an expected output'}")
-    hints = settings.get("hints") or []
+        problems.append(("metadata lessonserver must be a mapping", None))
+        return None
+    for key in sorted(set(settings) - CELL_KEYS):
+        problems.append((f"unknown exercise key {key!r}",
+                         suggest(key, CELL_KEYS) or f"known keys: {', '.join(sorted(CELL_KEYS))}"))
+    values: dict[str, Any] = {}
+    for key, rule in (("exercise", check_id), ("title", _title), ("starter", starter_passes),
+                      ("hints", _hints), *((k, lambda v, k=k: _str(k, v)) for k in
+                                           ("expected", "tests", "setup", "solution"))):
+        try:
+            values[key] = rule(settings.get(key))
+        except ValueError as exc:
+            problems.append((str(exc), None))
+    check = None
+    if "expected" in values and "tests" in values:
+        try:
+            check = make_check(values["expected"], values["tests"])
+        except ValueError as exc:
+            problems.append((str(exc), None))
+    kind = settings.get("check")
+    if check is not None and kind is not None and kind != check.kind.value:
+        problems.append((f"check is {kind!r} but the cell gives "
+                         f"{'tests' if check.code else 'an expected output'}", None))
+    hidden = {part: values.get(part) or "" for part in ("setup", "tests", "solution")}
+    for part, line, message in python_syntax_errors(language, hidden):
+        problems.append((f"{DOES_NOT_COMPILE[part]}: line {line}: {message}", None))
+    if problems or check is None:
+        return None
+    ex_id = settings["exercise"]
+    solution = values.get("solution")
+    return Exercise(id=ex_id, title=values["title"] or default_title(ex_id), language=language,
+                    starter=section_text(source.splitlines()), check=check,
+                    setup=section_text((values.get("setup") or "").splitlines()),
+                    hints=values["hints"], line=number,
+                    solution=section_text(solution.splitlines()) if solution is not None else None,
+                    starter_passes=values["starter"],
+                    solution_line=number if solution is not None else 0)
+
+
+def _title(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("title must be text")
+    return value
+
+
+def _hints(value: Any) -> tuple[str, ...]:
+    hints = value or []
     if isinstance(hints, str):
         hints = [hints]
     if not isinstance(hints, list) or not all(isinstance(h, str) for h in hints):
         raise ValueError("hints must be a list of texts")
-    title = settings.get("title") or default_title(ex_id)
-    if not isinstance(title, str):
-        raise ValueError("title must be text")
-    return Exercise(id=ex_id, title=title, language=language,
-                    starter=section_text(source.splitlines()), check=check,
-                    setup=section_text((_str(settings, "setup") or "").splitlines()),
-                    hints=tuple(h for h in hints if h.strip()),
-                    line=number)
+    return tuple(h for h in hints if h.strip())
 
 
-def _str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
+def _str(key: str, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, list):  # notebook style: a list of lines

@@ -1,14 +1,18 @@
-"""A Markdown lesson -> Lesson, or a LessonError naming the file and the 1-based line.
+"""A Markdown lesson -> Lesson plus every error in it, each naming the file and the 1-based line.
 
-Format: YAML front matter between `---` lines, then Markdown. A fenced block whose
-info string is `<language> exercise id=<id> [title="..."]` is an exercise; inside
-it the starter code comes first, then marker lines (`# --- setup ---`,
-`# --- expected output ---` or `# --- tests ---`, `# --- hint ---`; `-- ---` works
-as the prefix too, for SQL) open the hidden sections.
+Format (lessons/README.md is the author's guide): YAML front matter between `---`
+lines, then Markdown. A fenced block whose info string is
+`<language> exercise id=<id> [title="..."] [starter=fails|passes]` is an exercise;
+inside it the starter code comes first, then marker lines (`# --- setup ---`,
+`# --- expected output ---` or `# --- tests ---`, `# --- solution ---`,
+`# --- hint ---`; `-- ---` works as the prefix too, for SQL) open the hidden sections.
+Errors are collected, not raised one at a time, so an author fixes them in one round.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
@@ -22,15 +26,26 @@ from markdown_it.token import Token
 from server.course.model import Check, CheckKind, Exercise, Lesson, LessonError
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
+# Every front-matter key with its default, as lessons/README.md documents them.
 HEADER_KEYS = frozenset({"title", "slug", "order", "kernel", "access", "prerequisites", "summary"})
 ACCESS = ("free", "paid")
-SECTIONS = ("setup", "expected output", "tests", "hint")
+SECTIONS = ("setup", "expected output", "tests", "solution", "hint")
 MARKER = re.compile(r"^\s*(?:#|--) --- (" + "|".join(SECTIONS) + r") ---\s*$")
-EXERCISE_KEYS = frozenset({"id", "title"})
+# What an author may have meant as a marker: a comment, dashes, a word or two, dashes.
+NEAR_MARKER = re.compile(r"^\s*(#+|--|//)\s*-{2,}\s*([A-Za-z][A-Za-z _-]*?)\s*-{2,}\s*$")
+EXERCISE_KEYS = frozenset({"id", "title", "starter"})
+STARTER = ("fails", "passes")        # what the untouched starter does against the check
 BOTH_CHECKS = "exercise has both an expected output and tests: keep one check"
+# Jupyter's kernelspec names for the languages our plugins run (a notebook saved by
+# Jupyter says `python3`); besides these, a trailing version number is dropped.
+JUPYTER_KERNELS = {"ipython": "python", "xsqlite": "sql", "sqlite": "sql"}
+DOES_NOT_COMPILE = {"setup": "the hidden setup does not compile",
+                    "tests": "the hidden tests do not compile",
+                    "solution": "the solution does not compile"}
+PYTHON_LANGUAGES = frozenset({"python", "python3", "py", "ipython", "ipython3"})
 
-# A failure for one header key: the caller decides how to say where it is.
-Fail = Callable[[str | None, str], LessonError]
+# Reports one error: (header key or None, message, hint or None).
+Report = Callable[[str | None, str, str | None], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +72,63 @@ class ExerciseInfo:
     language: str
     id: str
     title: str
+    starter_passes: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Parsed:
+    """A lesson file read: the lesson when it has no error, and every error found."""
+    lesson: Lesson | None
+    errors: tuple[LessonError, ...]
+
+
+def suggest(word: str, choices: Iterator[str] | tuple[str, ...] | frozenset[str]) -> str | None:
+    """`did you mean ...?` for a near miss, or None."""
+    close = difflib.get_close_matches(word.lower(), sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def resolve_kernel(name: str, known_kernels: frozenset[str]) -> str | None:
+    """Our plugin for a kernel name, accepting Jupyter's names (`python3`) as aliases."""
+    if name in known_kernels:
+        return name
+    alias = JUPYTER_KERNELS.get(name) or re.sub(r"\d+$", "", name)
+    return alias if alias in known_kernels else None
+
+
+def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Parsed:
+    errors: list[LessonError] = []
+    try:
+        front = front_matter(text, path)
+    except LessonError as exc:
+        return Parsed(None, (exc,))
+
+    def report(key: str | None, message: str, hint: str | None = None) -> None:
+        errors.append(LessonError(path, front.key_lines.get(key, 1) if key else 1, message, hint))
+
+    header = read_header(front.data, PurePath(path).stem, known_kernels, report, "the front matter")
+    lines = text.splitlines()
+    body = "\n".join(lines[front.body_start:]) + ("\n" if front.body_start < len(lines) else "")
+    # Hidden code runs in the lesson's kernel, whatever the fence's language says.
+    exercises = _exercises(body, front.body_start, path, errors, header.kernel if header else None)
+    if errors or header is None:
+        return Parsed(None, tuple(sorted(errors, key=lambda error: error.line or 0)))
+    return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
+                         kernel=header.kernel, paid=header.paid, order=header.order,
+                         prerequisites=header.prerequisites, exercises=exercises, body=body,
+                         path=path, course=course), ())
 
 
 def parse_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:
-    front = front_matter(text, path)
-    header = read_header(front.data, PurePath(path).stem, known_kernels,
-                         lambda key, message: LessonError(path, front.key_lines.get(key, 1), message))
-    lines = text.splitlines()
-    body = "\n".join(lines[front.body_start:]) + ("\n" if front.body_start < len(lines) else "")
-    exercises = _exercises(body, front.body_start, path)
-    return Lesson(slug=header.slug, title=header.title, summary=header.summary, kernel=header.kernel,
-                  paid=header.paid, order=header.order, prerequisites=header.prerequisites,
-                  exercises=exercises, body=body, path=path, course=course)
+    """The lesson, or its first error raised (read_lesson gives them all)."""
+    return first_or_raise(read_lesson(text, path, known_kernels, course))
+
+
+def first_or_raise(parsed: Parsed) -> Lesson:
+    if parsed.errors:
+        raise parsed.errors[0]
+    assert parsed.lesson is not None
+    return parsed.lesson
 
 
 def front_matter(text: str, path: str) -> FrontMatter:
@@ -102,37 +162,57 @@ def front_matter(text: str, path: str) -> FrontMatter:
     return FrontMatter(data, key_lines, item_lines, end + 1)
 
 
-def read_header(data: Any, stem: str, known_kernels: frozenset[str], fail: Fail) -> Header:
-    """Validate the header keys, shared by Markdown front matter and notebook metadata."""
+def read_header(data: Any, stem: str, known_kernels: frozenset[str], report: Report,
+                where: str) -> Header | None:
+    """Validate the header keys, shared by Markdown front matter and notebook metadata;
+    every problem is reported, and the Header comes back only when there is none.
+    `where` names the place a missing key goes, for the message."""
     if not isinstance(data, Mapping):
-        raise fail(None, "front matter must be a YAML mapping (key: value lines)")
-    unknown = sorted(str(key) for key in data if key not in HEADER_KEYS)
-    if unknown:
-        raise fail(unknown[0], f"unknown key {unknown[0]!r} (known: {', '.join(sorted(HEADER_KEYS))})")
+        report(None, f"{where} must be a mapping (key: value lines)", None)
+        return None
+    count = 0
+
+    def bad(key: str | None, message: str, hint: str | None = None) -> None:
+        nonlocal count
+        count += 1
+        report(key, message, hint)
+
+    for key in sorted(str(k) for k in data if k not in HEADER_KEYS):
+        bad(key, f"unknown key {key!r}",
+            suggest(key, HEADER_KEYS) or f"known keys: {', '.join(sorted(HEADER_KEYS))}")
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
-        raise fail("title", "missing title: every lesson needs `title: ...`")
+        bad("title", f"missing title: add `title: ...` to {where}")
     kernel = data.get("kernel")
     if not isinstance(kernel, str) or not kernel:
-        raise fail("kernel", "missing kernel: every lesson needs `kernel: <name>`")
-    if kernel not in known_kernels:
-        raise fail("kernel", f"unknown kernel {kernel!r} (known: {', '.join(sorted(known_kernels))})")
+        bad("kernel", f"missing kernel: add `kernel: <name>` to {where} "
+                      f"(one of {', '.join(sorted(known_kernels))})")
+    elif resolve_kernel(kernel, known_kernels) is None:
+        bad("kernel", f"unknown kernel {kernel!r}",
+            suggest(kernel, known_kernels) or f"known kernels: {', '.join(sorted(known_kernels))}")
     slug = data.get("slug", stem)
     if not isinstance(slug, str) or not ID_PATTERN.fullmatch(slug):
-        raise fail("slug", f"bad slug {slug!r}: use lowercase letters, digits and dashes")
+        bad("slug", f"bad slug {slug!r}: use lowercase letters, digits and dashes",
+            None if "slug" in data else f"the slug comes from the file name: rename the file "
+                                        f"or add `slug: ...` to {where}")
     order = data.get("order", 0)
     if isinstance(order, bool) or not isinstance(order, int):
-        raise fail("order", f"bad order {order!r}: it must be a whole number")
+        bad("order", f"bad order {order!r}: it must be a whole number")
     access = data.get("access", "free")
     if access not in ACCESS:
-        raise fail("access", f"bad access {access!r}: it must be free or paid")
+        bad("access", f"bad access {access!r}: it must be free or paid",
+            suggest(str(access), ACCESS))
     prerequisites = data.get("prerequisites") or []
     if not isinstance(prerequisites, list) or not all(isinstance(p, str) for p in prerequisites):
-        raise fail("prerequisites", "prerequisites must be a list of lesson slugs")
+        bad("prerequisites", "prerequisites must be a list of lesson slugs",
+            "write `prerequisites: [first-slug, second-slug]`")
     summary = data.get("summary") or ""
     if not isinstance(summary, str):
-        raise fail("summary", "summary must be text")
-    return Header(title=title.strip(), slug=slug, order=order, kernel=kernel, paid=access == "paid",
+        bad("summary", "summary must be text")
+    if count:
+        return None
+    return Header(title=title.strip(), slug=slug, order=order,
+                  kernel=resolve_kernel(kernel, known_kernels) or kernel, paid=access == "paid",
                   prerequisites=tuple(prerequisites), summary=summary.strip())
 
 
@@ -140,7 +220,13 @@ def exercise_info(info: str) -> ExerciseInfo | None:
     """The exercise named by a fence's info string, None for a plain code block.
     Raises ValueError for an info string that tries to be an exercise but is malformed."""
     words = info.split(None, 1)
-    if len(words) < 2 or not words[1].startswith("exercise"):
+    if len(words) < 2:
+        return None
+    if not words[1].startswith("exercise"):
+        first = words[1].split(None, 1)[0]
+        if "id=" in words[1] or suggest(first.split("=")[0], ("exercise",)):
+            raise ValueError(f"bad exercise info string {info!r}: "
+                             f"write `{words[0]} exercise id=<id>`")
         return None
     try:
         parts = shlex.split(words[1])
@@ -151,12 +237,27 @@ def exercise_info(info: str) -> ExerciseInfo | None:
     fields = {}
     for part in parts[1:]:
         key, sep, value = part.partition("=")
+        if not sep and "title" in fields:
+            raise ValueError(f"bad exercise field {part!r}: a title with spaces needs quotes: "
+                             f"title=\"{fields['title']} {part}...\"")
         if not sep or key not in EXERCISE_KEYS:
-            raise ValueError(f"bad exercise field {part!r}: use id=<id> and title=\"...\"")
+            hint = suggest(key, EXERCISE_KEYS)
+            raise ValueError(f"bad exercise field {part!r}: use id=<id>, title=\"...\" and "
+                             f"starter=passes" + (f" ({hint})" if hint else ""))
         fields[key] = value
     ex_id = fields.get("id", "")
     check_id(ex_id)
-    return ExerciseInfo(words[0], ex_id, fields.get("title") or default_title(ex_id))
+    return ExerciseInfo(words[0], ex_id, fields.get("title") or default_title(ex_id),
+                        starter_passes(fields.get("starter")))
+
+
+def starter_passes(value: object) -> bool:
+    """`starter=passes` marks an exercise whose untouched starter already passes (on purpose)."""
+    if value is None:
+        return False
+    if value not in STARTER:
+        raise ValueError(f"bad starter {value!r}: it must be fails (the default) or passes")
+    return value == "passes"
 
 
 def default_title(ex_id: str) -> str:
@@ -184,6 +285,30 @@ def make_check(expected: str | None, tests: str | None) -> Check:
     return Check(CheckKind.TESTS, code=tests)
 
 
+def python_syntax_errors(language: str, parts: Mapping[str, str]) -> Iterator[tuple[str, int, str]]:
+    """(part, 1-based line in that part, message) for each hidden Python part that does not
+    compile, so a broken test is the author's error at check time, never the learner's.
+    The kernel is IPython: magics are translated and top-level await is allowed, as there."""
+    if language.lower() not in PYTHON_LANGUAGES:
+        return
+    from IPython.core.inputtransformer2 import TransformerManager
+    transform = TransformerManager().transform_cell
+    for part, code in parts.items():
+        if not code.strip():
+            continue
+        try:
+            source = transform(code)
+        except SyntaxError:
+            source = code
+        try:
+            compile(source, f"<{part}>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                    dont_inherit=True)
+        except SyntaxError as exc:
+            yield part, exc.lineno or 1, exc.msg
+        except ValueError as exc:   # null bytes in the source
+            yield part, 1, str(exc)
+
+
 def fences(markdown: str) -> Iterator[tuple[Token, bool]]:
     """The fenced code blocks of a Markdown text, each with whether it is really closed:
     markdown-it closes a fence at the end of the document silently; a real close is a
@@ -197,54 +322,107 @@ def fences(markdown: str) -> Iterator[tuple[Token, bool]]:
         yield token, len(last) >= len(token.markup) and set(last) == {token.markup[0]}
 
 
-def _exercises(body: str, offset: int, path: str) -> tuple[Exercise, ...]:
+def _exercises(body: str, offset: int, path: str, errors: list[LessonError],
+               kernel: str | None) -> tuple[Exercise, ...]:
     exercises: list[Exercise] = []
     seen: set[str] = set()
     for token, closed in fences(body):
         line = offset + token.map[0] + 1
         if not closed:
-            raise LessonError(path, line, f"code block opened here is never closed with {token.markup}")
+            errors.append(LessonError(path, line, f"code block opened here is never closed "
+                                                  f"with {token.markup}"))
+            continue
         try:
             info = exercise_info(token.info)
         except ValueError as exc:
-            raise LessonError(path, line, str(exc)) from None
+            errors.append(LessonError(path, line, str(exc)))
+            continue
         if info is None:
             continue
         if info.id in seen:
-            raise LessonError(path, line, f"duplicate exercise id {info.id!r}")
+            errors.append(LessonError(path, line, f"duplicate exercise id {info.id!r}"))
+            continue
         seen.add(info.id)
-        exercises.append(_exercise(info, token.content, line, path))
+        exercise = _exercise(info, token.content, line, path, errors, kernel or info.language)
+        if exercise is not None:
+            exercises.append(exercise)
     return tuple(exercises)
 
 
-def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str) -> Exercise:
-    sections: dict[str, list[str]] = {"starter": []}
-    hints: list[list[str]] = []
+@dataclasses.dataclass
+class _Section:
+    line: int                              # file line of the marker (the fence for the starter)
+    lines: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return section_text([text for _, text in self.lines]) or ""
+
+    @property
+    def first_line(self) -> int:
+        """File line of the section's first non-blank line (line 1 of its code)."""
+        return next((n for n, text in self.lines if text.strip()), self.line + 1)
+
+
+def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
+              errors: list[LessonError], runs_as: str) -> Exercise | None:
+    before = len(errors)
+
+    def error(line: int, message: str, hint: str | None = None) -> None:
+        errors.append(LessonError(path, line, f"{message} (exercise {info.id!r})", hint))
+
+    sections: dict[str, _Section] = {"starter": _Section(fence_line)}
+    hints: list[_Section] = []
     current = sections["starter"]
     for number, text in enumerate(content.splitlines(), start=fence_line + 1):
         marker = MARKER.match(text)
         if marker is None:
-            current.append(text)
+            near = NEAR_MARKER.match(text)
+            name = near.group(2).strip().lower() if near else ""
+            guess = difflib.get_close_matches(name, SECTIONS, n=1, cutoff=0.6) if near else []
+            if guess:
+                prefix = "--" if near.group(1) == "--" else "#"
+                error(number, f"not a section marker: {text.strip()!r}",
+                      f"did you mean `{prefix} --- {guess[0]} ---`?")
+            current.lines.append((number, text))
             continue
         name = marker.group(1)
         if name == "hint":
-            hints.append([])
+            hints.append(_Section(number))
             current = hints[-1]
             continue
+        current = _Section(number)
         if name in sections:
-            raise LessonError(path, number, f"section {name!r} appears twice in exercise {info.id!r}")
-        if {name, *sections} >= {"expected output", "tests"}:
-            raise LessonError(path, number, f"{BOTH_CHECKS} (exercise {info.id!r})")
-        current = sections[name] = []
+            error(number, f"section {name!r} appears twice")
+        elif {name, *sections} >= {"expected output", "tests"}:
+            error(number, BOTH_CHECKS)
+        else:
+            sections[name] = current
     try:
-        check = make_check(section_text(sections.get("expected output")),
-                           section_text(sections.get("tests")))
+        check = make_check(sections["expected output"].text if "expected output" in sections else None,
+                           sections["tests"].text if "tests" in sections else None)
     except ValueError as exc:
-        raise LessonError(path, fence_line, f"{exc} (exercise {info.id!r})") from None
+        if BOTH_CHECKS not in str(exc):
+            error(fence_line, str(exc))
+        check = None
+    for part, line, message in python_syntax_errors(
+            runs_as, {name: sections[name].text for name in ("setup", "tests", "solution")
+                            if name in sections}):
+        first = sections[part].first_line
+        # Python's own "... on line N" counts from the section; the author reads the file.
+        message = re.sub(r"\bon line (\d+)", lambda m: f"on line {first + int(m.group(1)) - 1}", message)
+        error(first + line - 1, f"{DOES_NOT_COMPILE[part]}: {message}")
+    if "solution" in sections and not sections["solution"].text.strip():
+        error(sections["solution"].line, "solution section is empty")
+    if len(errors) > before or check is None:
+        return None
     return Exercise(id=info.id, title=info.title, language=info.language,
-                    starter=section_text(sections["starter"]) or "", check=check,
-                    setup=section_text(sections.get("setup")) or "",
-                    hints=tuple(filter(None, map(section_text, hints))), line=fence_line)
+                    starter=sections["starter"].text, check=check,
+                    setup=sections["setup"].text if "setup" in sections else "",
+                    hints=tuple(filter(None, (hint.text for hint in hints))), line=fence_line,
+                    solution=sections["solution"].text if "solution" in sections else None,
+                    starter_passes=info.starter_passes,
+                    solution_line=sections["solution"].line if "solution" in sections else 0)
 
 
 def section_text(lines: list[str] | None) -> str | None:

@@ -37,8 +37,18 @@ ATTRIBUTES = {
 def render_lesson(lesson: Lesson) -> str:
     md = MarkdownIt("commonmark", {"html": True}).enable("table")
     md.add_render_rule("fence", _fence)
-    html = md.render(lesson.body, {"exercises": {ex.id: ex for ex in lesson.exercises}})
-    return sanitize(html)
+    env = {"exercises": {ex.id: ex for ex in lesson.exercises}}
+    tokens = _without_title(md.parse(lesson.body, env), lesson.title)
+    return sanitize(md.renderer.render(tokens, md.options, env))
+
+
+def _without_title(tokens: list, title: str) -> list:
+    """The page shows the lesson's title as its heading; a body opening with the same
+    `# heading` would show it twice."""
+    if (len(tokens) >= 3 and tokens[0].type == "heading_open" and tokens[0].tag == "h1"
+            and " ".join(tokens[1].content.split()).casefold() == " ".join(title.split()).casefold()):
+        return tokens[3:]
+    return tokens
 
 
 def sanitize(html: str) -> str:
