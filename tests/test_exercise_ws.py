@@ -144,6 +144,32 @@ async def test_hidden_tests_judge_and_never_show_their_code(site):
     assert result["verdict"]["passed"] is True and result["progress"]["passed"] == 1
 
 
+async def test_hidden_tests_cannot_be_read_or_defeated_from_the_learners_kernel(site):
+    """Issue 9, item 5: history and IPython hooks of the learner's kernel reach no check."""
+    page = await Page.open(site)
+    await page.run("add", "def add(a, b):\n    return a + b")                 # tests ran once
+    result, frames = await page.run("hello", "print(sum(('HIDD' + 'EN =') in h for h in _ih))",
+                                    run="r2")       # the setup's line, spelled so as not to match
+    assert [f["output"]["text"] for f in frames if f["type"] == "output"] == ["0\n"]
+    await page.run("hello", "ip = get_ipython()\n"
+                            "ip.input_transformers_cleanup.append(\n"
+                            "    lambda l: ['pass\\n'] if any('assert' in x for x in l) else l)\n"
+                            "ip.events.register('pre_run_cell', lambda info: print(info.raw_cell))",
+                   run="r3")
+    result, frames = await page.run("add", "def add(a, b):\n    return 0", run="r4")
+    assert result["verdict"]["passed"] is False, result
+    assert "add(2, 3) should be 5" in result["verdict"]["message"]
+    assert "HIDDEN" not in json.dumps(frames)
+
+
+async def test_code_that_relies_on_an_earlier_run_is_told_so(site):
+    page = await Page.open(site)
+    await page.run("hello", "def helper(a, b):\n    return a + b")
+    result, _ = await page.run("add", "def add(a, b):\n    return helper(a, b)", run="r2")
+    assert result["verdict"]["passed"] is False
+    assert "fresh start" in result["verdict"]["message"] and "helper" in result["verdict"]["message"]
+
+
 async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(site):
     page = await Page.open(site)
     result, _ = await page.run("hello", "while True:\n    pass")
