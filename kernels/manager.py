@@ -144,6 +144,7 @@ class KernelManager:
         self._reserved = 0               # starts in progress, counted against max_kernels
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()
+        self._releasing: set[asyncio.Task] = set()
 
     # --- the outside world's view -----------------------------------------
 
@@ -384,11 +385,19 @@ class KernelManager:
         for pool in self.pools.values():  # a slot on the host is free again
             pool.refill()
 
+    def release(self, kernel_id: str, reason: str) -> None:
+        """Shut a kernel down in the background (its removal takes an engine round trip)."""
+        task = asyncio.create_task(self.shutdown(kernel_id, reason))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # UnknownKernel: gone
+
     async def close(self) -> None:
         """Stop culling, shut down our kernels and empty the pools."""
         for task in (*self._tasks, *self._spawned):
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._spawned, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._spawned, *self._releasing,
+                             return_exceptions=True)
         await asyncio.gather(*(self.shutdown(k, "server stopping") for k in list(self._kernels)),
                              return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))

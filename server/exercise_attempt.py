@@ -7,6 +7,7 @@ again when the check replays the code.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +18,7 @@ from kernels.result import Output, RunResult
 from kernels.sandbox import SandboxError
 from server import exercise_steps
 from server.course.grade import Verdict
-from server.course.model import Exercise
+from server.course.model import CheckKind, Exercise
 from server.exercise_steps import Step, StepKind
 
 OnOutput = Callable[[Output], Awaitable[None]]
@@ -42,12 +43,21 @@ async def attempt(manager: KernelManager, kernel_id: str, plugin: str, exercise:
         answers.append(value)
         return value
 
-    results = await _steps(manager, kernel_id, exercise_steps.plan(exercise, code),
-                           on_output, answer if on_input is not None else None)
+    # The check's kernel is had while the learner's code runs, so the two waits overlap.
+    checker = asyncio.create_task(_checker(manager, plugin, owner)) \
+        if exercise.check.kind is CheckKind.TESTS else None
+    try:
+        results = await _steps(manager, kernel_id, exercise_steps.plan(exercise, code),
+                               on_output, answer if on_input is not None else None)
+    except BaseException:
+        _discard(manager, checker)
+        raise
     checked: dict[StepKind, RunResult] = {}
     steps = exercise_steps.check_plan(exercise, code, results)
-    if steps:
-        checked = await _check(manager, plugin, steps, owner, answers, watch)
+    if steps and checker is not None:
+        checked = await _check(manager, await checker, steps, answers, watch)
+    else:
+        _discard(manager, checker)
     return Attempt(results, checked, exercise_steps.judge(exercise, results, checked))
 
 
@@ -65,12 +75,30 @@ async def _steps(manager: KernelManager, kernel_id: str, steps: tuple[Step, ...]
     return results
 
 
-async def _check(manager: KernelManager, plugin: str, steps: tuple[Step, ...], owner: str,
-                 answers: list[str], watch: Watch | None) -> dict[StepKind, RunResult]:
-    """The check's steps in a kernel of its own, removed afterwards; {} when none can be had."""
+async def _checker(manager: KernelManager, plugin: str, owner: str) -> str | None:
+    """A fresh kernel for one check, or None when none can be had now."""
     try:
-        kernel = await manager.start(f"check:{owner}", plugin, Tier.EXEMPT)
+        return (await manager.start(f"check:{owner}", plugin, Tier.EXEMPT)).id
     except (CapacityError, SandboxError):
+        return None
+
+
+def _discard(manager: KernelManager, checker: asyncio.Task | None) -> None:
+    """Remove an unused check kernel in the background (also once its start finishes)."""
+    if checker is None:
+        return
+
+    def done(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            manager.release(task.result(), "check not needed")
+
+    checker.add_done_callback(done)
+
+
+async def _check(manager: KernelManager, kernel_id: str | None, steps: tuple[Step, ...],
+                 answers: list[str], watch: Watch | None) -> dict[StepKind, RunResult]:
+    """The check's steps in a kernel of its own, removed afterwards; {} when none was had."""
+    if kernel_id is None:
         return {}
     replayed = iter(answers)
 
@@ -78,10 +106,10 @@ async def _check(manager: KernelManager, plugin: str, steps: tuple[Step, ...], o
         return next(replayed, "")
 
     if watch is not None:
-        watch(kernel.id, True)
+        watch(kernel_id, True)
     try:
-        return await _steps(manager, kernel.id, steps, None, again)
+        return await _steps(manager, kernel_id, steps, None, again)
     finally:
         if watch is not None:
-            watch(kernel.id, False)
-        await manager.shutdown(kernel.id, "check finished")
+            watch(kernel_id, False)
+        manager.release(kernel_id, "check finished")   # the verdict need not wait for removal

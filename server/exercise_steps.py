@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 
 from kernels.result import RunResult, RunStatus
 from server.course.grade import Verdict, grade
@@ -89,8 +90,17 @@ def judge(exercise: Exercise, results: dict[StepKind, RunResult],
     if tests is None:
         return Verdict(False, "Your code could not be checked this time; please run it again.")
     verdict = grade(exercise.check, tests)
-    error = tests.error
-    if not verdict.passed and error is not None and error.ename != "AssertionError":
+    if not verdict.passed and _missing_from_learner(tests, exercise.check.code or ""):
         return Verdict(False, f"{verdict.message} (the check runs your code from a fresh start: "
                               "define everything it uses in its own code)")
     return verdict
+
+
+def _missing_from_learner(tests: RunResult, test_code: str) -> bool:
+    """A NameError for a name the tests do not mention: something the learner's code used
+    from an earlier run (a name the tests themselves misspell is the author's mistake)."""
+    error = tests.error
+    if error is None or error.ename != "NameError":
+        return False
+    match = re.search(r"name '([^']+)'", error.evalue or "")
+    return bool(match) and re.search(rf"\b{re.escape(match.group(1))}\b", test_code) is None
