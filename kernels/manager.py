@@ -46,6 +46,7 @@ SAMPLE_EVERY = 1.0         # seconds between CPU samples of idle kernels
 ESCAPED = ("Code from an earlier run kept running after the run had ended, so the kernel "
            "was restarted; earlier variables are gone")
 FULL_RETRY_AFTER = 30.0    # Retry-After when every kernel slot on the host is taken
+RESTART_REQUESTED = "restart requested"
 
 
 class UnknownKernel(KeyError):
@@ -366,7 +367,7 @@ class KernelManager:
             await self.sandbox.kill(entry.kernel)
         async with entry.lock:
             if entry.session is before:
-                await self._replace(entry, "restart requested")
+                await self._replace(entry, RESTART_REQUESTED)
         return entry.snapshot()
 
     async def shutdown(self, kernel_id: str, reason: str = "shutdown requested",
@@ -414,7 +415,8 @@ class KernelManager:
     async def _replace(self, entry: _Entry, reason: str) -> None:
         """Swap in a fresh kernel from the pool; the caller holds entry.lock."""
         entry.state = "restarting"
-        self._tell_clients(entry, "restarting")
+        if reason != RESTART_REQUESTED:   # JupyterLab reads "restarting" as "the kernel died"
+            self._tell_clients(entry, "restarting")
         await self._drop(entry.session)
         try:
             kernel, hit, ms = await self._acquire(entry.plugin)

@@ -176,7 +176,7 @@ def parse_client_frame(raw: str | bytes) -> ClientMessage:
         raise BadMessage("frames must be JSON objects")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise BadMessage(f"frames may nest at most {MAX_DEPTH} levels")
-    channel = data.get("channel")
+    channel = data.get("channel") or "shell"    # as Jupyter Server: no channel means shell
     if channel not in CLIENT_CHANNELS:
         raise BadMessage(f"channel must be one of {', '.join(CLIENT_CHANNELS)}, not {channel!r}")
     header = data.get("header")
