@@ -55,8 +55,9 @@ async def test_kernelspecs_have_the_jupyter_server_shape(api):
     python = specs["kernelspecs"]["python"]
     assert python["name"] == "python" and python["resources"] == {}
     assert set(python["spec"]) >= {"argv", "display_name", "language", "metadata"}
-    assert python["spec"]["argv"][1:] == ["-m", "kernels.launch", "--plugin", "python", "-f",
-                                          "{connection_file}"]
+    # the launcher's console script: no path of the server is shown to callers
+    assert python["spec"]["argv"] == ["lessonserver-launch", "--plugin", "python", "-f",
+                                      "{connection_file}"]
     one = await api.call("GET", "/api/kernelspecs/bash")
     assert body(one)["spec"]["language"] == specs["kernelspecs"]["bash"]["spec"]["language"]
     assert (await api.call("GET", "/api/kernelspecs/cobol")).code == 404

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from kernels.launch import launcher_argv
+from kernels.launch import CONSOLE_SCRIPT, launcher_argv
 from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels import kernelspecs
 from kernels.pool import CapacityError
@@ -54,8 +54,10 @@ def kernel_model(kernel: ManagedKernel) -> dict[str, Any]:
 
 
 def kernelspecs_model(plugins: Iterable[Plugin]) -> dict[str, Any]:
-    """Remote clients see the launcher argv: what `jupyter kernelspec` would install here."""
-    return kernelspecs.api_model(plugins, lambda plugin: launcher_argv(plugin.name), DEFAULT_KERNEL)
+    """Remote clients see the launcher's console script (what `lessonserver kernelspecs
+    install` sets up on their machine), never a path of this server."""
+    return kernelspecs.api_model(plugins, lambda plugin: launcher_argv(plugin.name, CONSOLE_SCRIPT),
+                                 DEFAULT_KERNEL)
 
 
 def requested_name(body: bytes, known: Iterable[str]) -> str:
