@@ -16,9 +16,13 @@ from tests.services import free_port, wait_for_port
 BIN = Path(sys.executable).parent
 # Jupyter Server extensions the tests do not use (they only slow the start down).
 UNUSED_EXTENSIONS = {"jupyter_lsp": False, "jupyter_server_terminals": False}
-# JupyterLab must not reach out: no news feed, no update check, no extension index.
-QUIET_LAB = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-             "extension_manager": "readonly"}
+# JupyterLab must not reach out (no news feed, no update check, no extension index), and
+# window.jupyterapp lets a test read the kernel's state.
+LAB_CONFIG = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+              "extension_manager": "readonly", "expose_app_in_browser": True}
+# ... nor ask about news in a toast that covers the page.
+LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+                {"fetchNews": "false", "checkForUpdates": False}}
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -70,8 +74,12 @@ def jupyter_gateway(root: Path, app: str, gateway: str, gateway_token: str,
     env = jupyter_env(root)
     port = free_port()
     extensions = dict(UNUSED_EXTENSIONS) if app == "lab" else {**UNUSED_EXTENSIONS, "jupyterlab": False}
-    config = {"ServerApp": {"jpserver_extensions": extensions}, "LabApp": QUIET_LAB}
+    config = {"ServerApp": {"jpserver_extensions": extensions}, "LabApp": LAB_CONFIG}
     (root / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+    for name, settings in LAB_SETTINGS.items():
+        path = root / "config" / "lab" / "user-settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
     argv = [str(BIN / "jupyter"), app, "--no-browser", "--allow-root", "--ip=127.0.0.1",
             f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root / 'notebooks'}", f"--gateway-url={gateway}",
