@@ -7,6 +7,7 @@ nbclient through jupyter_server's own GatewayKernelManager, pointed straight at 
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -15,6 +16,7 @@ import time
 import nbformat
 import pytest
 import tornado.httpclient
+import tornado.web
 import tornado.websocket
 from nbclient import NotebookClient
 
@@ -134,6 +136,44 @@ async def test_jupyter_server_lists_starts_runs_plots_interrupts_restarts_and_de
     print("figures (s):", {step: round(seconds, 2) for step, seconds in took.items()})
 
 
+async def test_jupyter_servers_gateway_client_reads_our_error_messages(ours):
+    """Its gateway_request takes the top-level "message" and "reason" of an error body (its
+    own REST handlers then drop the text: they send the unformatted template)."""
+    from jupyter_server.gateway.gateway_client import GatewayClient, gateway_request
+
+    GatewayClient.clear_instance()
+    gateway = GatewayClient.instance()
+    gateway.url, gateway.auth_token = ours, TOKEN
+    try:
+        with pytest.raises(tornado.web.HTTPError) as refused:
+            await gateway_request(f"{ours}/api/kernels", method="POST",
+                                  body=json.dumps({"name": "cobol"}))
+    finally:
+        GatewayClient.clear_instance()
+    assert refused.value.status_code == 400
+    said = refused.value.log_message % refused.value.args
+    assert "no kernel named 'cobol' (known: bash, python, sql)" in said
+
+
+async def test_the_v1_subprotocol_is_refused_and_json_frames_work(ours):
+    """JupyterLab asks for v1.kernel.websocket.jupyter.org first; we answer without a
+    subprotocol (as Jupyter Server in gateway mode does), which means JSON frames."""
+    back = client(ours)
+    kernel = await back.start("python")
+    request = tornado.httpclient.HTTPRequest(back.ws_url(kernel["id"], "?session_id=s1"),
+                                             headers={"Authorization": f"token {TOKEN}"})
+    channels = Channels(await tornado.websocket.websocket_connect(
+        request, subprotocols=["v1.kernel.websocket.jupyter.org"]))
+    try:
+        assert channels.conn.selected_subprotocol is None
+        hello = await channels.execute("print('json')")
+        await channels.reply_to(hello, timeout=30)
+        assert [m["content"]["text"] for m in channels.outputs(hello)] == ["json\n"]
+    finally:
+        channels.close()
+        await back.call("DELETE", f"/api/kernels/{kernel['id']}")
+
+
 async def test_a_frame_without_a_channel_goes_to_shell_as_in_jupyter_server(ours):
     """jupyter_server's GatewayKernelClient (below) sends frames with no "channel" key;
     Jupyter Server's own channels handler assumes "shell" for those."""
@@ -191,6 +231,8 @@ def test_nbclient_runs_a_notebook_through_jupyter_servers_gateway_kernel_manager
         NotebookClient(notebook, km=gateway.manager, timeout=60, startup_timeout=30) \
             .execute(kernel_name="python")
     finally:
+        # nbclient leaves a manager it was given running; its owner shuts the kernel down
+        asyncio.run(gateway.manager.shutdown_kernel())
         gateway.close()
     print(f"figures: nbclient through GatewayKernelManager {time.monotonic() - start:.2f}s")
     printed, plotted = (cell.outputs for cell in notebook.cells)
@@ -201,7 +243,6 @@ def test_nbclient_runs_a_notebook_through_jupyter_servers_gateway_kernel_manager
 
 
 def body_of_kernels(base: str) -> list:
-    """Our kernels, after nbclient shut its one down."""
     response = tornado.httpclient.HTTPClient().fetch(
         base + "/api/kernels", headers={"Authorization": f"token {TOKEN}"})
     return json.loads(response.body)
