@@ -8,6 +8,7 @@ nbclient through jupyter_server's own GatewayKernelManager, pointed straight at 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import re
@@ -49,7 +50,9 @@ def jupyter(ours, tmp_path_factory):
 
 
 def client(base: str) -> Api:
-    return Api(base, None, None, tornado.httpclient.AsyncHTTPClient())
+    """The API test client for a server seen from outside: only its URL and HTTP client."""
+    outside = dict.fromkeys(field.name for field in dataclasses.fields(Api))
+    return Api(**{**outside, "base": base, "client": tornado.httpclient.AsyncHTTPClient()})
 
 
 def body(response) -> dict | list:
@@ -119,6 +122,7 @@ async def test_jupyter_server_lists_starts_runs_plots_interrupts_restarts_and_de
         assert [m["content"]["text"] for m in channels.outputs(kept)] == ["42\n"]
 
         start = time.monotonic()
+        seen = len(channels.received)
         restarted = await front.call("POST", f"/api/kernels/{kernel_id}/restart",
                                      token=JUPYTER_TOKEN)
         assert restarted.code == 200, restarted.body
@@ -127,6 +131,11 @@ async def test_jupyter_server_lists_starts_runs_plots_interrupts_restarts_and_de
         await channels.reply_to(fresh, timeout=30)
         took["restart+run"] = time.monotonic() - start
         assert [m["content"]["text"] for m in channels.outputs(fresh)] == ["False\n"]
+        # Jupyter Server sends "restarting" only when its autorestarter revives a dead kernel;
+        # JupyterLab answers one with "The kernel ... appears to have died" (autorestarting).
+        told = [m["content"]["execution_state"] for m in channels.received[seen:]
+                if m["msg_type"] == "status" and not m["parent_header"]]
+        assert "restarting" not in told, "a requested restart was announced as a crash"
     finally:
         channels.close()
 

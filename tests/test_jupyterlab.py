@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -46,8 +47,12 @@ class Lab:
         self.took: dict[str, float] = {}
 
     def wait(self, condition, timeout: float = 30, message: str = ""):
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
-            lambda d: condition(), message)
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+                lambda d: condition(), message)
+        except TimeoutException:
+            self.shot("failed")                   # what the page showed when the wait ran out
+            raise
 
     def find(self, css: str):
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -120,7 +125,8 @@ def test_a_notebook_on_our_python_kernel_prints_plots_interrupts_and_restarts(dr
               "no restart dialog")
     restart_start = time.monotonic()
     page.find(".jp-Dialog .jp-mod-accept").click()
-    page.wait(lambda: not driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog"), 10)
+    page.wait(lambda: not driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog"), 10,
+              "the restart dialog stayed open")
     page.wait(lambda: page.status() == "idle", 60, "the kernel did not come back idle")
     fresh = page.run("print('x' in globals())")
     page.wait(lambda: page.output(fresh) in ("False", "True"), 30)

@@ -76,7 +76,7 @@ def installed(tmp_path_factory, instance_name):
     env = {**jupyter_env(root), "JUPYTER_PATH": str(root / "prefix" / "share" / "jupyter"),
            "LS_INSTANCE": f"{instance_name}-specs"}
     yield root, env
-    assert containers(f"{instance_name}-specs-launch") == [], "a launcher left its container"
+    assert containers(f"{instance_name}-specs") == [], "a launcher left its container"
 
 
 def jupyter(env: dict[str, str], cwd: Path, *args: str, timeout: float = 90) -> tuple[str, float]:
