@@ -55,8 +55,9 @@ async def test_kernelspecs_have_the_jupyter_server_shape(api):
     python = specs["kernelspecs"]["python"]
     assert python["name"] == "python" and python["resources"] == {}
     assert set(python["spec"]) >= {"argv", "display_name", "language", "metadata"}
-    assert python["spec"]["argv"][1:] == ["-m", "kernels.launch", "--plugin", "python", "-f",
-                                          "{connection_file}"]
+    # the launcher's console script: no path of the server is shown to callers
+    assert python["spec"]["argv"] == ["lessonserver-launch", "--plugin", "python", "-f",
+                                      "{connection_file}"]
     one = await api.call("GET", "/api/kernelspecs/bash")
     assert body(one)["spec"]["language"] == specs["kernelspecs"]["bash"]["spec"]["language"]
     assert (await api.call("GET", "/api/kernelspecs/cobol")).code == 404
@@ -173,3 +174,12 @@ async def test_restart_gives_a_fresh_kernel_under_the_same_id(api):
     assert body(response)["id"] == kernel_id and body(response)["execution_state"] == "idle"
     result = await api.manager.execute(kernel_id, "print(x)")
     assert result.status is RunStatus.ERROR and result.error.ename == "NameError"
+
+
+def test_errors_have_jupyter_servers_top_level_message_and_reason():
+    from server.handlers.kernels_api import error_body
+    assert error_body(400, "Bad Request", "no kernel named 'x'", "r1") == {
+        "message": "no kernel named 'x'", "reason": "Bad Request",
+        "error": {"status": 400, "reason": "Bad Request", "message": "no kernel named 'x'",
+                  "request_id": "r1"}}
+    assert error_body(500, "Internal Server Error", None, "r2")["message"] == "Internal Server Error"
