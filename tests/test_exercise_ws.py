@@ -179,6 +179,18 @@ async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(s
     assert result["verdict"]["passed"] is True
 
 
+async def test_runs_and_limit_hits_move_their_metrics(site):
+    page = await Page.open(site)
+    await page.run("hello", "print('hello')")
+    await page.run("hello", "while True:\n    pass", run="r2")
+    metrics = (await site.get("/metrics")).body.decode()
+    assert 'lessonserver_runs_total{kernel="python",status="ok"} 1.0' in metrics
+    assert 'lessonserver_runs_total{kernel="python",status="limit"} 1.0' in metrics
+    assert 'lessonserver_run_seconds_count{kernel="python"} 2.0' in metrics
+    assert 'lessonserver_limit_hits_total{kernel="python",limit="timeout"} 1.0' in metrics
+    assert "lessonserver_kernels 1.0" in metrics
+
+
 async def test_input_is_asked_and_answered(site):
     page = await Page.open(site)
     await page.send(type="run", run="r1", exercise="ask", code="name = input('name? ')\nprint('hi', name)")

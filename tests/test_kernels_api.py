@@ -151,6 +151,26 @@ async def test_a_full_host_answers_429_with_retry_after(api_for):
     assert "in use" in body(response)["error"]["message"]
 
 
+async def test_one_anonymous_cookie_cannot_take_every_kernel(api_for):
+    """Issue 9, item 2: the repro minted one cookie and took all 10 kernels in 6.6 s."""
+    api = await api_for(LS_MAX_KERNELS="10")
+    _, mallory = await api.learner()
+    first = await api.call("POST", "/api/kernels", {"name": "python"}, token=None, headers=mallory)
+    assert first.code == 201
+    refused = [await api.call("POST", "/api/kernels", {"name": "python"}, token=None,
+                              headers=mallory) for _ in range(5)]
+    assert {r.code for r in refused} == {429}
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert "already have 1 kernel" in body(refused[0])["error"]["message"]
+    _, ada = await api.learner()                     # another learner is not starved
+    assert (await api.call("POST", "/api/kernels", {"name": "python"}, token=None,
+                           headers=ada)).code == 201
+    assert len(api.manager.list()) == 2
+    exposition = api.metrics.exposition().decode()
+    assert 'lessonserver_admission_rejected_total{what="owner_kernels"} 5.0' in exposition
+    assert "lessonserver_kernels 2.0" in exposition
+
+
 async def test_interrupt_stops_a_busy_loop(api):
     kernel_id = (await api.start("python"))["id"]
     run = asyncio.create_task(api.manager.execute(kernel_id, "while True: pass",
