@@ -26,7 +26,7 @@ from kernels.events import (KernelAssigned, KernelDied, KernelEvent, KernelGone,
                             KernelInterrupted, KernelLimited, KernelRestarted, RunEnded, RunOutput,
                             RunStarted, StartRejected)
 from kernels.pool import CapacityError, Pool, StartGate
-from kernels.quotas import Quotas, Tier
+from kernels.quotas import Quota, Quotas, Tier
 from kernels.relay import Relay
 from kernels.result import Output, RunLimits, RunResult, RunStatus
 from kernels.sandbox import StartSpec
@@ -128,13 +128,17 @@ def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
 
 class KernelManager:
     def __init__(self, settings: Settings, sandbox: Sandbox, plugins: Iterable[Plugin],
-                 on_event: Iterable[Observer] = (), quotas: Quotas | None = None,
+                 on_event: Iterable[Observer] = (), owner_quotas: Quotas | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
         self.observers = list(on_event)
-        self.quotas = quotas or Quotas()
+        self.quotas = owner_quotas or Quotas(
+            anonymous=Quota(settings.anon_kernels, settings.anon_starts_per_minute,
+                            settings.anon_runs_per_minute),
+            member=Quota(settings.member_kernels, settings.member_starts_per_minute,
+                         settings.member_runs_per_minute))
         self.clock = clock
         self.gate = StartGate(settings.start_concurrency, settings.start_queue)
         self.pools = {name: Pool(sandbox, start_spec(settings, p), settings.pool_size, self.gate,

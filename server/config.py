@@ -131,6 +131,18 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_START_CONCURRENCY", "start_concurrency", _int(1), "4", "kernel starts in flight at once"),
     Field("LS_START_QUEUE", "start_queue", _int(0), "64",
           "kernel requests allowed to wait for a start; beyond it, 429 with Retry-After"),
+    Field("LS_ANON_KERNELS", "anon_kernels", _int(1), "1",
+          "kernels an anonymous visitor may hold at once (admins and the API token are exempt)"),
+    Field("LS_MEMBER_KERNELS", "member_kernels", _int(1), "3",
+          "kernels a signed-in learner may hold at once"),
+    Field("LS_ANON_STARTS_PER_MINUTE", "anon_starts_per_minute", _int(1), "6",
+          "kernel starts per minute for an anonymous visitor"),
+    Field("LS_MEMBER_STARTS_PER_MINUTE", "member_starts_per_minute", _int(1), "12",
+          "kernel starts per minute for a signed-in learner"),
+    Field("LS_ANON_RUNS_PER_MINUTE", "anon_runs_per_minute", _int(1), "60",
+          "runs per minute for an anonymous visitor"),
+    Field("LS_MEMBER_RUNS_PER_MINUTE", "member_runs_per_minute", _int(1), "120",
+          "runs per minute for a signed-in learner"),
     Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), "10", "wall-clock seconds per run"),
     Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), "65536", "output bytes kept per run"),
     Field("LS_OUTPUT_MESSAGES", "output_messages", _int(1), "2000", "output messages kept per run"),
@@ -189,6 +201,12 @@ class Settings:
     max_kernels: int
     start_concurrency: int
     start_queue: int
+    anon_kernels: int
+    member_kernels: int
+    anon_starts_per_minute: int
+    member_starts_per_minute: int
+    anon_runs_per_minute: int
+    member_runs_per_minute: int
     run_timeout: float
     output_limit: int
     output_messages: int
