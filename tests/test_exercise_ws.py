@@ -324,3 +324,42 @@ async def test_a_question_asked_while_the_page_was_away_is_asked_again(site):
     await page.send(type="input", run="r1", value="Ada")
     result, _ = await page.until("result")
     assert result["verdict"]["passed"] is True
+
+
+async def test_a_jupyter_clients_run_is_cut_and_listed_with_the_lesson_runs(site):
+    """Issue 8: a run over the kernel API has the run timeout and lands in /api/admin/runs."""
+    headers = {"Authorization": f"token {TOKEN}"}
+    client = tornado.httpclient.AsyncHTTPClient()
+    model = json.loads((await client.fetch(f"{site.base}/api/kernels", method="POST",
+                                           headers=headers, body="{}")).body)
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        site.base.replace("http", "ws") + f"/api/kernels/{model['id']}/channels", headers=headers))
+    msg_id = "api-run-1"
+    await socket.write_message(json.dumps({
+        "channel": "shell", "header": {"msg_id": msg_id, "msg_type": "execute_request",
+                                       "session": "s", "username": "u", "version": "5.3"},
+        "parent_header": {}, "metadata": {},
+        "content": {"code": "import time; time.sleep(13)", "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False}}))
+    notes = []
+    while True:
+        msg = json.loads(await asyncio.wait_for(socket.read_message(), 15))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            notes.append(msg["content"]["text"])
+        if msg["msg_type"] == "execute_reply":
+            break
+    socket.close()
+    assert any("Stopped after 2 s" in note for note in notes)
+    for _ in range(100):
+        runs = json.loads((await site.get("/api/admin/runs?status=limit", headers=headers)).body)
+        api_runs = [r for r in runs["runs"] if r.get("client") == "api"]
+        if api_runs:
+            break
+        await asyncio.sleep(0.1)
+    assert api_runs and api_runs[0]["user_id"] == "api:token" and api_runs[0]["limit_hit"] == "timeout"
+    run = json.loads((await site.get(f"/api/admin/runs/{api_runs[0]['id']}", headers=headers)).body)
+    assert [e["kind"] for e in run["events"]][0] == "requested" and "limit" in [
+        e["kind"] for e in run["events"]]
+
