@@ -117,6 +117,11 @@ class Cache:
 
     async def _recompute(self, prefix: str, full: str, compute: Compute, lease: Lease) -> Entry:
         try:
+            # The previous holder may have stored and released between our read and our lease.
+            entry = await self.store.read(full)
+            if entry is not None and freshness.state_of(entry, self.clock(), 0, 1.0) is State.FRESH:
+                self._keep_near(full, entry)
+                return entry
             entry = await self._compute(prefix, compute, fence=lease[1])
             if not await self.store.write(full, entry, lease):
                 log.info("a newer answer was stored first; ours is not kept",

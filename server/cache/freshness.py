@@ -61,7 +61,8 @@ def state_of(entry: Entry | None, now: float, beta: float, rand: float) -> State
         return State.EXPIRED
     if now >= entry.fresh_until:
         return State.STALE
-    if beta > 0 and entry.delta > 0 and now - entry.delta * beta * math.log(max(rand, 1e-12)) >= entry.fresh_until:
+    early_by = -entry.delta * beta * math.log(max(rand, 1e-12))   # XFetch: >= 0, random
+    if beta > 0 and now + early_by >= entry.fresh_until:
         return State.EARLY
     return State.FRESH
 
