@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -33,7 +32,7 @@ from server.cache.local import LocalStore
 from server.cache.shared import RedisStore
 from server.config import PROJECT_ROOT
 from tests import services
-from tests.serve_process import lessonserver
+from tests.serve_process import lessonserver, listening
 
 READERS = 1000
 DB_ROUND_TRIP = 0.02
@@ -119,13 +118,8 @@ def expired_key(redis_url: str) -> None:
 @contextlib.contextmanager
 def hello_server():
     port = services.free_port()
-    proc = subprocess.Popen([sys.executable, "-c", HELLO, str(port)])
-    try:
-        services.wait_for_port(port, 15, "hello")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with listening([sys.executable, "-c", HELLO, str(port)], port, "hello") as url:
+        yield url
 
 
 def lesson_slug(url: str) -> str:
