@@ -203,3 +203,22 @@ async def test_embedded_store_has_single_flight_and_serves_stale():
     await asyncio.sleep(0.15)
     assert (await cache.get("p", "k", slow(b"v3", 0, calls))).value == b"v2"
     await cache.close()
+
+
+async def test_pages_are_still_computed_when_redis_is_down(namespace):
+    from tests.services import RedisServer
+    server = RedisServer()
+    server.start()
+    client = redis.asyncio.from_url(server.url, socket_timeout=1)
+    try:
+        cache, counts = shared_cache(client, namespace, Policy(ttl=30, grace=30), near_ttl=0.2)
+        assert (await cache.get("p", "k", slow(b"up", 0))).value == b"up"
+        server.stop()
+        await asyncio.sleep(0.3)                                  # the near copy is no longer fresh
+        answers = await asyncio.gather(*(cache.get("p", "k", slow(b"down", 0.05)) for _ in range(20)))
+        assert {a.value for a in answers} == {b"down"}
+        assert counts.recomputes == 2                             # still one per key in this process
+        await cache.invalidate("p")                               # logged, not raised
+    finally:
+        await client.aclose()
+        server.close()

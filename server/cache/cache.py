@@ -10,6 +10,7 @@ answer. A holder that dies stops renewing nothing: its lease simply expires afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from server.cache import freshness
 from server.cache.freshness import Entry, Policy, State
-from server.cache.local import Lease, LocalStore
+from server.cache.local import Lease, LocalStore, StoreUnavailable
 
 log = logging.getLogger("lessonserver.cache")
 
@@ -73,12 +74,23 @@ class Cache:
                 return copy
         flight = self._flights.get(full)
         if flight is None:   # the one coroutine of this process that asks the store for `full`
-            flight = asyncio.ensure_future(self._load(prefix, full, compute))
+            flight = asyncio.ensure_future(self._load_or_compute(prefix, full, compute))
             self._flights[full] = flight
             flight.add_done_callback(lambda _: self._flights.pop(full, None))
         entry, result = await asyncio.shield(flight)
         self.observer.observe_cache(prefix, result)
         return entry
+
+    async def _load_or_compute(self, prefix: str, full: str, compute: Compute) -> tuple[Entry, str]:
+        try:
+            return await self._load(prefix, full, compute)
+        except StoreUnavailable as exc:
+            # Pages keep being served without Redis: one compute per key, process and near_ttl.
+            log.warning("cache store unavailable; computing here", extra={"fields": {
+                "key": full, "error": str(exc)}})
+            entry = await self._compute(prefix, compute, fence=0)
+            self._keep_near(full, entry)
+            return entry, "miss"
 
     async def _load(self, prefix: str, full: str, compute: Compute) -> tuple[Entry, str]:
         entry = await self.store.read(full)
@@ -123,13 +135,14 @@ class Cache:
                 self._keep_near(full, entry)
                 return entry
             entry = await self._compute(prefix, compute, fence=lease[1])
+            self._keep_near(full, entry)
             if not await self.store.write(full, entry, lease):
                 log.info("a newer answer was stored first; ours is not kept",
                          extra={"fields": {"key": full}})
-            self._keep_near(full, entry)
             return entry
         finally:
-            await self.store.release(full, lease)
+            with contextlib.suppress(StoreUnavailable):   # then the lease simply expires
+                await self.store.release(full, lease)
 
     async def _compute(self, prefix: str, compute: Compute, fence: int) -> Entry:
         self.observer.observe_cache_recompute(prefix)
@@ -155,15 +168,20 @@ class Cache:
             log.error("background recompute failed", exc_info=task.exception())
 
     async def invalidate(self, prefix: str, key: str | None = None) -> None:
-        """Drop one key of `prefix`, or all of them; other processes see it within near_ttl."""
-        if key is None:
-            if self.near is not None:
-                self.near.drop_prefix(f"{prefix}:")
-            await self.store.invalidate_prefix(f"{prefix}:")
-        else:
-            if self.near is not None:
-                self.near.drop(f"{prefix}:{key}")
-            await self.store.invalidate(f"{prefix}:{key}")
+        """Drop one key of `prefix`, or all of them; other processes see it within near_ttl.
+        Without the store, its entries still end with their TTL."""
+        if self.near is not None and key is None:
+            self.near.drop_prefix(f"{prefix}:")
+        elif self.near is not None:
+            self.near.drop(f"{prefix}:{key}")
+        try:
+            if key is None:
+                await self.store.invalidate_prefix(f"{prefix}:")
+            else:
+                await self.store.invalidate(f"{prefix}:{key}")
+        except StoreUnavailable as exc:
+            log.warning("cache invalidation not stored", extra={"fields": {
+                "prefix": prefix, "key": key, "error": str(exc)}})
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -16,6 +16,10 @@ from server.cache.freshness import Entry, may_store
 Lease = tuple[str, int]   # (token, fencing number)
 
 
+class StoreUnavailable(Exception):
+    """The shared store did not answer; the cache then computes without it."""
+
+
 class LocalStore:
     def __init__(self, max_entries: int = 4096, clock=time.time) -> None:
         self.max_entries = max_entries

@@ -6,12 +6,15 @@ lease (its token), `<ns>f:<key>` the fencing counter.
 """
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
 
+import redis.exceptions
+
 from server.cache.freshness import Entry
-from server.cache.local import Lease
+from server.cache.local import Lease, StoreUnavailable
 
 # Take the lease and the next fencing number in one step; 0 when someone holds it.
 _ACQUIRE = """
@@ -40,6 +43,17 @@ return 1
 """
 
 
+def _answers(method):
+    """Redis errors become StoreUnavailable, which the cache survives."""
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+    return wrapper
+
+
 class RedisStore:
     def __init__(self, redis, namespace: str, tombstone_seconds: float, clock=time.time) -> None:
         self.redis = redis
@@ -53,6 +67,7 @@ class RedisStore:
     def _keys(self, key: str) -> tuple[str, str, str]:
         return f"{self.ns}e:{key}", f"{self.ns}l:{key}", f"{self.ns}f:{key}"
 
+    @_answers
     async def read(self, key: str) -> Entry | None:
         fence, value, meta = await self.redis.hmget(self._keys(key)[0], "fence", "value", "meta")
         if value is None or meta is None:
@@ -61,6 +76,7 @@ class RedisStore:
         return Entry(value, m["status"], m["fresh_until"], m["stale_until"], m["delta"],
                      int(fence), m["negative"])
 
+    @_answers
     async def try_lease(self, key: str, ttl: float) -> Lease | None:
         entry_key, lease_key, fence_key = self._keys(key)
         token = secrets.token_hex(12)
@@ -68,6 +84,7 @@ class RedisStore:
                                         args=[token, max(1, int(ttl * 1000))]))
         return (token, fence) if fence else None
 
+    @_answers
     async def write(self, key: str, entry: Entry, lease: Lease) -> bool:
         meta = json.dumps({"status": entry.status, "fresh_until": entry.fresh_until,
                            "stale_until": entry.stale_until, "delta": entry.delta,
@@ -76,9 +93,11 @@ class RedisStore:
         return bool(await self._store(keys=[self._keys(key)[0]],
                                       args=[entry.fence, meta, entry.value, ttl_ms]))
 
+    @_answers
     async def release(self, key: str, lease: Lease) -> None:
         await self._release(keys=[self._keys(key)[1]], args=[lease[0]])
 
+    @_answers
     async def invalidate(self, key: str) -> None:
         """A tombstone with a new fencing number: readers miss, and a recompute that began
         before this cannot store its (older) answer."""
@@ -86,6 +105,7 @@ class RedisStore:
         fence = await self.redis.incr(fence_key)
         await self._store(keys=[entry_key], args=[fence, "", "", self.tombstone_ms])
 
+    @_answers
     async def invalidate_prefix(self, prefix: str) -> None:
         start = len(f"{self.ns}e:")
         async for raw in self.redis.scan_iter(match=f"{self.ns}e:{prefix}*", count=500):
