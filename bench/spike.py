@@ -7,7 +7,7 @@
 2. Requests per second of the cached pages of a real `lessonserver serve` (Redis, INFO
    logging) against a bare Tornado "hello" handler on the same machine, same client.
 3. A step load on two `serve` processes: the catalog and a lesson page at an idle rate
-   (5, then 10 req/s), then to 100x within 5 s, held 5 s: p99 during vs before, errors.
+   (2, 5, then 10 req/s), then to 100x within 5 s, held 5 s: p99 during vs before, errors.
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def main() -> None:
             (root / "b").mkdir()
             with lessonserver(root / "a", **env) as a, lessonserver(root / "b", **env) as b:
                 rates(a.url)
-                for idle in (5.0, 10.0):
+                for idle in (2.0, 5.0, 10.0):
                     step_load([a.url, b.url], idle)
     finally:
         redis_server.close()
