@@ -159,6 +159,8 @@ FIELDS: tuple[Field, ...] = (
           "seconds of idle CPU use judged at once"),
     Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
     Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
+    Field("LS_CACHE_GRACE", "cache_grace", _float(0), "60",
+          "seconds past LS_CACHE_TTL a page is still served (stale) while one request recomputes it"),
     Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),
     Field("LS_TRACE_FLUSH", "trace_flush", _float(0.01), "0.5", "seconds before a partial batch is sent"),
     Field("LS_TRACE_RETENTION_DAYS", "trace_retention_days", _int(1), "30",
@@ -220,6 +222,7 @@ class Settings:
     idle_cpu_window: float
     max_lifetime: float
     cache_ttl: float
+    cache_grace: float
     trace_batch: int
     trace_flush: float
     trace_retention_days: int
