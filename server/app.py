@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import db, logs
 from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
-from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
+from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
+                                     NewLearnerLimiter)
 from server.cache import keys as cache_keys
 from server.cache.cache import Cache
 from server.cache.freshness import Policy
@@ -172,7 +173,9 @@ class LessonApp(tornado.web.Application):
 
 def make_app(runtime: Runtime) -> tornado.web.Application:
     settings = runtime.settings
-    common = Common(settings, runtime.engine, runtime.metrics)
+    # Per process, like the credential limiter below (a Redis store would share them).
+    common = Common(settings, runtime.engine, runtime.metrics,
+                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
     pages = {"common": common, "library": runtime.library}
     cached = {**pages, "cache": runtime.cache}
     # Per process: with several `serve` processes, a Redis RateStore takes MemoryRateStore's place.

@@ -181,6 +181,9 @@ FIELDS: tuple[Field, ...] = (
           "credential checks per client address: attempts/seconds (burst, then evenly refilled)"),
     Field("LS_AUTH_PER_ACCOUNT", "auth_per_account", parse_rule, "30/300",
           "credential checks per account from all addresses: attempts/seconds"),
+    Field("LS_NEW_LEARNERS_PER_IP", "new_learners_per_ip", parse_rule, "30/60",
+          "anonymous learners one client address may create (on a first run or kernel): "
+          "learners/seconds"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -234,6 +237,7 @@ class Settings:
     ws_per_ip: int
     auth_per_ip: Rule
     auth_per_account: Rule
+    new_learners_per_ip: Rule
     secure_cookies: bool
     log_level: str
 

@@ -23,7 +23,8 @@ from server.handlers.base import USER_COOKIE, Common
 from server.handlers.kernels_api import routes
 from server.metrics import Metrics
 from server.accounts.connections import PerIpCap
-from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
+from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
+                                     NewLearnerLimiter)
 from server.store import users
 from server.tracing.tracer import KernelEventRouter
 
@@ -81,7 +82,8 @@ async def serve_api(settings):
                             on_event=[KernelEventRouter(traced.append), metrics.observe_kernel_event])
     await manager.startup()
     metrics.watch_kernels(lambda: len(manager.list()))
-    common = Common(settings, engine, metrics)
+    common = Common(settings, engine, metrics,
+                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
     limiter = CredentialLimiter(MemoryRateStore(), CredentialRules(settings.auth_per_ip,
                                                                    settings.auth_per_account))
     app = tornado.web.Application(routes(manager, plugins, common, TOKEN, limiter,

@@ -80,8 +80,24 @@ async def test_anonymous_answers_are_public_with_validators(make_settings, tmp_p
         assert recomputes((await site.get("/metrics")).body.decode(), "lesson") == 2  # reading + 404
 
 
-async def test_viewing_lessons_writes_no_row_until_the_socket_opens(make_settings):
-    async with serve(make_settings) as (settings, site, api):
+async def first_run(site, slug: str, cookie: str, api) -> dict:
+    """Open the lesson's socket and run its first exercise's starter; the result frame."""
+    lesson = first_lesson(api, slug=slug)
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie}))
+    try:
+        await socket.write_message(json.dumps({"type": "run", "run": "r1", "code": "print(1)",
+                                               "exercise": lesson["exercises"][0]["id"]}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(socket.read_message(), 30))
+            if frame["type"] in ("result", "error") and frame.get("run") == "r1":
+                return frame
+    finally:
+        socket.close()
+
+
+async def test_viewing_lessons_writes_no_row_until_the_first_run(make_settings):
+    async with serve(make_settings, LS_SANDBOX="local") as (settings, site, api):
         slug = first_lesson(api, access="free", prerequisites=[])["slug"]
         views = [await site.get(f"/lessons/{slug}") for _ in range(20)]
         assert all(v.code == 200 for v in views)
@@ -95,9 +111,25 @@ async def test_viewing_lessons_writes_no_row_until_the_socket_opens(make_setting
         socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
             site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie}))
         socket.close()
-        assert await count_users(settings) == 1               # its lesson socket: worth a row
+        assert await count_users(settings) == 0               # an open socket is still a read
+        assert (await first_run(site, slug, cookie, api))["type"] == "result"
+        assert await count_users(settings) == 1               # a run is worth a row
         again = await site.get(f"/lessons/{slug}", headers={"Cookie": cookie})
         assert again.code == 200 and again.headers["Cache-Control"] == "private, no-cache"
+
+
+async def test_one_address_can_mint_only_so_many_learners(make_settings):
+    """Issue 9, item 2: cookies cost nothing, so new learners are limited per address."""
+    async with serve(make_settings, LS_SANDBOX="local", LS_NEW_LEARNERS_PER_IP="2/60") as (
+            settings, site, api):
+        slug = first_lesson(api, access="free", prerequisites=[])["slug"]
+        frames = []
+        for _ in range(3):
+            cookie = cookie_of(await site.get(f"/lessons/{slug}"))
+            frames.append(await first_run(site, slug, cookie, api))
+        assert [f["type"] for f in frames] == ["result", "result", "error"]
+        assert "Too many new learners" in frames[2]["message"] and frames[2]["retry_after"] >= 1
+        assert await count_users(settings) == 2
 
 
 async def test_one_learners_state_never_reaches_another(make_settings):

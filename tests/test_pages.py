@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tornado.httpclient
 
+from server.accounts.limiter import MemoryRateStore, NewLearnerLimiter
 from server.app import run_server
 from server.config import PROJECT_ROOT
 
@@ -187,7 +188,9 @@ async def test_server_errors_render_the_500_page(make_settings):
     runtime = await start_runtime(make_settings(LS_LESSONS_DIR=str(BUNDLED)))
     app = make_app(runtime)
     app.add_handlers(r".*", [(r"/boom", Boom,
-                              {"common": Common(runtime.settings, runtime.engine, runtime.metrics)})])
+                              {"common": Common(runtime.settings, runtime.engine, runtime.metrics,
+                                                NewLearnerLimiter(MemoryRateStore(),
+                                                                  runtime.settings.new_learners_per_ip))})])
     http = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     http.add_sockets(sockets)

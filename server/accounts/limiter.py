@@ -85,3 +85,16 @@ class CredentialLimiter:
     async def succeeded(self, ip: str, account: str) -> None:
         await self.store.give_back(f"auth:ip:{ip}", self.rules.per_ip)
         await self.store.give_back(f"auth:account:{account}", self.rules.per_account)
+
+
+class NewLearnerLimiter:
+    """Anonymous learners cost nothing to mint, so each address may create only so many
+    (a classroom behind one address still fits: the rule is a burst, then a steady rate)."""
+
+    def __init__(self, store: RateStore, rule: Rule) -> None:
+        self.store = store
+        self.rule = rule
+
+    async def admit(self, ip: str) -> Decision:
+        return await self.store.take(f"new-learner:ip:{ip}", self.rule)
+

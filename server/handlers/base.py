@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.quotas import Tier
 from server.accounts.connections import PerIpCap
+from server.accounts.limiter import NewLearnerLimiter
 from server.config import Settings
 from server.metrics import Metrics
 from server.models import utcnow
@@ -56,6 +57,7 @@ class Common:
     settings: Settings
     engine: AsyncEngine
     metrics: Metrics
+    new_learners: NewLearnerLimiter
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -93,9 +95,6 @@ class BaseHandler(tornado.web.RequestHandler):
         self.persisted = row is not None
         self.user = row or users.User(id=user_id, email=None, name="", is_admin=False,
                                       created_at=utcnow())
-        if not self.persisted and isinstance(self, tornado.websocket.WebSocketHandler):
-            # Opening a lesson's socket leads to runs and drafts, which need the row.
-            return await self.persist_user()
         return self.user
 
     def has_identity(self) -> bool:
@@ -112,9 +111,14 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.user
 
     async def persist_user(self) -> users.User:
-        """Give the cookie's visitor its row, keeping its id: on its first act worth keeping."""
+        """Give the cookie's visitor its row, keeping its id: on its first act worth keeping
+        (a run, a kernel). Each address may create only so many: past that, a 429."""
         user = await self.ensure_user()
         if not self.persisted:
+            decision = await self.common.new_learners.admit(self.request.remote_ip or "-")
+            if not decision.allowed:
+                raise too_many(f"Too many new learners from your address; try again in "
+                               f"{decision.retry_after_header} s.", decision.retry_after_header)
             self.user = await users.create_anonymous(self.common.engine, user.id)
             self.persisted = True
         return self.user

@@ -23,7 +23,7 @@ from kernels.sandbox import SandboxError
 from server import safe_json
 from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
-from server.handlers.base import CappedSocket, Common, owner_tier
+from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
@@ -169,6 +169,15 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         if exercise is None:
             send({"type": "error", "run": run_id,
                   "message": f"This lesson has no exercise {frame['exercise']!r}."})
+            return
+        try:   # the first run is worth keeping: the visitor gets its row now
+            await self.persist_user()
+        except HeaderError as exc:
+            send({"type": "error", "run": run_id, "retry_after": float(exc.headers["Retry-After"]),
+                  "message": exc.log_message})
+            return
+        if not (await self.lesson_state(self.lesson)).access.open:   # access may have ended
+            send({"type": "error", "run": run_id, "message": "This lesson is locked for you now."})
             return
         refusal = self.manager.admit_run(session.user_id)
         if refusal is not None:

@@ -182,6 +182,8 @@ class KernelsHandler(ApiHandler):
 
     async def post(self) -> None:
         name = requested_name(self.request.body, self.manager.plugins)
+        if self.owner != auth.API_OWNER:
+            await self.persist_user()     # a kernel is worth a row; new rows are limited per address
         try:
             kernel = await self.manager.start(self.owner, name, self.tier)
         except CapacityError as exc:
