@@ -1,16 +1,15 @@
 """Catalog and lesson pages, and the lesson list as JSON."""
 from __future__ import annotations
 
+import time
+
 import tornado.web
 
-from server import progress_view
+from server import access, progress_view
 from server.access import Lock
 from server.handlers.base import BaseHandler, Common, json_response
 from server.library import Library
 from server.store import progress, subscriptions
-
-ACTIVE_SUBSCRIPTION = frozenset({"active", "trialing"})
-
 
 class LearnerPage(BaseHandler):
     def initialize(self, common: Common, library: Library) -> None:
@@ -26,7 +25,9 @@ class LearnerPage(BaseHandler):
         rows = await progress.get_for_user(self.common.engine, user.id)
         self.progress_rows = rows
         sub = await subscriptions.get(self.common.engine, user.id)
-        subscribed = sub is not None and sub.status in ACTIVE_SUBSCRIPTION
+        subscribed = sub is not None and access.subscribed(
+            sub.status, sub.current_period_start, sub.updated_at, time.time(),
+            self.settings_.billing_grace_days)
         return progress_view.statuses_of(rows), subscribed, user.is_admin
 
     async def lesson_state(self, lesson) -> progress_view.LessonState:
