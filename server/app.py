@@ -135,7 +135,7 @@ async def start_billing(runtime: Runtime) -> None:
     runtime.billing = open_billing(runtime.settings)
     if runtime.billing is None:
         return
-    runtime.intake = Intake(runtime.engine, runtime.billing, runtime.jobs.send_billing_event)
+    runtime.intake = Intake(runtime.engine, runtime.billing, runtime.jobs.send_billing_events)
     watch = AccessWatch(runtime.engine, kernel_closer(runtime.manager),
                         runtime.settings.billing_grace_days)
     await watch.start()

@@ -64,16 +64,19 @@ class RQJobs:
             failure_ttl=FAILURE_TTL, retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
             description=f"trace batch of {len(events)} events")
 
-    async def send_billing_event(self, event_id: str) -> None:
-        """Enqueue the processing of a stored Stripe event; raises when Redis cannot take it."""
-        await asyncio.to_thread(self._enqueue_billing_event, event_id)
+    async def send_billing_events(self, event_ids: list[str]) -> None:
+        """Enqueue the processing of stored Stripe events, in one round trip; raises when Redis
+        cannot take them."""
+        await asyncio.to_thread(self._enqueue_billing_events, event_ids)
 
-    def _enqueue_billing_event(self, event_id: str) -> None:
-        from rq import Retry
-        self._billing.enqueue(
-            billing.process_event, event_id, job_timeout=BILLING_TIMEOUT, result_ttl=3600,
-            failure_ttl=FAILURE_TTL, description=f"stripe event {event_id}",
-            retry=Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS)))
+    def _enqueue_billing_events(self, event_ids: list[str]) -> None:
+        from rq import Queue, Retry
+        retry = Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS))
+        self._billing.enqueue_many([
+            Queue.prepare_data(billing.process_event, (event_id,), timeout=BILLING_TIMEOUT,
+                               result_ttl=3600, failure_ttl=FAILURE_TTL, retry=retry,
+                               description=f"stripe event {event_id}")
+            for event_id in event_ids])
 
     async def failed_trace_batches(self, limit: int = 100) -> list[FailedBatch]:
         """Batches that could not be written after every retry, newest last, with the reason."""
@@ -111,11 +114,12 @@ class InlineJobs:
     async def send_trace_batch(self, events: list[dict[str, Any]]) -> None:
         await self._run(traces.write_batch, events)
 
-    async def send_billing_event(self, event_id: str) -> None:
+    async def send_billing_events(self, event_ids: list[str]) -> None:
         """Processed after the answer to Stripe; a failure stays `failed` for a redelivery."""
-        task = asyncio.create_task(self._run_logged(billing.process_event, event_id))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        for event_id in event_ids:
+            task = asyncio.create_task(self._run_logged(billing.process_event, event_id))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _run_logged(self, func: Callable[..., Any], *args: Any) -> None:
         try:

@@ -130,23 +130,56 @@ class StoredEvent:
 EVENT_COLUMNS = tuple(getattr(EventRow, f.name) for f in dataclasses.fields(StoredEvent))
 
 
-async def receive_event(engine: AsyncEngine, event_id: str, event_type: str, payload: str) -> Receipt:
-    """Store a verified event by id, in one transaction with its status."""
-    insert = upsert(engine, EventRow.__table__).values(
-        event_id=event_id, type=event_type, status=EventStatus.RECEIVED.value, payload=payload,
-        attempts=0, received_at=utcnow()).on_conflict_do_nothing(index_elements=["event_id"])
-    reopen = sa.update(EventRow).where(EventRow.event_id == event_id,
-                                       EventRow.status == EventStatus.FAILED.value
-                                       ).values(status=EventStatus.RECEIVED.value,
-                                                payload=sa.func.coalesce(EventRow.payload, payload))
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    event_id: str
+    type: str
+    payload: str
+
+
+async def receive_events(engine: AsyncEngine, deliveries: list[Delivery]) -> list[Receipt]:
+    """Store verified events by id, each row's receipt and status in one transaction (one for
+    the whole batch: deliveries that arrive together are committed together)."""
+    first: dict[str, Delivery] = {}
+    for delivery in deliveries:
+        first.setdefault(delivery.event_id, delivery)
+    ids = list(first)
+    now = utcnow()
+    insert = upsert(engine, EventRow.__table__).values([
+        {"event_id": d.event_id, "type": d.type, "status": EventStatus.RECEIVED.value,
+         "payload": d.payload, "attempts": 0, "received_at": now} for d in first.values()
+    ]).on_conflict_do_nothing(index_elements=["event_id"]).returning(EventRow.event_id)
     async with engine.begin() as conn:
-        if (await conn.execute(insert)).rowcount == 1:
-            return Receipt.NEW
-        if (await conn.execute(reopen)).rowcount == 1:
-            return Receipt.RETRY
-        status = (await conn.execute(sa.select(EventRow.status).where(
-            EventRow.event_id == event_id))).scalar_one()
-    return Receipt.DONE if status == EventStatus.PROCESSED.value else Receipt.PENDING
+        new = set((await conn.execute(insert)).scalars())
+        seen = [event_id for event_id in ids if event_id not in new]
+        retried: set[str] = set()
+        statuses: dict[str, str] = {}
+        if seen:   # a failed event delivered again is processed again: recorded is not done
+            retried = set((await conn.execute(
+                sa.update(EventRow).where(EventRow.event_id.in_(seen),
+                                          EventRow.status == EventStatus.FAILED.value)
+                .values(status=EventStatus.RECEIVED.value).returning(EventRow.event_id))).scalars())
+            statuses = dict((await conn.execute(sa.select(EventRow.event_id, EventRow.status).where(
+                EventRow.event_id.in_(seen)))).all())
+    receipts, answered = [], set()
+    for delivery in deliveries:
+        event_id = delivery.event_id
+        if event_id in answered:                 # the same event twice in one batch
+            receipts.append(Receipt.PENDING)
+        elif event_id in new:
+            receipts.append(Receipt.NEW)
+        elif event_id in retried:
+            receipts.append(Receipt.RETRY)
+        else:
+            receipts.append(Receipt.DONE if statuses.get(event_id) == EventStatus.PROCESSED.value
+                            else Receipt.PENDING)
+        answered.add(event_id)
+    return receipts
+
+
+async def receive_event(engine: AsyncEngine, event_id: str, event_type: str, payload: str) -> Receipt:
+    """One delivery: see receive_events."""
+    return (await receive_events(engine, [Delivery(event_id, event_type, payload)]))[0]
 
 
 async def load_event(engine: AsyncEngine, event_id: str) -> StoredEvent | None:
@@ -169,6 +202,14 @@ async def mark_processed(engine: AsyncEngine, event_id: str) -> None:
 
 async def mark_failed(engine: AsyncEngine, event_id: str, error: str) -> None:
     await _finish(engine, event_id, EventStatus.FAILED, error[-2000:])
+
+
+async def mark_unqueued(engine: AsyncEngine, event_ids: list[str], error: str) -> None:
+    """Events stored but not handed to a job: failed, so a redelivery or the reconciliation
+    processes them (no attempt was made)."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(EventRow).where(EventRow.event_id.in_(event_ids)).values(
+            status=EventStatus.FAILED.value, error=error[-2000:]))
 
 
 async def unfinished_events(engine: AsyncEngine, received_before: dt.datetime) -> list[str]:
