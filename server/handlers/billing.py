@@ -34,7 +34,7 @@ class StripeWebhookHandler(BaseHandler):
 
     async def post(self) -> None:
         if self.intake is None:
-            raise tornado.web.HTTPError(503, NOT_CONFIGURED)
+            raise tornado.web.HTTPError(404, NOT_CONFIGURED)
         try:
             receipt = await self.intake.receive(self.request.body,
                                                 self.request.headers.get("Stripe-Signature"))
@@ -56,7 +56,7 @@ class BillingPage(BaseHandler):
 
     def provider(self) -> BillingProvider:
         if self.billing is None:
-            raise tornado.web.HTTPError(503, NOT_CONFIGURED)
+            raise tornado.web.HTTPError(404, NOT_CONFIGURED)
         return self.billing
 
     async def subscription(self):
