@@ -8,6 +8,7 @@ import os
 import socket
 import time
 
+import psycopg2
 import pytest
 import redis
 import tornado.httpclient
@@ -70,7 +71,8 @@ async def billing(tmp_path, pg_url, redis_server, make_settings, localstripe, pl
                "LS_STRIPE_SECRET_KEY": SECRET_KEY, "LS_STRIPE_PRICE": plan,
                "LS_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "LS_STRIPE_API_BASE": localstripe.url,
                "LS_COOKIE_SECRET": COOKIE_SECRET, "LS_LESSONS_DIR": str(BUNDLED)}
-        server, stop, task = await start(make_settings(**env))
+        settings = make_settings(**env)
+        server, stop, task = await start(settings)
         workers: list[WorkerProcess] = []
 
         def new_worker(**overrides: str) -> WorkerProcess:
@@ -82,8 +84,10 @@ async def billing(tmp_path, pg_url, redis_server, make_settings, localstripe, pl
             return worker
 
         try:
-            yield Billing(server.base, db_url, env, redis_server.url, new_worker,
-                          stripe_client(localstripe.url), plan, localstripe.url)
+            billing = Billing(server.base, db_url, env, redis_server.url, new_worker,
+                              stripe_client(localstripe.url), plan, localstripe.url)
+            billing.settings = settings
+            yield billing
         finally:
             for worker in workers:
                 worker.stop()
@@ -243,3 +247,43 @@ async def test_a_redelivered_failed_event_is_processed_again(billing):
     done = await deliver(billing.base, body, sign(body))
     assert (done.code, json.loads(done.body)["receipt"]) == (200, "done")
     assert billing.queue.count == 0
+
+
+def _reconcile_in_a_worker_thread(settings) -> dict:
+    from workers import billing as billing_jobs, deps
+    with deps.provided(deps.JobDeps(settings)):
+        return billing_jobs.reconcile()
+
+
+async def test_the_daily_reconciliation_repairs_missed_webhooks_and_unfinished_events(billing):
+    # A subscription whose webhooks never arrived (no endpoint registered at the local Stripe) ...
+    missed_user = new_user(billing.db_url)
+    await asyncio.to_thread(subscribe, billing.stripe, billing.plan, missed_user)
+    # ... and an event received long ago whose job never ran.
+    stuck_user = new_user(billing.db_url)
+    sub = await asyncio.to_thread(subscribe, billing.stripe, billing.plan, stuck_user)
+    body = event_body("customer.subscription.created",
+                      subscription_object(sub["id"], "active", stuck_user, sub["customer"]))
+    assert (await deliver(billing.base, body, sign(body))).code == 200
+    with psycopg2.connect(billing.db_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE processed_webhook_events SET received_at = now() - interval '1 hour'")
+    conn.close()
+    billing.queue.empty()                             # the job was lost with its Redis
+
+    counts = await asyncio.to_thread(_reconcile_in_a_worker_thread, billing.settings)
+    assert counts["events"] == 1 and counts["subscriptions"] >= 2
+    assert subscription_row(billing.db_url, missed_user)[0] == "active"
+    assert subscription_row(billing.db_url, stuck_user)[0] == "active"
+    assert [s for _, s in events(billing.db_url)] == ["processed"]
+
+
+def test_the_reconciliation_is_scheduled_daily_only_with_billing(billing, make_settings):
+    from workers.worker import RECONCILE_JOB_ID, schedule_reconciliation
+    scheduled = ScheduledJobRegistry(jobs_queue.BILLING, connection=billing.redis)
+    schedule_reconciliation(billing.redis, make_settings())
+    assert scheduled.get_job_ids() == []
+    for _ in range(3):                                # many workers, one schedule
+        schedule_reconciliation(billing.redis, billing.settings)
+    assert scheduled.get_job_ids() == [RECONCILE_JOB_ID]
+    due = scheduled.get_scheduled_time(RECONCILE_JOB_ID).timestamp()
+    assert 86400 - 60 < due - time.time() <= 86400

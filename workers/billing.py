@@ -61,6 +61,9 @@ async def _process_event(settings: Settings, event_id: str) -> str:
             event = parse_event(stored.payload)
             effects = await processing.process_event(engine, provider, event,
                                                      settings.billing_grace_days)
+        except processing.UnknownLearner as exc:   # retrying now cannot help; a redelivery may
+            await store.mark_failed(engine, event_id, str(exc))
+            return EventStatus.FAILED.value
         except Exception:
             await store.mark_failed(engine, event_id, traceback.format_exc(limit=5))
             raise
@@ -77,21 +80,22 @@ def reconcile() -> dict[str, int]:
 
 
 async def _reconcile(settings: Settings) -> dict[str, int]:
-    counts = {"subscriptions": 0, "events": 0, "failed": 0}
+    counts = {"subscriptions": 0, "unknown": 0, "events": 0, "failed": 0}
     async with _opened(settings) as (engine, provider):
         for snapshot in await provider.recent_subscriptions(time.time() - RECONCILE_WINDOW):
             try:
                 await processing.apply_snapshot(engine, EventKind.RECONCILED, snapshot,
                                                 settings.billing_grace_days)
                 counts["subscriptions"] += 1
-            except processing.UnknownLearner:
-                counts["failed"] += 1
+            except processing.UnknownLearner:   # another site's, or a deleted account's
+                counts["unknown"] += 1
         stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
         for event_id in await store.unfinished_events(engine, stale):
             try:
                 await _process_event(settings, event_id)
                 counts["events"] += 1
-            except Exception:
+            except Exception:                     # stays failed, with its reason, for a person
+                log.exception("billing event failed again", extra={"fields": {"event": event_id}})
                 counts["failed"] += 1
     log.info("billing reconciled", extra={"fields": counts})
     return counts

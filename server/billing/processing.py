@@ -16,7 +16,7 @@ from server.billing.events import WebhookEvent
 from server.billing.machine import (AccessEnded, Effect, EventKind, Snapshot, Status,
                                     SubscriptionEvent, apply)
 from server.billing.provider import BillingProvider
-from server.store import subscriptions as store
+from server.store import subscriptions as store, users
 from server.store.subscriptions import Subscription
 
 
@@ -54,9 +54,9 @@ async def apply_snapshot(engine: AsyncEngine, kind: EventKind, snapshot: Snapsho
     if user_id is None and snapshot.customer_id:
         known = await store.get_by_customer(engine, snapshot.customer_id)
         user_id = known.user_id if known else None
-    if user_id is None:
+    if user_id is None or await users.get(engine, user_id) is None:
         raise UnknownLearner(f"subscription {snapshot.subscription_id} of customer "
-                             f"{snapshot.customer_id or '?'} names no learner")
+                             f"{snapshot.customer_id or '?'} names no learner of ours ({user_id})")
     snapshot = dataclasses.replace(snapshot, user_id=user_id)
     event = SubscriptionEvent(kind, snapshot, invoice_id)
     now = time.time()
