@@ -287,3 +287,32 @@ def test_the_reconciliation_is_scheduled_daily_only_with_billing(billing, make_s
     assert scheduled.get_job_ids() == [RECONCILE_JOB_ID]
     due = scheduled.get_scheduled_time(RECONCILE_JOB_ID).timestamp()
     assert 86400 - 60 < due - time.time() <= 86400
+
+
+async def test_embedded_mode_processes_webhooks_in_process(make_settings, localstripe, plan):
+    """No Redis, SQLite: the same job function runs on the server's job thread after the answer."""
+    from server import db
+    from server.store import subscriptions as store, users
+    settings = make_settings(LS_STRIPE_SECRET_KEY=SECRET_KEY, LS_STRIPE_PRICE=plan,
+                             LS_STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, LS_STRIPE_API_BASE=localstripe.url,
+                             LS_LESSONS_DIR=str(BUNDLED))
+    server, stop, task = await start(settings)
+    engine = db.create_engine(settings)
+    try:
+        user = await users.create_anonymous(engine)
+        sub = await asyncio.to_thread(subscribe, stripe_client(localstripe.url), plan, user.id)
+        body = event_body("customer.subscription.created",
+                          subscription_object(sub["id"], "incomplete", user.id, sub["customer"]))
+        response = await deliver(server.base, body, sign(body))
+        assert (response.code, json.loads(response.body)["receipt"]) == (200, "new")
+        for _ in range(200):
+            row = await store.get(engine, user.id)
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row.status == "active"                 # read anew from Stripe, not the event's copy
+        assert (await store.load_event(engine, json.loads(body)["id"])).status.value == "processed"
+    finally:
+        await engine.dispose()
+        stop.set()
+        await asyncio.wait_for(task, 15)
