@@ -21,7 +21,7 @@ from tests.billing_support import (BUNDLED, SECRET_KEY, WEBHOOK_SECRET, deliver,
                                    subscription_row, user_cookie)
 from tests.test_pages import start
 from tests.test_trace_pipeline import WorkerProcess, wait_until
-from tests.test_trace_support import fresh_postgres, migrate
+from tests.test_trace_support import fetch_all, fresh_postgres, migrate
 from workers import queue as jobs_queue
 
 COOKIE_SECRET = "billing-test-cookie-secret"
@@ -227,6 +227,10 @@ async def test_a_redelivered_failed_event_is_processed_again(billing):
         assert (await deliver(billing.base, body, sign(body))).code == 200
         await asyncio.to_thread(wait_until, lambda: [s for _, s in events(billing.db_url)] == ["failed"],
                                 60, "the job to fail")
+        # RQ retries a failed job (the first retry at once): a second attempt is recorded.
+        await asyncio.to_thread(wait_until, lambda: fetch_all(
+            billing.db_url, "SELECT attempts FROM processed_webhook_events")[0][0] >= 2, 60,
+            "RQ's retry of the failed job")
         failing.stop()
     finally:
         closed.close()
