@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 from collections.abc import Iterable
+
+from server.billing.machine import Status, status_grants_access
 
 
 class Lock(str, enum.Enum):
@@ -34,3 +37,15 @@ def lesson_access(*, paid: bool, prerequisites: Iterable[str], completed: frozen
     if missing:
         return LessonAccess(Lock.PREREQUISITES, missing)
     return LessonAccess(Lock.OPEN)
+
+
+def subscribed(status: str | None, period_start: dt.datetime | None, updated_at: dt.datetime | None,
+               now: float, grace_days: float) -> bool:
+    """Whether the learner's stored subscription opens paid lessons now (the billing machine's
+    rule: active or trialing, or past_due within the grace period); an unknown status does not."""
+    try:
+        known = Status(status)
+    except ValueError:
+        return False
+    since = period_start or updated_at
+    return status_grants_access(known, since.timestamp() if since else None, now, grace_days)

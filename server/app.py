@@ -23,6 +23,9 @@ from server.cache.cache import Cache
 from server.cache.freshness import Policy
 from server.cache.local import LocalStore
 from server.cache.shared import RedisStore
+from server.billing.intake import Intake
+from server.billing.provider import BillingProvider, open_billing
+from server.billing.watch import AccessWatch, kernel_closer
 from server.config import PROJECT_ROOT, Settings
 from server.course.loader import load_catalog
 from server.course.model import Catalog
@@ -30,7 +33,7 @@ from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from server.exercise_runner import ExerciseRunner
-from server.handlers import admin_pages, admin_runs, kernels_api
+from server.handlers import admin_pages, admin_runs, billing as billing_pages, kernels_api
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
@@ -63,6 +66,9 @@ class Runtime:
     sessions: LessonSessions | None = None
     redis: object | None = None
     cache: Cache | None = None
+    billing: BillingProvider | None = None
+    intake: Intake | None = None
+    jobs: object | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -102,6 +108,7 @@ async def start_runtime(settings: Settings) -> Runtime:
             runtime.closers.append(runtime.redis.aclose)
         await start_cache(runtime)
         await start_kernels(runtime)
+        await start_billing(runtime)
     except BaseException:
         await runtime.close()
         raise
@@ -125,7 +132,7 @@ async def start_cache(runtime: Runtime) -> None:
 async def start_kernels(runtime: Runtime) -> None:
     """Trace pipeline first (the manager reports into it), then sandbox, manager and pools."""
     settings = runtime.settings
-    jobs = open_jobs(settings)
+    jobs = runtime.jobs = open_jobs(settings)
     await jobs.start()
     runtime.closers.append(jobs.close)
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
@@ -143,6 +150,18 @@ async def start_kernels(runtime: Runtime) -> None:
                                     runtime.metrics)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
+
+
+async def start_billing(runtime: Runtime) -> None:
+    """Webhook intake when Stripe is configured; the watch that closes kernels when access ends."""
+    runtime.billing = open_billing(runtime.settings)
+    if runtime.billing is None:
+        return
+    runtime.intake = Intake(runtime.engine, runtime.billing, runtime.jobs.send_billing_events)
+    watch = AccessWatch(runtime.engine, kernel_closer(runtime.manager),
+                        runtime.settings.billing_grace_days)
+    await watch.start()
+    runtime.closers.append(watch.close)
 
 
 def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -189,6 +208,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
          {**pages, "manager": runtime.manager, "runner": runtime.runner,
           "sessions": runtime.sessions, "ws_cap": ws_cap}),
         (r"/api/lessons", LessonsApiHandler, cached),
+        *billing_pages.routes(common, runtime.billing, runtime.intake),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,

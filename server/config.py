@@ -184,6 +184,17 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_NEW_LEARNERS_PER_IP", "new_learners_per_ip", parse_rule, "30/60",
           "anonymous learners one client address may create (on a first run or kernel): "
           "learners/seconds"),
+    # --- billing (Stripe); without the key, price and webhook secret paid lessons say so ---
+    Field("LS_STRIPE_SECRET_KEY", "stripe_secret_key", _text, None,
+          "Stripe secret API key (sk_...); unset = billing not configured"),
+    Field("LS_STRIPE_PRICE", "stripe_price", _text, None,
+          "the Stripe price id (price_...) a subscription is for"),
+    Field("LS_STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret", _text, None,
+          "signing secret (whsec_...) of the endpoint POST /stripe/webhook"),
+    Field("LS_STRIPE_API_BASE", "stripe_api_base", _url("http", "https"), None,
+          "Stripe API address; unset = Stripe's own (tests point it at a local Stripe)"),
+    Field("LS_BILLING_GRACE_DAYS", "billing_grace_days", _float(0), "3",
+          "days a past_due subscription keeps access after its renewal failed"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -238,6 +249,11 @@ class Settings:
     auth_per_ip: Rule
     auth_per_account: Rule
     new_learners_per_ip: Rule
+    stripe_secret_key: str | None
+    stripe_price: str | None
+    stripe_webhook_secret: str | None
+    stripe_api_base: str | None
+    billing_grace_days: float
     secure_cookies: bool
     log_level: str
 
@@ -245,6 +261,10 @@ class Settings:
     def embedded(self) -> bool:
         """No Redis: jobs run in-process and the cache is local."""
         return self.redis_url is None
+
+    @property
+    def billing_configured(self) -> bool:
+        return bool(self.stripe_secret_key and self.stripe_price and self.stripe_webhook_secret)
 
     @property
     def sqlalchemy_url(self) -> str:

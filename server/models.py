@@ -158,15 +158,27 @@ class Subscription(Base):
     stripe_subscription_id: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(32))
     current_period_end: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    current_period_start: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # past_due grace from here
+    subscription_created: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # the newest one is current
+    observed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # when Stripe said this
+    access_ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)  # servers close kernels
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
 
 
 class ProcessedWebhookEvent(Base):
-    """Stripe event ids already handled, so a redelivered webhook is a no-op."""
+    """Every verified Stripe event by id, from its receipt to its processing.
+
+    status: received (a job will process it), processed, or failed (a redelivery
+    or the reconciliation processes it again: recorded is not done)."""
     __tablename__ = "processed_webhook_events"
     event_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
     type: Mapped[str] = mapped_column(sa.String(100))
-    processed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    status: Mapped[str] = mapped_column(sa.String(16), server_default="processed")
+    payload: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class EmailLog(Base):

@@ -173,6 +173,51 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class LocalStripe:
+    """`localstripe` (a stateful local Stripe API that sends signed webhooks) on a free port.
+
+    Started through `python -m tests.services localstripe PORT`, which binds 127.0.0.1
+    only (localstripe's own start-up binds every address) and keeps its store in
+    memory (it would pickle it into one fixed /tmp file shared by every instance).
+    """
+
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.services", "localstripe",
+                                      str(self.port)], stdout=out, stderr=subprocess.STDOUT,
+                                     cwd=Path(__file__).resolve().parent.parent)
+        wait_for_port(self.port, 30, "localstripe")
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def run_localstripe(port: int) -> None:
+    import logging
+
+    from aiohttp import web
+    from localstripe import resources, server
+    resources.Store.dump_to_disk = lambda self: None
+    logging.basicConfig(level=logging.INFO)
+    web.run_app(server.app, host="127.0.0.1", port=port, print=None)
+
+
 def prepare() -> None:
     ensure_packages()
     ensure_docker()
@@ -180,6 +225,9 @@ def prepare() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["prepare"]:
-        raise SystemExit("usage: python -m tests.services prepare")
-    prepare()
+    if sys.argv[1:2] == ["localstripe"] and len(sys.argv) == 3:
+        run_localstripe(int(sys.argv[2]))
+    elif sys.argv[1:] == ["prepare"]:
+        prepare()
+    else:
+        raise SystemExit("usage: python -m tests.services prepare | localstripe PORT")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from server import config
@@ -51,3 +53,24 @@ def test_every_setting_is_documented():
     rows = config.describe()
     assert {row[0] for row in rows} == {f.env for f in config.FIELDS}
     assert all(row[2] for row in rows)
+
+
+def test_billing_is_configured_only_with_key_price_and_webhook_secret():
+    complete = {"LS_STRIPE_SECRET_KEY": "sk_test_1", "LS_STRIPE_PRICE": "price_1",
+                "LS_STRIPE_WEBHOOK_SECRET": "whsec_1"}
+    settings = config.load({**complete, "LS_BILLING_GRACE_DAYS": "7",
+                            "LS_STRIPE_API_BASE": "http://127.0.0.1:8420"})
+    assert settings.billing_configured
+    assert (settings.billing_grace_days, settings.stripe_api_base) == (7.0, "http://127.0.0.1:8420")
+    assert config.load({}).billing_grace_days == 3.0 and config.load({}).stripe_api_base is None
+    for missing in complete:
+        assert not config.load({k: v for k, v in complete.items() if k != missing}).billing_configured
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LS_BILLING_GRACE_DAYS": "-1"}, "LS_BILLING_GRACE_DAYS: -1.0 is below the minimum of 0"),
+    ({"LS_STRIPE_API_BASE": "ftp://x"}, "LS_STRIPE_API_BASE: 'ftp://x' is not a URL with scheme http or https"),
+])
+def test_bad_billing_settings_name_the_variable(env, message):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load(env)

@@ -41,9 +41,44 @@ async def test_put_replaces_the_previous_state(db_engine, user_id):
     assert (loaded.status, loaded.current_period_end, loaded.stripe_customer_id) == ("canceled", None, None)
 
 
-async def test_webhook_event_is_processed_once(db_engine):
-    assert await subscriptions.mark_event_processed(db_engine, "evt_1", "invoice.paid") is True
-    assert await subscriptions.mark_event_processed(db_engine, "evt_1", "invoice.paid") is False
-    results = await asyncio.gather(*(subscriptions.mark_event_processed(db_engine, "evt_2", "x")
-                                     for _ in range(8)))
-    assert sorted(results) == [False] * 7 + [True]
+async def test_a_webhook_event_is_received_once_and_a_failed_one_again(db_engine):
+    receive = subscriptions.receive_event
+    R = subscriptions.Receipt
+    assert await receive(db_engine, "evt_1", "invoice.paid", "{}") is R.NEW
+    assert await receive(db_engine, "evt_1", "invoice.paid", "{}") is R.PENDING
+    stored = await subscriptions.load_event(db_engine, "evt_1")
+    assert (stored.status, stored.payload, stored.attempts) == (subscriptions.EventStatus.RECEIVED, "{}", 0)
+    await subscriptions.mark_failed(db_engine, "evt_1", "Stripe was away")
+    assert await receive(db_engine, "evt_1", "invoice.paid", "{}") is R.RETRY   # failed is not done
+    assert await receive(db_engine, "evt_1", "invoice.paid", "{}") is R.PENDING
+    await subscriptions.mark_processed(db_engine, "evt_1")
+    assert await receive(db_engine, "evt_1", "invoice.paid", "{}") is R.DONE
+    stored = await subscriptions.load_event(db_engine, "evt_1")
+    assert (stored.status, stored.attempts, stored.error) == (subscriptions.EventStatus.PROCESSED, 2, None)
+    assert stored.processed_at is not None
+    results = await asyncio.gather(*(receive(db_engine, "evt_2", "x", "{}") for _ in range(8)))
+    assert sorted(results) == [R.NEW] + [R.PENDING] * 7
+
+
+async def test_unfinished_events_are_listed_for_the_reconciliation(db_engine):
+    for event_id in ("evt_a", "evt_b", "evt_c"):
+        await subscriptions.receive_event(db_engine, event_id, "x", "{}")
+    await subscriptions.mark_processed(db_engine, "evt_b")
+    await subscriptions.mark_failed(db_engine, "evt_c", "boom")
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    assert await subscriptions.unfinished_events(db_engine, later) == ["evt_a", "evt_c"]
+    assert await subscriptions.unfinished_events(db_engine, later - dt.timedelta(hours=1)) == []
+
+
+async def test_transition_writes_only_changes(db_engine, user_id):
+    first = Subscription(user_id, "active", PERIOD_END, "cus_1", "sub_1")
+    before, after = await subscriptions.transition(db_engine, user_id, lambda row: first)
+    assert before is None and after.status == "active" and after.updated_at is not None
+    before, again = await subscriptions.transition(db_engine, user_id, lambda row: row)
+    assert before == again == after
+    ended = dt.datetime.now(dt.timezone.utc)
+    await subscriptions.transition(db_engine, user_id, lambda row: Subscription(
+        user_id, "canceled", access_ended_at=ended))
+    changes = await subscriptions.access_changes(db_engine, ended - dt.timedelta(seconds=1))
+    assert [(c.user_id, c.status) for c in changes] == [(user_id, "canceled")]
+    assert await subscriptions.access_changes(db_engine, ended + dt.timedelta(seconds=1)) == []

@@ -16,18 +16,22 @@ from collections.abc import Callable
 from typing import Any
 
 from server.config import Settings
-from workers import deps, traces
+from workers import billing, deps, traces
 
 log = logging.getLogger("lessonserver.workers")
 
 TRACES = "traces"
-QUEUES = (TRACES,)             # what `lessonserver worker` listens on, in priority order
+BILLING = "billing"
+QUEUES = (BILLING, TRACES)     # what `lessonserver worker` listens on, in priority order
 JOB_TIMEOUT = 60               # seconds; a batch takes milliseconds unless the database stalls
 # Immediately once (a worker died under it), then backing off while the database is away.
 RETRY_INTERVALS = (0, 2, 10, 30, 120, 600)
 FAILURE_TTL = 30 * 86400       # batches that exhausted their retries stay this long for a person
 RETENTION_EVERY = 3600         # seconds between retention passes
 REDIS_TIMEOUT = 2.0            # fail fast when Redis is away: the buffer spools instead
+BILLING_TIMEOUT = 120          # seconds; Stripe calls time out after 10 s and retry twice
+# A Stripe event: again soon, then while Stripe or the database is away for up to a day.
+BILLING_RETRY_INTERVALS = (0, 10, 60, 300, 1800, 3600, 6 * 3600, 12 * 3600)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,7 @@ class RQJobs:
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT,
                                            socket_timeout=REDIS_TIMEOUT)
         self._traces = Queue(TRACES, connection=self._redis)
+        self._billing = Queue(BILLING, connection=self._redis)
 
     async def start(self) -> None:
         """Nothing to start: the workers run retention on their scheduler."""
@@ -58,6 +63,20 @@ class RQJobs:
             traces.write_batch, events, job_timeout=JOB_TIMEOUT, result_ttl=0,
             failure_ttl=FAILURE_TTL, retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
             description=f"trace batch of {len(events)} events")
+
+    async def send_billing_events(self, event_ids: list[str]) -> None:
+        """Enqueue the processing of stored Stripe events, in one round trip; raises when Redis
+        cannot take them."""
+        await asyncio.to_thread(self._enqueue_billing_events, event_ids)
+
+    def _enqueue_billing_events(self, event_ids: list[str]) -> None:
+        from rq import Queue, Retry
+        retry = Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS))
+        self._billing.enqueue_many([
+            Queue.prepare_data(billing.process_event, (event_id,), timeout=BILLING_TIMEOUT,
+                               result_ttl=3600, failure_ttl=FAILURE_TTL, retry=retry,
+                               description=f"stripe event {event_id}")
+            for event_id in event_ids])
 
     async def failed_trace_batches(self, limit: int = 100) -> list[FailedBatch]:
         """Batches that could not be written after every retry, newest last, with the reason."""
@@ -87,12 +106,26 @@ class InlineJobs:
         self._deps = deps.JobDeps(settings)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jobs")
         self._retention: asyncio.Task | None = None
+        self._pending: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._retention = asyncio.create_task(self._retention_forever(), name="trace-retention")
 
     async def send_trace_batch(self, events: list[dict[str, Any]]) -> None:
         await self._run(traces.write_batch, events)
+
+    async def send_billing_events(self, event_ids: list[str]) -> None:
+        """Processed after the answer to Stripe; a failure stays `failed` for a redelivery."""
+        for event_id in event_ids:
+            task = asyncio.create_task(self._run_logged(billing.process_event, event_id))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _run_logged(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            await self._run(func, *args)
+        except Exception:
+            log.exception("job failed", extra={"fields": {"job": func.__name__}})
 
     async def _retention_forever(self) -> None:
         while True:
@@ -114,6 +147,7 @@ class InlineJobs:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
+        await asyncio.gather(*self._pending, return_exceptions=True)
         # The connection belongs to the job thread (SQLite insists): close it there.
         await asyncio.get_running_loop().run_in_executor(self._thread, self._deps.close)
         self._thread.shutdown(wait=True)

@@ -8,10 +8,11 @@ rendered per request, marked private, and never stored in a shared cache.
 from __future__ import annotations
 
 import json
+import time
 
 import tornado.web
 
-from server import progress_view
+from server import access, progress_view
 from server.access import Lock
 from server.cache import keys
 from server.cache.cache import Cache, Computed
@@ -20,7 +21,6 @@ from server.handlers.base import BaseHandler, Common
 from server.library import Library
 from server.store import progress, subscriptions
 
-ACTIVE_SUBSCRIPTION = frozenset({"active", "trialing"})
 PRIVATE = "private, no-cache"
 
 
@@ -60,7 +60,9 @@ class LearnerPage(CachedAnswers):
         rows = await progress.get_for_user(self.common.engine, user.id)
         self.progress_rows = rows
         sub = await subscriptions.get(self.common.engine, user.id)
-        subscribed = sub is not None and sub.status in ACTIVE_SUBSCRIPTION
+        subscribed = sub is not None and access.subscribed(
+            sub.status, sub.current_period_start, sub.updated_at, time.time(),
+            self.settings_.billing_grace_days)
         return progress_view.statuses_of(rows), subscribed, user.is_admin
 
     async def lesson_state(self, lesson) -> progress_view.LessonState:

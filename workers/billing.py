@@ -1,0 +1,101 @@
+"""Billing jobs: process one stored Stripe event; reconcile with Stripe once a day.
+
+RQ calls these plain functions with ids only; each opens the server's own
+async stack (the same tables and store modules) for the length of the job.
+A job that raises is retried by RQ; the event is marked failed meanwhile, so
+a redelivery of it (or the reconciliation) processes it again.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import traceback
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server import db
+from server.billing import processing
+from server.billing.events import parse_event
+from server.billing.machine import EventKind
+from server.billing.provider import BillingProvider, open_billing
+from server.config import Settings
+from server.store import subscriptions as store
+from server.store.subscriptions import EventStatus
+from workers import deps
+
+log = logging.getLogger("lessonserver.billing")
+DAY = 86400
+RECONCILE_WINDOW = 3 * DAY       # Stripe redelivers for up to 3 days; look back at least as far
+
+
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, BillingProvider]]:
+    provider = open_billing(settings)
+    if provider is None:
+        raise RuntimeError("billing is not configured (LS_STRIPE_SECRET_KEY, LS_STRIPE_PRICE, "
+                           "LS_STRIPE_WEBHOOK_SECRET)")
+    engine = db.create_engine(settings)
+    try:
+        yield engine, provider
+    finally:
+        await engine.dispose()
+
+
+def process_event(event_id: str) -> str:
+    """Apply a stored webhook event; returns its status."""
+    return asyncio.run(_process_event(deps.current().settings, event_id))
+
+
+async def _process_event(settings: Settings, event_id: str) -> str:
+    async with _opened(settings) as (engine, provider):
+        stored = await store.load_event(engine, event_id)
+        if stored is None or stored.payload is None:
+            return "unknown"            # its receipt was rolled back: Stripe delivers it again
+        if stored.status is EventStatus.PROCESSED:
+            return stored.status.value
+        try:
+            event = parse_event(stored.payload)
+            effects = await processing.process_event(engine, provider, event,
+                                                     settings.billing_grace_days)
+        except processing.UnknownLearner as exc:   # retrying now cannot help; a redelivery may
+            await store.mark_failed(engine, event_id, str(exc))
+            return EventStatus.FAILED.value
+        except Exception:
+            await store.mark_failed(engine, event_id, traceback.format_exc(limit=5))
+            raise
+        await store.mark_processed(engine, event_id)
+    for effect in effects:   # access ends through the stored row; servers close kernels from it
+        log.info("billing effect", extra={"fields": {"event": event_id, "effect": type(effect).__name__,
+                                                     "user": effect.user_id}})
+    return EventStatus.PROCESSED.value
+
+
+def reconcile() -> dict[str, int]:
+    """Repair what webhooks missed: re-read recent subscriptions, re-run unfinished events."""
+    return asyncio.run(_reconcile(deps.current().settings))
+
+
+async def _reconcile(settings: Settings) -> dict[str, int]:
+    counts = {"subscriptions": 0, "unknown": 0, "events": 0, "failed": 0}
+    async with _opened(settings) as (engine, provider):
+        for snapshot in await provider.recent_subscriptions(time.time() - RECONCILE_WINDOW):
+            try:
+                await processing.apply_snapshot(engine, EventKind.RECONCILED, snapshot,
+                                                settings.billing_grace_days)
+                counts["subscriptions"] += 1
+            except processing.UnknownLearner:   # another site's, or a deleted account's
+                counts["unknown"] += 1
+        stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+        for event_id in await store.unfinished_events(engine, stale):
+            try:
+                await _process_event(settings, event_id)
+                counts["events"] += 1
+            except Exception:                     # stays failed, with its reason, for a person
+                log.exception("billing event failed again", extra={"fields": {"event": event_id}})
+                counts["failed"] += 1
+    log.info("billing reconciled", extra={"fields": counts})
+    return counts
