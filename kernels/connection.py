@@ -73,6 +73,14 @@ def remove_if_empty(root: Path) -> None:
             directory.rmdir()
 
 
+def channel_url(info: Mapping[str, Any], channel: str) -> str:
+    """The ZMQ address of a channel in a Jupyter connection info (tcp or ipc)."""
+    port = int(info[f"{channel}_port"])
+    if info.get("transport", "tcp") == "tcp":
+        return f"tcp://{info['ip']}:{port}"
+    return f"{info['transport']}://{info['ip']}-{port}"
+
+
 def socket_path(directory: Path | str, port: int) -> str:
     return f"{directory}/{SOCKET_PREFIX}-{port}"
 

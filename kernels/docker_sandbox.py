@@ -41,10 +41,9 @@ from docker.types import LogConfig, Ulimit
 
 from kernels import connection, leases, procs
 from kernels.sandbox import (INSTANCE_LABEL, LEASE_LABEL, PLUGIN_LABEL, KernelExit, Sandbox,
+from kernels.settings import KernelSettings
                              SandboxError, SandboxKernel, StartSpec)
 
-if TYPE_CHECKING:
-    from server.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,8 +123,8 @@ def exit_of(status_code: int | None, state: dict[str, Any], killed: bool) -> Ker
 
 
 class DockerSandbox(Sandbox):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: KernelSettings) -> None:
+        self.settings = settings = KernelSettings.of(settings)
         self.instance = settings.instance
         self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "docker")
         self.lease = leases.take(settings.runtime_dir, settings.instance, "docker")

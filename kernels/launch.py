@@ -29,6 +29,9 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import DELIM, Session
 
+from kernels.connection import channel_url
+from kernels.settings import KernelSettings
+
 log = logging.getLogger("lessonserver.launch")
 
 RELAYED = ("shell", "control", "stdin")
@@ -59,14 +62,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 
 
 # --- pure helpers --------------------------------------------------------------
-
-def url(info: Mapping[str, Any], channel: str) -> str:
-    """The ZMQ address of a channel in a Jupyter connection info (tcp or ipc)."""
-    port = int(info[f"{channel}_port"])
-    if info.get("transport", "tcp") == "tcp":
-        return f"tcp://{info['ip']}:{port}"
-    return f"{info['transport']}://{info['ip']}-{port}"
-
 
 def session_for(info: Mapping[str, Any]) -> Session:
     key = info.get("key", "")
@@ -105,13 +100,13 @@ class Relay:
         self.tasks: list[asyncio.Task] = []
         self.pairs = {}
         for channel in RELAYED:
-            front = self._socket(zmq.ROUTER, bind=url(frontend, channel))
-            back = self._socket(zmq.DEALER, connect=url(kernel, channel))
+            front = self._socket(zmq.ROUTER, bind=channel_url(frontend, channel))
+            back = self._socket(zmq.DEALER, connect=channel_url(kernel, channel))
             self.pairs[channel] = (front, back)
-        self.iopub_front = self._socket(zmq.PUB, bind=url(frontend, "iopub"))
-        self.iopub_back = self._socket(zmq.SUB, connect=url(kernel, "iopub"))
+        self.iopub_front = self._socket(zmq.PUB, bind=channel_url(frontend, "iopub"))
+        self.iopub_back = self._socket(zmq.SUB, connect=channel_url(kernel, "iopub"))
         self.iopub_back.setsockopt(zmq.SUBSCRIBE, b"")
-        self.hb = self._socket(zmq.REP, bind=url(frontend, "hb"))
+        self.hb = self._socket(zmq.REP, bind=channel_url(frontend, "hb"))
 
     def _socket(self, kind: int, bind: str | None = None, connect: str | None = None):
         sock = self.context.socket(kind)
@@ -229,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="kernels.launch %(levelname)s %(message)s")
     if ignored:
         log.debug("ignoring arguments meant for a local kernel: %s", " ".join(ignored))
-    return asyncio.run(run(args.plugin, args.connection_file, settings))
+    return asyncio.run(run(args.plugin, args.connection_file, KernelSettings.of(settings)))
 
 
 if __name__ == "__main__":

@@ -26,16 +26,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+
 
 import zmq.asyncio
 
 from kernels import connection, leases, procs
 from kernels.procs import process_start_time
 from kernels.sandbox import KernelExit, Sandbox, SandboxError, SandboxKernel, StartSpec
+from kernels.settings import KernelSettings
 
-if TYPE_CHECKING:
-    from server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,8 @@ def find_kernel_pid(outer: int, tree: list[procs.Stat]) -> int:
 
 
 class LocalSandbox(Sandbox):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: KernelSettings) -> None:
+        self.settings = settings = KernelSettings.of(settings)
         self.instance = settings.instance
         self.root = connection.instance_dir(settings.runtime_dir, settings.instance, "local")
         self.lease = leases.take(settings.runtime_dir, settings.instance, "local")

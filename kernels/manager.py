@@ -31,11 +31,11 @@ from kernels.relay import Relay
 from kernels.result import Output, RunLimits, RunResult, RunStatus
 from kernels.sandbox import StartSpec
 from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed, SessionHooks
+from kernels.settings import KernelSettings
 
 if TYPE_CHECKING:
     from kernels.plugins import Plugin
     from kernels.sandbox import Sandbox, SandboxKernel
-    from server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class _Owner:
     runs: tuple[float, ...] = ()
 
 
-def run_limits(settings: Settings, plugin: Plugin) -> RunLimits:
+def run_limits(settings: KernelSettings, plugin: Plugin) -> RunLimits:
     """Limits of one run: the settings, then whatever the plugin sets for its language."""
     base = RunLimits(timeout=settings.run_timeout, output_bytes=settings.output_limit,
                      output_messages=settings.output_messages, memory_mb=settings.memory_mb,
@@ -118,7 +118,7 @@ def run_limits(settings: Settings, plugin: Plugin) -> RunLimits:
                                         if k in RunLimits.__dataclass_fields__})
 
 
-def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
+def start_spec(settings: KernelSettings, plugin: Plugin) -> StartSpec:
     """How to start a kernel of this plugin with the host's container limits."""
     return StartSpec(plugin=plugin.name, image=plugin.image, argv=tuple(plugin.argv),
                      local_argv=tuple(plugin.local_argv), memory_mb=settings.memory_mb,
@@ -127,10 +127,10 @@ def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
 
 
 class KernelManager:
-    def __init__(self, settings: Settings, sandbox: Sandbox, plugins: Iterable[Plugin],
+    def __init__(self, settings: KernelSettings, sandbox: Sandbox, plugins: Iterable[Plugin],
                  on_event: Iterable[Observer] = (), owner_quotas: Quotas | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
+        self.settings = settings = KernelSettings.of(settings)
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
         self.observers = list(on_event)

@@ -11,10 +11,10 @@ import abc
 import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from server.config import Settings
+from kernels.settings import KernelSettings
+
 
 INSTANCE_LABEL = "lessonserver.instance"   # every container we start carries it
 PLUGIN_LABEL = "lessonserver.plugin"
@@ -111,7 +111,8 @@ class Sandbox(abc.ABC):
         """Release the backend's own resources (clients, threads). Kernels are killed by owners."""
 
 
-def create_sandbox(settings: Settings) -> Sandbox:
+def create_sandbox(settings: KernelSettings) -> Sandbox:
+    settings = KernelSettings.of(settings)
     if settings.sandbox == "docker":
         from kernels.docker_sandbox import DockerSandbox
         return DockerSandbox(settings)

@@ -29,6 +29,7 @@ import zmq.asyncio
 from jupyter_client.session import DELIM, Session
 
 from kernels import fold, messages
+from kernels.connection import channel_url
 from kernels.messages import BadMessage, ClientMessage, KernelMessage
 from kernels.result import LimitHit, Output, RunLimits, RunResult, RunStatus
 
@@ -104,7 +105,7 @@ class KernelSession:
                 # The kernel sends input_request to the stdin socket whose identity is the
                 # shell requester's, as jupyter_client sets it.
                 sock.setsockopt(zmq.IDENTITY, self._session.bsession)
-            sock.connect(messages_url(info, name))
+            sock.connect(channel_url(info, name))
             self._sockets[name] = sock
         self._runs: dict[str, _Run] = {}
         self._active: _Run | None = None      # the run the kernel said it is busy with
@@ -515,11 +516,3 @@ class KernelSession:
 def _parent_of(run: _Run) -> dict:
     """The client's request header, as the parent of what we tell it about the run."""
     return {k: v for k, v in (run.header or {}).items() if k != "code"}
-
-
-def messages_url(info, channel: str) -> str:
-    """The ZMQ address of a channel in a Jupyter connection info (tcp or ipc)."""
-    port = int(info[f"{channel}_port"])
-    if info.get("transport", "tcp") == "tcp":
-        return f"tcp://{info['ip']}:{port}"
-    return f"{info['transport']}://{info['ip']}-{port}"

@@ -32,6 +32,7 @@ from server.course.model import Catalog
 from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
+from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
 from server.handlers import admin_pages, admin_runs, billing as billing_pages, kernels_api
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
@@ -138,10 +139,11 @@ async def start_kernels(runtime: Runtime) -> None:
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
     await traces.start()
     runtime.closers.append(traces.close)
-    sandbox = create_sandbox(settings)
+    kernel_settings = KernelSettings.of(settings)     # the kernel layer's part, and no more
+    sandbox = create_sandbox(kernel_settings)
     runtime.closers.append(sandbox.close)
     router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
-    runtime.manager = KernelManager(settings, sandbox, runtime.plugins,
+    runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
     runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()))
     await runtime.manager.startup()
