@@ -24,13 +24,14 @@ from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from server.exercise_runner import ExerciseRunner
-from server.handlers import admin_pages, admin_runs, kernels_api
+from server.handlers import accounts, admin_outbox, admin_pages, admin_runs, kernels_api
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.handlers.health import HealthHandler, MetricsHandler
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
+from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
@@ -55,6 +56,7 @@ class Runtime:
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
     sessions: LessonSessions | None = None
+    mailer: Mailer | None = None
     redis: object | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
@@ -106,6 +108,7 @@ async def start_kernels(runtime: Runtime) -> None:
     jobs = open_jobs(settings)
     await jobs.start()
     runtime.closers.append(jobs.close)
+    runtime.mailer = Mailer(runtime.engine, jobs.send_email, settings.public_url)
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
     await traces.start()
     runtime.closers.append(traces.close)
@@ -166,6 +169,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         (r"/api/lessons", LessonsApiHandler, pages),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
+        *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),

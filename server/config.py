@@ -168,6 +168,18 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_AUTH_PER_ACCOUNT", "auth_per_account", parse_rule, "30/300",
           "credential checks per account from all addresses: attempts/seconds"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
+    # --- accounts and emails ---
+    Field("LS_PUBLIC_URL", "public_url", _url("http", "https"), "http://127.0.0.1:8888",
+          "the site's address as learners reach it; links in emails start with it"),
+    Field("LS_SESSION_DAYS", "session_days", _float(0.01), "30",
+          "days a sign-in lasts (the session is also ended by log-out and password changes)"),
+    Field("LS_LINK_MINUTES", "link_minutes", _float(1), "30",
+          "minutes an emailed log-in or password-reset link stays valid (single use)"),
+    Field("LS_SMTP_URL", "smtp_url", _url("smtp", "smtps", "smtp+starttls"), None,
+          "smtp[s]://user:pass@host:port for outgoing email; unset = written to the log and the "
+          "admins' outbox page"),
+    Field("LS_MAIL_FROM", "mail_from", _text, "lessonserver <noreply@localhost>",
+          "sender of the site's emails"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -214,6 +226,11 @@ class Settings:
     auth_per_ip: Rule
     auth_per_account: Rule
     secure_cookies: bool
+    public_url: str
+    session_days: float
+    link_minutes: float
+    smtp_url: str | None
+    mail_from: str
     log_level: str
 
     @property

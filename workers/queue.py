@@ -16,17 +16,21 @@ from collections.abc import Callable
 from typing import Any
 
 from server.config import Settings
-from workers import deps, traces
+from workers import deps, emails, traces
 
 log = logging.getLogger("lessonserver.workers")
 
 TRACES = "traces"
-QUEUES = (TRACES,)             # what `lessonserver worker` listens on, in priority order
+EMAILS = "emails"
+QUEUES = (EMAILS, TRACES)      # what `lessonserver worker` listens on, in priority order
 JOB_TIMEOUT = 60               # seconds; a batch takes milliseconds unless the database stalls
 # Immediately once (a worker died under it), then backing off while the database is away.
 RETRY_INTERVALS = (0, 2, 10, 30, 120, 600)
 FAILURE_TTL = 30 * 86400       # batches that exhausted their retries stay this long for a person
 RETENTION_EVERY = 3600         # seconds between retention passes
+# An email: soon again (a blip), then backing off for a mail server that is away for a while.
+EMAIL_RETRY_INTERVALS = (5, 30, 120, 600, 1800)
+EMAIL_TIMEOUT = 60             # seconds; SMTP_TIMEOUT bounds each step of a delivery
 REDIS_TIMEOUT = 2.0            # fail fast when Redis is away: the buffer spools instead
 
 
@@ -44,6 +48,7 @@ class RQJobs:
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT,
                                            socket_timeout=REDIS_TIMEOUT)
         self._traces = Queue(TRACES, connection=self._redis)
+        self._emails = Queue(EMAILS, connection=self._redis)
 
     async def start(self) -> None:
         """Nothing to start: the workers run retention on their scheduler."""
@@ -58,6 +63,17 @@ class RQJobs:
             traces.write_batch, events, job_timeout=JOB_TIMEOUT, result_ttl=0,
             failure_ttl=FAILURE_TTL, retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
             description=f"trace batch of {len(events)} events")
+
+    async def send_email(self, email_id: str, message: dict[str, str]) -> None:
+        """Queue one logged email (server/mail/mailer.py records it first)."""
+        await asyncio.to_thread(self._enqueue_email, email_id, message)
+
+    def _enqueue_email(self, email_id: str, message: dict[str, str]) -> None:
+        from rq import Retry
+        self._emails.enqueue(
+            emails.deliver, email_id, message, job_id=f"email-{email_id}", job_timeout=EMAIL_TIMEOUT,
+            result_ttl=0, failure_ttl=FAILURE_TTL, description=f"{message['kind']} email",
+            retry=Retry(max=len(EMAIL_RETRY_INTERVALS), interval=list(EMAIL_RETRY_INTERVALS)))
 
     async def failed_trace_batches(self, limit: int = 100) -> list[FailedBatch]:
         """Batches that could not be written after every retry, newest last, with the reason."""
@@ -93,6 +109,13 @@ class InlineJobs:
 
     async def send_trace_batch(self, events: list[dict[str, Any]]) -> None:
         await self._run(traces.write_batch, events)
+
+    async def send_email(self, email_id: str, message: dict[str, str]) -> None:
+        """Delivered now on the job thread; a failure is in the email's row, not the caller's."""
+        try:
+            await self._run(emails.deliver, email_id, message)
+        except Exception:
+            log.exception("email not delivered")
 
     async def _retention_forever(self) -> None:
         while True:

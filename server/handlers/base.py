@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import http
 import json
 import re
@@ -17,9 +18,10 @@ from kernels.quotas import Tier
 from server.accounts.connections import PerIpCap
 from server.config import Settings
 from server.metrics import Metrics
-from server.store import users
+from server.store import sessions, users
 
 USER_COOKIE = "ls_user"
+SESSION_COOKIE = "ls_session"    # a signed-in account (server/handlers/accounts.py sets it)
 # Scripts only from our origin (no inline script anywhere); CodeMirror needs inline
 # styles; plots arrive as data: images; kernel HTML lives in sandboxed srcdoc iframes.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -79,6 +81,14 @@ class BaseHandler(tornado.web.RequestHandler):
     # --- identity: a signed cookie naming a user row (anonymous until claimed) ---
 
     async def load_user(self) -> users.User | None:
+        """The signed-in account when the session cookie names a live session, else the
+        anonymous learner of the user cookie."""
+        session = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.settings_.session_days)
+        if session is not None:
+            self.user = await sessions.user_of(self.common.engine, session.decode(),
+                                               dt.timedelta(days=self.settings_.session_days))
+            if self.user is not None:
+                return self.user
         raw = self.get_signed_cookie(USER_COOKIE, max_age_days=365)
         if raw is None:
             return None
