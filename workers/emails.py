@@ -98,7 +98,9 @@ def smtp_send(url: str, sender: str, mail: Message) -> None:
         try:
             client.send_message(mime(mail, sender))
         except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+            if all(code >= 500 for code, _ in exc.recipients.values()):
+                raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+            raise
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code >= 500:
                 raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
