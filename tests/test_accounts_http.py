@@ -3,6 +3,7 @@ against the real server (embedded mode; the main flow on Postgres too)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import tornado.web
@@ -272,3 +273,26 @@ async def test_session_cookie_is_secure_when_asked(sqlite_site):
     base, engine = sqlite_site
     client = await signed_up(base, engine)
     assert client.morsels["ls_session"]["secure"]
+
+
+async def test_log_in_and_signed_in_page_timings(sqlite_site):
+    """Prints p50/p95 of a successful log-in (one argon2id check) and of a signed-in page."""
+    base, engine = sqlite_site
+    await signed_up(base, engine)
+    logins, pages = [], []
+    for _ in range(20):
+        client = Client(base)
+        await client.get("/login")
+        started = time.perf_counter()
+        response = await client.post("/login", {"email": "ada@example.org", "password": PASSWORD})
+        logins.append(time.perf_counter() - started)
+        assert response.code == 302
+        started = time.perf_counter()
+        assert (await client.get("/account")).code == 200
+        pages.append(time.perf_counter() - started)
+
+    def p(samples, q):
+        return sorted(samples)[int(q * (len(samples) - 1))] * 1000
+    print(f"log-in p50 {p(logins, .5):.0f} ms p95 {p(logins, .95):.0f} ms; "
+          f"signed-in /account p50 {p(pages, .5):.1f} ms p95 {p(pages, .95):.1f} ms")
+    assert p(logins, .5) < 1000
