@@ -180,6 +180,9 @@ FIELDS: tuple[Field, ...] = (
           "admins' outbox page"),
     Field("LS_MAIL_FROM", "mail_from", _text, "lessonserver <noreply@localhost>",
           "sender of the site's emails"),
+    Field("LS_REMINDER_DAYS", "reminder_days", _int(0), "7",
+          "days without activity before a learner with an unfinished lesson gets one reminder "
+          "(at most one per this many days); 0 = no reminders"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -231,6 +234,7 @@ class Settings:
     link_minutes: float
     smtp_url: str | None
     mail_from: str
+    reminder_days: int
     log_level: str
 
     @property

@@ -65,6 +65,7 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     email_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    reminders_off_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)   # unsubscribed
 
 
 class Session(Base):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 
 import pytest
+import sqlalchemy as sa
 import tornado.web
 
 from server import db
 from server.accounts import passwords
 from server.handlers.accounts import BAD_LOGIN
+from server.mail.reminders import unsubscribe_token
+from server.models import User
 from server.store import accounts, progress, sessions, users
 from tests.accounts_support import Client, emailed, link, same_page, text
 from tests.test_pages import start
@@ -296,3 +300,18 @@ async def test_log_in_and_signed_in_page_timings(sqlite_site):
     print(f"log-in p50 {p(logins, .5):.0f} ms p95 {p(logins, .95):.0f} ms; "
           f"signed-in /account p50 {p(pages, .5):.1f} ms p95 {p(pages, .95):.1f} ms")
     assert p(logins, .5) < 1000
+
+
+async def test_the_reminders_unsubscribe_link_works_without_signing_in(sqlite_site):
+    base, engine = sqlite_site
+    account = await accounts.create(engine, "ada@example.org", "h", verified=True)
+    token = urllib.parse.quote(unsubscribe_token(SECRET, account.id), safe="")
+    response = await Client(base).get(f"/unsubscribe?token={token}")
+    assert response.code == 200 and "No more reminders" in text(response)
+    async with engine.connect() as conn:
+        off = (await conn.execute(sa.select(User.reminders_off_at)
+                                  .where(User.id == account.id))).scalar_one()
+    assert off is not None
+    forged = urllib.parse.quote(unsubscribe_token("another secret", account.id), safe="")
+    assert (await Client(base).get(f"/unsubscribe?token={forged}")).code == 400
+    assert (await Client(base).get("/unsubscribe")).code == 400

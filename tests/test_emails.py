@@ -63,7 +63,8 @@ def production(tmp_path, pg_url, redis_server, make_settings, smtp):
     with fresh_postgres(pg_url, prefix="mail") as db_url:
         migrate(db_url, make_settings)
         env = {"LS_REDIS_URL": redis_server.url, "LS_DATABASE_URL": db_url, "LS_SMTP_URL": smtp.url,
-               "LS_MAIL_FROM": "Lessons <lessons@example.org>"}
+               "LS_MAIL_FROM": "Lessons <lessons@example.org>", "LS_COOKIE_SECRET": "s",
+               "LS_PUBLIC_URL": "http://lessons.example.org"}
         settings = make_settings(**env)
         worker = WorkerProcess({"PATH": os.environ.get("PATH", ""), "LS_DATA_DIR": str(tmp_path / "w"),
                                 **env}, tmp_path / "worker.log")
@@ -180,3 +181,39 @@ async def test_sign_up_in_production_mode_sends_the_link_over_smtp(production, s
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def test_reminders_are_scheduled_once_and_sent_once_by_the_worker(production, mailer, smtp):
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+    from server.store import catalog
+    from tests.test_reminders import idle_learner
+    from workers import queue as jobs_queue
+    from workers.reminders import send_reminders
+    from workers.worker import REMINDERS_JOB_ID, schedule_reminders
+    _, engine, _ = mailer
+    await catalog.sync_catalog(engine, catalog.entries_from(_bundled_catalog(production)))
+    await idle_learner(engine, "ada@example.org")
+    connection = redis.Redis.from_url(production.redis_url)
+    for _ in range(2):
+        schedule_reminders(connection)
+    scheduled = ScheduledJobRegistry(jobs_queue.EMAILS, connection=connection).get_job_ids()
+    assert scheduled == [REMINDERS_JOB_ID]
+    emails_queue = Queue(jobs_queue.EMAILS, connection=connection)
+    for _ in range(2):                                  # the job running twice sends once
+        emails_queue.enqueue(send_reminders)
+
+    async def reminded():
+        return [m for m in smtp.messages if m["Subject"] == "Your lesson is waiting"]
+    [message] = await until(reminded, what="the reminder")
+    plain = message.get_body(("plain",)).get_content()
+    assert "http://lessons.example.org/lessons/values-and-printing" in plain
+    assert "http://lessons.example.org/unsubscribe?token=" in plain
+    await asyncio.sleep(2)
+    assert len(await reminded()) == 1
+
+
+def _bundled_catalog(settings):
+    from kernels.plugins import discover
+    from server.app import load_library
+    return load_library(settings, discover()).catalog

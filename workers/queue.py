@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.config import Settings
-from workers import deps, emails, traces
+from workers import deps, emails, reminders, traces
 
 log = logging.getLogger("lessonserver.workers")
 
@@ -28,6 +28,7 @@ JOB_TIMEOUT = 60               # seconds; a batch takes milliseconds unless the 
 RETRY_INTERVALS = (0, 2, 10, 30, 120, 600)
 FAILURE_TTL = 30 * 86400       # batches that exhausted their retries stay this long for a person
 RETENTION_EVERY = 3600         # seconds between retention passes
+REMINDERS_EVERY = 3600         # seconds between looks for learners to remind
 # An email: soon again (a blip), then backing off for a mail server that is away for a while.
 EMAIL_RETRY_INTERVALS = (5, 30, 120, 600, 1800)
 EMAIL_TIMEOUT = 60             # seconds; SMTP_TIMEOUT bounds each step of a delivery
@@ -118,12 +119,16 @@ class InlineJobs:
             log.exception("email not delivered")
 
     async def _retention_forever(self) -> None:
+        await asyncio.gather(self._every(RETENTION_EVERY, traces.purge_old_events),
+                             self._every(REMINDERS_EVERY, reminders.send_reminders))
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
         while True:
             try:
-                await self._run(traces.purge_old_events)
-            except Exception:  # try again next time; the events only get older
-                log.exception("trace retention failed")
-            await asyncio.sleep(RETENTION_EVERY)
+                await self._run(job)
+            except Exception:  # try again next time: old events and idle learners wait
+                log.exception("periodic job failed", extra={"fields": {"job": job.__name__}})
+            await asyncio.sleep(seconds)
 
     async def _run(self, func: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, func, args)

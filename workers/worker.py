@@ -20,13 +20,14 @@ from rq.job import Job, JobStatus
 
 from server import logs
 from server.config import Settings
-from workers import deps, queue, traces
+from workers import deps, queue, reminders, traces
 
 log = logging.getLogger("lessonserver.workers")
 
 MAINTENANCE_INTERVAL = 60        # seconds between registry clean-ups (abandoned jobs, retries)
 RESTART_PAUSE = 2.0              # seconds before the worker loop is started again after a failure
 RETENTION_JOB_ID = "lessonserver-trace-retention"
+REMINDERS_JOB_ID = "lessonserver-reminders"
 
 
 class LessonWorker(SimpleWorker):
@@ -49,21 +50,32 @@ class LessonWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         schedule_retention(self.connection)
+        schedule_reminders(self.connection)
 
 
 def schedule_retention(connection: redis.Redis) -> None:
-    """One retention job scheduled or queued at a time, whatever the number of workers."""
-    with connection.lock(f"{RETENTION_JOB_ID}:lock", timeout=10, blocking_timeout=0) as held:
+    schedule_periodic(connection, RETENTION_JOB_ID, queue.TRACES, traces.purge_old_events,
+                      queue.RETENTION_EVERY, 600, "drop trace events past retention")
+
+
+def schedule_reminders(connection: redis.Redis) -> None:
+    schedule_periodic(connection, REMINDERS_JOB_ID, queue.EMAILS, reminders.send_reminders,
+                      queue.REMINDERS_EVERY, 300, "email reminders to idle learners")
+
+
+def schedule_periodic(connection: redis.Redis, job_id: str, queue_name: str, func, every: float,
+                      timeout: int, description: str) -> None:
+    """One job of `job_id` scheduled or queued at a time, whatever the number of workers."""
+    with connection.lock(f"{job_id}:lock", timeout=10, blocking_timeout=0) as held:
         if not held:
             return
-        job = Job.fetch_many([RETENTION_JOB_ID], connection=connection)[0]
+        job = Job.fetch_many([job_id], connection=connection)[0]
         if job is not None and job.get_status() in (JobStatus.SCHEDULED, JobStatus.QUEUED,
                                                     JobStatus.STARTED):
             return
-        Queue(queue.TRACES, connection=connection).enqueue_in(
-            dt.timedelta(seconds=queue.RETENTION_EVERY), traces.purge_old_events,
-            job_id=RETENTION_JOB_ID, job_timeout=600, result_ttl=0,
-            failure_ttl=queue.FAILURE_TTL, description="drop trace events past retention")
+        Queue(queue_name, connection=connection).enqueue_in(
+            dt.timedelta(seconds=every), func, job_id=job_id, job_timeout=timeout, result_ttl=0,
+            failure_ttl=queue.FAILURE_TTL, description=description)
 
 
 def _stopped_during_pause(seconds: float) -> bool:

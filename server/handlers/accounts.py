@@ -21,7 +21,8 @@ from server.accounts.rules import InvalidInput, SignUp
 from server.accounts.tokens import Purpose, digest, lifetime
 from server.handlers.base import SESSION_COOKIE, USER_COOKIE, BaseHandler, Common, too_many
 from server.mail.mailer import Mailer
-from server.store import accounts, sessions, tokens
+from server.mail.reminders import unsubscribed_user
+from server.store import accounts, reminders, sessions, tokens
 
 CHECK_INBOX = ("If {email} can receive mail, a message is on its way to it. "
                "Open the link inside to continue.")
@@ -341,6 +342,18 @@ class DeleteAccount(AccountPage):
         self.message("Account deleted", "Your account, progress and run history are gone.")
 
 
+class Unsubscribe(AccountHandler):
+    """The reminder's one-click link: works without signing in, as the link is signed."""
+
+    async def get(self) -> None:
+        user_id = unsubscribed_user(self.application.settings["cookie_secret"],
+                                    self.get_query_argument("token", ""))
+        if user_id is None or not await reminders.unsubscribe(self.common.engine, user_id):
+            return self.message("This link does not work",
+                                "Copy the whole link from the email, or sign in and ask us.", 400)
+        self.message("No more reminders", "You will not get reminder emails any more.")
+
+
 def routes(common: Common, limiter: CredentialLimiter, mailer: Mailer) -> list[tuple]:
     deps: dict[str, Any] = {"common": common, "limiter": limiter, "mailer": mailer}
     return [(path, handler, deps) for path, handler in (
@@ -349,4 +362,4 @@ def routes(common: Common, limiter: CredentialLimiter, mailer: Mailer) -> list[t
         (r"/verify", VerifyOpen), (r"/password/reset", ResetRequest),
         (r"/password/reset/open", ResetOpen), (r"/account", AccountPage),
         (r"/account/password", PasswordChange), (r"/account/sessions", EndOtherSessions),
-        (r"/account/delete", DeleteAccount))]
+        (r"/account/delete", DeleteAccount), (r"/unsubscribe", Unsubscribe))]

@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {          # kind -> subject
     "welcome": "Welcome to the lessons",
     "magic": "Your sign-in link",
     "reset": "Choose a new password",
+    "reminder": "Your lesson is waiting",
 }
 
 

@@ -1,4 +1,4 @@
-"""Accounts and emails: verified addresses, server-side sessions, single-use email tokens,
+"""Accounts and emails: verified addresses, reminder opt-outs, server-side sessions, single-use email tokens,
 and an email log that records status and attempts.
 
 Revision ID: 0003
@@ -21,6 +21,7 @@ TIME = sa.DateTime(timezone=True)
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("email_verified_at", TIME))
+        batch.add_column(sa.Column("reminders_off_at", TIME))
     op.create_table(
         "sessions",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -65,4 +66,5 @@ def downgrade() -> None:
     op.drop_table("account_tokens")
     op.drop_table("sessions")
     with op.batch_alter_table("users") as batch:
+        batch.drop_column("reminders_off_at")
         batch.drop_column("email_verified_at")
