@@ -34,6 +34,17 @@ def test_password_length_rules():
             rules.check_password(bad)
 
 
+def test_roles():
+    from server.store.users import User
+    def user(email, is_admin):
+        return User("u", email, "", is_admin, T0)
+    assert rules.role(None) is rules.Role.ANONYMOUS
+    assert rules.role(user(None, False)) is rules.Role.ANONYMOUS
+    assert rules.role(user("a@x.org", False)) is rules.Role.LEARNER
+    assert rules.role(user("a@x.org", True)) is rules.Role.ADMIN
+    assert rules.role(user(None, True)) is rules.Role.ADMIN      # marked by hand in the database
+
+
 def test_sign_up_never_touches_a_confirmed_account():
     assert rules.sign_up(None) is SignUp.CREATE
     assert rules.sign_up(False) is SignUp.RETRY

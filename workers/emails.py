@@ -8,14 +8,20 @@ retried. The message arrives rendered; its only secret is its one-use link.
 """
 from __future__ import annotations
 
+import contextlib
 import email.message
 import email.utils
 import logging
 import smtplib
+from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.config import Settings
+from server.mail.mailer import Mailer
 from server.mail.messages import Message
 from server.models import EmailLog, utcnow
 from workers import deps
@@ -105,3 +111,21 @@ def smtp_send(url: str, sender: str, mail: Message) -> None:
             if exc.smtp_code >= 500:
                 raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
             raise
+
+
+@contextlib.asynccontextmanager
+async def job_mailer(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Mailer]:
+    """A Mailer for code that runs inside a job (reminders, billing): with Redis, emails are
+    queued as their own jobs (their retries are theirs); in embedded mode, delivered right here,
+    since this already is the job thread."""
+    if settings.redis_url is None:
+        async def deliver_here(email_id: str, message: dict[str, str]) -> None:
+            deliver(email_id, message)
+        yield Mailer(engine, deliver_here, settings.public_url)
+        return
+    from workers.queue import RQJobs
+    jobs = RQJobs(settings.redis_url)
+    try:
+        yield Mailer(engine, jobs.send_email, settings.public_url)
+    finally:
+        await jobs.close()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import quote
 
 from server import db
 from server.config import Settings
-from server.mail.mailer import Enqueue, Mailer
 from server.mail.reminders import reminder_for, unsubscribe_token
 from server.models import utcnow
 from server.secrets import load_secrets
@@ -32,38 +32,21 @@ def send_reminders() -> int:
 
 async def _send_reminders(settings: Settings) -> int:
     engine = db.create_engine(settings)
-    jobs = None
-    if settings.redis_url is not None:
-        from workers.queue import RQJobs
-        jobs = RQJobs(settings.redis_url)
-    enqueue: Enqueue = jobs.send_email if jobs is not None else _deliver_here
     try:
         secret = load_secrets(settings).cookie_secret
         site = settings.public_url.rstrip("/")
-        mailer = Mailer(engine, enqueue, site)
         now, sent = utcnow(), 0
-        for learner in await store.learners(engine):
-            due = reminder_for(learner, now, settings.reminder_days)
-            if due is None:
-                continue
-            sent += await mailer.send(
-                store.KIND, due.email, trigger=due.trigger, user_id=due.user_id,
-                lesson_title=due.lesson_title, lesson_url=f"{site}/lessons/{due.lesson_slug}",
-                unsubscribe_url=f"{site}/unsubscribe?token="
-                                f"{_quote(unsubscribe_token(secret, due.user_id))}")
+        async with emails.job_mailer(settings, engine) as mailer:
+            for learner in await store.learners(engine):
+                due = reminder_for(learner, now, settings.reminder_days)
+                if due is None:
+                    continue
+                sent += await mailer.send(
+                    store.KIND, due.email, trigger=due.trigger, user_id=due.user_id,
+                    lesson_title=due.lesson_title, lesson_url=f"{site}/lessons/{due.lesson_slug}",
+                    unsubscribe_url=f"{site}/unsubscribe?token="
+                                    f"{quote(unsubscribe_token(secret, due.user_id), safe='')}")
         log.info("reminders queued", extra={"fields": {"emails": sent}})
         return sent
     finally:
-        if jobs is not None:
-            await jobs.close()
         await engine.dispose()
-
-
-async def _deliver_here(email_id: str, message: dict[str, str]) -> None:
-    """Embedded mode: this job already runs on the job thread, so the email is delivered now."""
-    emails.deliver(email_id, message)
-
-
-def _quote(token: str) -> str:
-    from urllib.parse import quote
-    return quote(token, safe="")

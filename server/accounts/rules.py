@@ -34,6 +34,19 @@ def check_password(password: str) -> str:
     return password
 
 
+class Role(str, enum.Enum):
+    ANONYMOUS = "anonymous"      # a cookie, no account
+    LEARNER = "learner"
+    ADMIN = "admin"
+
+
+def role(user) -> Role:
+    """The role of a `server.store.users.User` (or None): an account is a user with an address."""
+    if user is None or user.email is None:
+        return Role.ADMIN if user is not None and user.is_admin else Role.ANONYMOUS
+    return Role.ADMIN if user.is_admin else Role.LEARNER
+
+
 class SignUp(str, enum.Enum):
     """What a sign-up does with its address; the visitor sees the same page in every case."""
     CREATE = "create"            # a new address: create the account, send a confirmation link
