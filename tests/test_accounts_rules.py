@@ -9,7 +9,7 @@ import pytest
 
 from server.accounts import passwords, rules, tokens
 from server.accounts.rules import ExerciseProgress, InvalidInput, SignUp
-from server.mail.messages import Message, UnknownKind, render
+from server.mail.messages import KINDS, Message, UnknownKind, render
 
 T0 = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
 
@@ -110,3 +110,12 @@ def test_emails_render_in_text_and_html_with_the_link_escaped_only_in_html():
     assert Message.from_json(mail.to_json()) == mail
     with pytest.raises(UnknownKind, match="'nope'"):
         render("nope", "ada@example.org", "http://x.org")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_renders_in_text_and_html(kind):
+    context = {"link": "http://x.org/l?token=t", "minutes": "30", "lesson_title": "Loops",
+               "lesson_url": "http://x.org/lessons/loops", "unsubscribe_url": "http://x.org/u"}
+    mail = render(kind, "ada@example.org", "http://x.org", **context)
+    assert mail.subject == KINDS[kind] and mail.text.strip() and "<p>" in mail.html
+    assert "http://x.org" in mail.text and "{{" not in mail.text + mail.html

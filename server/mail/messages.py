@@ -21,6 +21,10 @@ KINDS: dict[str, str] = {          # kind -> subject
     "magic": "Your sign-in link",
     "reset": "Choose a new password",
     "reminder": "Your lesson is waiting",
+    # Sent by billing's jobs (only `site` in their templates: nothing about the card or amount).
+    "payment_received": "Payment received",
+    "payment_failed": "Your payment did not go through",
+    "subscription_ended": "Your subscription has ended",
 }
 
 
