@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.policy
 import os
+import threading
 import time
 
 import pytest
@@ -31,9 +32,12 @@ class Inbox:
         self.messages: list[email.message.EmailMessage] = []
         self.refuse: list[str] = []
         self.rcpt_calls = 0
+        self.hold = threading.Event()      # while set, RCPT waits: a delivery stuck mid-way
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.rcpt_calls += 1
+        while self.hold.is_set():
+            await asyncio.sleep(0.05)
         if self.refuse:
             return self.refuse.pop(0)
         envelope.rcpt_tos.append(address)
@@ -54,25 +58,46 @@ def smtp():
     controller.stop()
 
 
+class Workers:
+    """`lessonserver worker` processes of one test, all stopped at its end."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path, self.env, self.started = tmp_path, {}, []
+
+    def new(self) -> WorkerProcess:
+        worker = WorkerProcess({"PATH": os.environ.get("PATH", ""),
+                                "LS_DATA_DIR": str(self.tmp_path / "w"), **self.env},
+                               self.tmp_path / f"worker{len(self.started)}.log")
+        self.started.append(worker)
+        worker.start()
+        return worker
+
+
 @pytest.fixture
-def production(tmp_path, pg_url, redis_server, make_settings, smtp):
+def workers(tmp_path):
+    pool = Workers(tmp_path)
+    yield pool
+    for worker in pool.started:
+        worker.stop()
+
+
+@pytest.fixture
+def production(pg_url, redis_server, make_settings, smtp, workers):
     """Settings on a fresh Postgres and an empty Redis, and one worker process sending to `smtp`."""
     if redis_server.proc is None:
         redis_server.start()
     redis.Redis.from_url(redis_server.url).flushdb()
     with fresh_postgres(pg_url, prefix="mail") as db_url:
         migrate(db_url, make_settings)
-        env = {"LS_REDIS_URL": redis_server.url, "LS_DATABASE_URL": db_url, "LS_SMTP_URL": smtp.url,
-               "LS_MAIL_FROM": "Lessons <lessons@example.org>", "LS_COOKIE_SECRET": "s",
-               "LS_PUBLIC_URL": "http://lessons.example.org"}
-        settings = make_settings(**env)
-        worker = WorkerProcess({"PATH": os.environ.get("PATH", ""), "LS_DATA_DIR": str(tmp_path / "w"),
-                                **env}, tmp_path / "worker.log")
-        worker.start()
+        workers.env = {"LS_REDIS_URL": redis_server.url, "LS_DATABASE_URL": db_url,
+                       "LS_SMTP_URL": smtp.url, "LS_MAIL_FROM": "Lessons <lessons@example.org>",
+                       "LS_COOKIE_SECRET": "s", "LS_PUBLIC_URL": "http://lessons.example.org"}
+        workers.new()
         try:
-            yield settings
+            yield make_settings(**workers.env)
         finally:
-            worker.stop()
+            for worker in workers.started:
+                worker.stop()
 
 
 async def until(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -217,3 +242,38 @@ def _bundled_catalog(settings):
     from kernels.plugins import discover
     from server.app import load_library
     return load_library(settings, discover()).catalog
+
+
+async def test_a_worker_killed_mid_delivery_is_replaced_and_the_email_sent_once(mailer, smtp,
+                                                                               workers):
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+    from workers import queue as jobs_queue
+    send, engine, _ = mailer
+    smtp.hold.set()
+    await send.send("welcome", "ada@example.org", trigger="user-9")
+    await until(lambda: _rcpt_seen(smtp), what="the worker inside the SMTP exchange")
+    workers.started[0].kill()                      # SIGKILL mid-delivery
+    smtp.hold.clear()
+    connection = redis.Redis.from_url(workers.env["LS_REDIS_URL"])
+    registry = StartedJobRegistry(jobs_queue.EMAILS, connection=connection)
+    assert len(registry.get_job_ids(cleanup=False)) == 1
+    # RQ's maintenance re-queues it once its heartbeat lapses; run that clean-up as of then.
+    registry.cleanup(timestamp=time.time() + jobs_queue.EMAIL_TIMEOUT + 120)
+    job_id = "email-" + emails.email_id("welcome", "user-9")
+    waiting = Queue(jobs_queue.EMAILS, connection=connection).job_ids + \
+        ScheduledJobRegistry(jobs_queue.EMAILS, connection=connection).get_job_ids()  # its backoff
+    assert waiting.count(job_id) == 1 and smtp.messages == []
+    # The dead worker's scheduler lock lapses after 61 s and the next worker takes it at its next
+    # maintenance (60 s): drop the lock as of then, so its scheduler starts straight away.
+    from rq.scheduler import RQScheduler
+    connection.delete(*(RQScheduler.get_locking_key(name) for name in jobs_queue.QUEUES))
+    workers.new()
+    sent = await until(lambda: _status(engine, "welcome", "sent"), what="the retried delivery")
+    assert sent.attempts == 2
+    await asyncio.sleep(1)
+    assert len(smtp.messages) == 1
+
+
+async def _rcpt_seen(smtp):
+    return smtp.rcpt_calls > 0
