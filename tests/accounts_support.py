@@ -1,8 +1,10 @@
 """A cookie-keeping HTTP client for account tests, and reading the outbox of embedded mode."""
 from __future__ import annotations
 
+import asyncio
 import http.cookies
 import re
+import time
 import urllib.parse
 
 import tornado.httpclient
@@ -73,7 +75,18 @@ async def emailed(engine, to: str, kind: str) -> list[emails.LoggedEmail]:
     return [e for e in await emails.recent(engine) if e.recipient == to and e.kind == kind]
 
 
-async def link(engine, to: str, kind: str) -> str:
-    """The path and token of the newest `kind` email's link to `to` (embedded mode keeps bodies)."""
-    newest = (await emailed(engine, to, kind))[0]
-    return LINK.search(newest.outbox).group(1)
+async def link(engine, to: str, kind: str, timeout: float = 10.0) -> str:
+    """The path and token of the newest `kind` email's link to `to` (embedded mode keeps bodies).
+    Waits for it: the pages answer before they send anything."""
+    return LINK.search((await arrived(engine, to, kind, 1, timeout))[0].outbox).group(1)
+
+
+async def arrived(engine, to: str, kind: str, count: int = 1,
+                  timeout: float = 10.0) -> list[emails.LoggedEmail]:
+    """The `kind` emails to `to` once at least `count` are in the outbox with their text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in await emailed(engine, to, kind) if e.outbox]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)

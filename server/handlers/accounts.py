@@ -141,6 +141,12 @@ class SignUpHandler(AccountHandler):
             return self.form("Sign up", SIGNUP_FIELDS, "Sign up", error=str(exc), status=400)
         await self.spend_attempt(f"email:{email}")
         password_hash = await passwords.hash_password(password)   # in every case: same time
+        # Answered before anything that depends on the address, so neither the page nor the
+        # time it took can tell whether the address has an account.
+        self.message("Check your inbox", CHECK_INBOX.format(email=email))
+        await self.sign_up(email, password_hash)
+
+    async def sign_up(self, email: str, password_hash: str) -> None:
         engine = self.common.engine
         account = await accounts.by_email(engine, email)
         action = rules.sign_up(None if account is None else account.verified)
@@ -156,7 +162,6 @@ class SignUpHandler(AccountHandler):
         elif action is SignUp.ALREADY:
             await self.mailer.send("already", email, trigger=f"{account.id}:{secrets.token_hex(8)}",
                                    user_id=account.id)
-        self.message("Check your inbox", CHECK_INBOX.format(email=email))
 
 
 class LoginHandler(AccountHandler):
@@ -206,10 +211,10 @@ class EmailedLinkRequest(AccountHandler):
         except InvalidInput as exc:
             return self.form(self.title, EMAIL_FIELD, "Email me the link", error=str(exc), status=400)
         await self.spend_attempt(f"email:{email}")
+        self.message("Check your inbox", CHECK_INBOX.format(email=email))   # first, as at sign-up
         account = await accounts.by_email(self.common.engine, email)
         if account is not None:
             await self.email_link(self.kind, self.purpose, self.path, account)
-        self.message("Check your inbox", CHECK_INBOX.format(email=email))
 
 
 class MagicLinkRequest(EmailedLinkRequest):
