@@ -89,6 +89,7 @@ class AccountToken(Base):
     user_id: Mapped[str] = mapped_column(
         sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     anonymous_id: Mapped[str | None] = mapped_column(sa.String(32))  # whose progress to carry over
+    new_email: Mapped[str | None] = mapped_column(sa.String(320))   # an address change to confirm
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

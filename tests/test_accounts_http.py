@@ -315,3 +315,26 @@ async def test_the_reminders_unsubscribe_link_works_without_signing_in(sqlite_si
     forged = urllib.parse.quote(unsubscribe_token("another secret", account.id), safe="")
     assert (await Client(base).get(f"/unsubscribe?token={forged}")).code == 400
     assert (await Client(base).get("/unsubscribe")).code == 400
+
+
+async def test_a_new_address_takes_effect_once_its_link_is_used(sqlite_site):
+    base, engine = sqlite_site
+    client = await signed_up(base, engine)
+    await signed_up(base, engine, "bob@example.org")
+    other = await logged_in(base, "ada@example.org")
+    wrong = await client.post("/account/email", {"email": "ada@new.example.org", "current": "nope"})
+    assert wrong.code == 400
+    asked = await client.post("/account/email", {"email": "Ada@New.example.org", "current": PASSWORD})
+    taken = await client.post("/account/email", {"email": "bob@example.org", "current": PASSWORD})
+    assert same_page(asked, taken, "ada@new.example.org", "bob@example.org")
+    path = await link(engine, "ada@new.example.org", "change")
+    assert (await accounts.by_email(engine, "ada@example.org")) is not None    # not yet
+    token = path.split("token=", 1)[1]
+    assert (await client.post("/account/email/open", {"token": token})).code == 302
+    assert (await accounts.by_email(engine, "ada@new.example.org")) is not None
+    assert await accounts.by_email(engine, "ada@example.org") is None
+    assert (await other.get("/account")).code == 302                      # other sessions end
+    assert "ada@new.example.org" in text(await client.get("/account"))
+    await asyncio.sleep(0.3)
+    assert await emailed(engine, "bob@example.org", "change") == []        # nothing to bob
+    await logged_in(base, "ada@new.example.org")

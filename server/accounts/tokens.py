@@ -16,6 +16,7 @@ class Purpose(str, enum.Enum):
     VERIFY = "verify"        # confirm the address given at sign-up (and sign in)
     MAGIC = "magic"          # sign in without a password
     RESET = "reset"          # choose a new password
+    CHANGE = "change"        # confirm a new address for an account
 
 
 VERIFY_LIFETIME = dt.timedelta(days=2)

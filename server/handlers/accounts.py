@@ -104,11 +104,13 @@ class AccountHandler(BaseHandler):
         return f"{self.settings_.public_url.rstrip('/')}{path}?token={secret}"
 
     async def email_link(self, kind: str, purpose: Purpose, path: str, account: accounts.Account,
-                         anonymous_id: str | None = None) -> None:
+                         anonymous_id: str | None = None, new_email: str | None = None) -> None:
+        """A single-use link of `purpose` to the account's address (or to the new one)."""
         issued = await tokens.issue(self.common.engine, purpose, account.id,
-                                    lifetime(purpose, self.settings_.link_minutes), anonymous_id)
-        await self.mailer.send(kind, account.email, trigger=issued.id, user_id=account.id,
-                               link=self.link(path, issued.secret),
+                                    lifetime(purpose, self.settings_.link_minutes), anonymous_id,
+                                    new_email)
+        await self.mailer.send(kind, new_email or account.email, trigger=issued.id,
+                               user_id=account.id, link=self.link(path, issued.secret),
                                minutes=f"{self.settings_.link_minutes:g}")
 
     async def signed_in_account(self) -> accounts.Account:
@@ -329,6 +331,36 @@ class PasswordChange(AccountPage):
                         notice=f"Password changed; {ended} other session(s) logged out.")
 
 
+class EmailChange(AccountPage):
+    """A new address takes effect once the link sent to it is used; the answer is the same
+    whether another account has that address or not."""
+
+    async def post(self) -> None:
+        account = await self.signed_in_account()
+        try:
+            new_email = rules.normalize_email(self.get_body_argument("email", ""))
+        except InvalidInput as exc:
+            return await self.show(account, error=str(exc), status=400)
+        if not await self.check_password(account):
+            return await self.show(account, error="The current password is not right.", status=400)
+        await self.show(account, notice=f"To use {new_email}, open the link we are sending to it. "
+                                        f"Until then, {account.email} stays.")
+        if new_email != account.email and await accounts.by_email(self.common.engine, new_email) is None:
+            await self.email_link("change", Purpose.CHANGE, "/account/email/open", account,
+                                  new_email=new_email)
+
+
+class EmailChangeOpen(EmailedLinkOpen):
+    purpose, title, submit = Purpose.CHANGE, "Confirm your new address", "Use this address"
+
+    async def redeemed(self, redeemed: tokens.Redeemed, newly_verified: bool) -> None:
+        try:
+            await accounts.change_email(self.common.engine, redeemed.user_id, redeemed.new_email)
+        except accounts.AddressTaken:    # told only to whoever holds that address's link
+            raise tornado.web.HTTPError(409, "Another account took that address meanwhile.") from None
+        await sessions.end_others(self.common.engine, redeemed.user_id, None)
+
+
 class EndOtherSessions(AccountPage):
     async def post(self) -> None:
         account = await self.signed_in_account()
@@ -367,4 +399,5 @@ def routes(common: Common, limiter: CredentialLimiter, mailer: Mailer) -> list[t
         (r"/verify", VerifyOpen), (r"/password/reset", ResetRequest),
         (r"/password/reset/open", ResetOpen), (r"/account", AccountPage),
         (r"/account/password", PasswordChange), (r"/account/sessions", EndOtherSessions),
+        (r"/account/email", EmailChange), (r"/account/email/open", EmailChangeOpen),
         (r"/account/delete", DeleteAccount), (r"/unsubscribe", Unsubscribe))]

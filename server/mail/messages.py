@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {          # kind -> subject
     "welcome": "Welcome to the lessons",
     "magic": "Your sign-in link",
     "reset": "Choose a new password",
+    "change": "Confirm your new address",
     "reminder": "Your lesson is waiting",
     # Sent by billing's jobs (only `site` in their templates: nothing about the card or amount).
     "payment_received": "Payment received",

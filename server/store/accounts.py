@@ -69,6 +69,16 @@ async def set_password(engine: AsyncEngine, user_id: str, password_hash: str) ->
                            .values(password_hash=password_hash))
 
 
+async def change_email(engine: AsyncEngine, user_id: str, email: str) -> None:
+    """A confirmed new address; AddressTaken when another account took it meanwhile."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(UserRow).where(UserRow.id == user_id)
+                               .values(email=email, email_verified_at=utcnow()))
+    except sa.exc.IntegrityError:
+        raise AddressTaken(email) from None
+
+
 async def mark_verified(engine: AsyncEngine, user_id: str) -> bool:
     """True when this call confirmed the address (False: it already was)."""
     async with engine.begin() as conn:

@@ -21,17 +21,18 @@ class Issued:
 class Redeemed:
     user_id: str
     anonymous_id: str | None
+    new_email: str | None = None
 
 
 async def issue(engine: AsyncEngine, purpose: Purpose, user_id: str, lifetime: dt.timedelta,
-                anonymous_id: str | None = None) -> Issued:
+                anonymous_id: str | None = None, new_email: str | None = None) -> Issued:
     secret = new_secret()
     now = utcnow()
     issued = Issued(digest(secret), secret)
     async with engine.begin() as conn:
         await conn.execute(sa.insert(AccountToken).values(
             id=issued.id, purpose=purpose.value, user_id=user_id, anonymous_id=anonymous_id,
-            created_at=now, expires_at=now + lifetime))
+            new_email=new_email, created_at=now, expires_at=now + lifetime))
     return issued
 
 
@@ -49,13 +50,14 @@ async def redeem(engine: AsyncEngine, secret: str, purpose: Purpose) -> Redeemed
     async with engine.begin() as conn:
         row = (await conn.execute(
             sa.update(AccountToken).where(*_redeemable(secret, purpose, now)).values(used_at=now)
-            .returning(AccountToken.user_id, AccountToken.anonymous_id))).first()
+            .returning(AccountToken.user_id, AccountToken.anonymous_id,
+                       AccountToken.new_email))).first()
         if row is None:
             return None
         await conn.execute(sa.update(AccountToken).where(
             AccountToken.user_id == row.user_id, AccountToken.purpose == purpose.value,
             AccountToken.used_at.is_(None)).values(used_at=now))
-    return Redeemed(row.user_id, row.anonymous_id)
+    return Redeemed(row.user_id, row.anonymous_id, row.new_email)
 
 
 def _redeemable(secret: str, purpose: Purpose, now: dt.datetime) -> tuple:

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(16), nullable=False),
         sa.Column("user_id", sa.String(32), nullable=False),
         sa.Column("anonymous_id", sa.String(32)),
+        sa.Column("new_email", sa.String(320)),
         sa.Column("created_at", TIME, nullable=False, server_default=sa.func.now()),
         sa.Column("expires_at", TIME, nullable=False),
         sa.Column("used_at", TIME),
