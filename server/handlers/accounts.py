@@ -9,6 +9,7 @@ Every credential form is rate-limited per client address and per address typed.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import tornado.escape
@@ -315,16 +316,27 @@ class AccountPage(AccountHandler):
             return given.strip().lower() == account.email
         return await passwords.verify_password(account.password_hash, given)
 
+    async def confirmed(self, account: accounts.Account, parse: Callable[[], str]) -> str | None:
+        """The form's parsed value once the current password was typed right; else None, with
+        the page shown again saying what was wrong."""
+        try:
+            value = parse()
+        except InvalidInput as exc:
+            await self.show(account, error=str(exc), status=400)
+            return None
+        if not await self.check_password(account):
+            await self.show(account, error="The current password is not right.", status=400)
+            return None
+        return value
+
 
 class PasswordChange(AccountPage):
     async def post(self) -> None:
         account = await self.signed_in_account()
-        try:
-            new = rules.check_password(self.get_body_argument("password", ""))
-        except InvalidInput as exc:
-            return await self.show(account, error=str(exc), status=400)
-        if not await self.check_password(account):
-            return await self.show(account, error="The current password is not right.", status=400)
+        new = await self.confirmed(
+            account, lambda: rules.check_password(self.get_body_argument("password", "")))
+        if new is None:
+            return
         await accounts.set_password(self.common.engine, account.id, await passwords.hash_password(new))
         ended = await sessions.end_others(self.common.engine, account.id, self.session_token())
         await self.show(await accounts.by_id(self.common.engine, account.id),
@@ -337,12 +349,10 @@ class EmailChange(AccountPage):
 
     async def post(self) -> None:
         account = await self.signed_in_account()
-        try:
-            new_email = rules.normalize_email(self.get_body_argument("email", ""))
-        except InvalidInput as exc:
-            return await self.show(account, error=str(exc), status=400)
-        if not await self.check_password(account):
-            return await self.show(account, error="The current password is not right.", status=400)
+        new_email = await self.confirmed(
+            account, lambda: rules.normalize_email(self.get_body_argument("email", "")))
+        if new_email is None:
+            return
         await self.show(account, notice=f"To use {new_email}, open the link we are sending to it. "
                                         f"Until then, {account.email} stays.")
         if new_email != account.email and await accounts.by_email(self.common.engine, new_email) is None:
