@@ -41,7 +41,15 @@ print("...")
 # --- expected output ---
 hello
 ```
+
+```python exercise id=add
+def add(a, b):
+    return 0
+# --- tests ---
+assert add(2, 3) == 5
+```
 """
+ADD = "def add(a, b):\n    return a + b"
 
 
 def line(what: str, value: str, ratio: str = "") -> None:
@@ -54,18 +62,21 @@ async def connect(request: tornado.httpclient.HTTPRequest):
     return socket
 
 
-async def lesson_socket(base: str) -> tuple[list[float], list[float]]:
-    """(first output ms, verdict ms) per run through the lesson page's socket."""
+async def lesson_socket(base: str, exercise: str = "hello", code: str = CODE, runs: int = RUNS,
+                        pause: float = 0.0) -> tuple[list[float], list[float]]:
+    """(first output ms, verdict ms) per run through the lesson page's socket; `pause` s
+    between runs, as a learner reads the verdict before the next one."""
     client = tornado.httpclient.AsyncHTTPClient()
     page = await client.fetch(f"{base}/lessons/bench")
     cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
     socket = await connect(tornado.httpclient.HTTPRequest(
         base.replace("http", "ws") + "/lessons/bench/ws", headers={"Cookie": cookie}))
     first, done = [], []
-    for n in range(RUNS + 1):                       # the first run starts the kernel: not counted
+    for n in range(runs + 1):                       # the first run starts the kernel: not counted
+        await asyncio.sleep(pause if n else 0.0)
         began = time.perf_counter()
-        await socket.write_message(json.dumps({"type": "run", "run": str(n), "exercise": "hello",
-                                               "code": CODE}))
+        await socket.write_message(json.dumps({"type": "run", "run": str(n), "exercise": exercise,
+                                               "code": code}))
         seen_output = None
         while True:
             frame = json.loads(await socket.read_message())
@@ -75,7 +86,7 @@ async def lesson_socket(base: str) -> tuple[list[float], list[float]]:
                 assert frame["verdict"]["passed"], frame
                 break
         if n:
-            first.append(seen_output * 1000)
+            first.append(seen_output * 1000 if seen_output is not None else float("nan"))
             done.append((time.perf_counter() - began) * 1000)
     socket.close()
     return first, done
@@ -164,6 +175,8 @@ async def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             first, done = await lesson_socket(base)
+            # A check takes a fresh kernel from the pool, which refills while the learner reads.
+            _, checked = await lesson_socket(base, "add", ADD, runs=10, pause=1.5)
             ws_first, ws_idle = await channels(base)
         finally:
             stop.set()
@@ -181,3 +194,5 @@ async def main() -> None:
          f"{med(first) / med(bare_first):.2f}x bare (goal <= 1.0x)")
     line("lesson socket: click to verdict (graded, saved, traced)", f"{med(done):.1f} ms",
          f"{med(done) / med(bare_idle):.2f}x bare run")
+    line("lesson socket: verdict of a tests check (fresh kernel)", f"{med(checked):.1f} ms",
+         f"{med(checked) / med(done):.2f}x an output check (10 runs, 1.5 s apart)")

@@ -7,7 +7,8 @@ fills in launchers and writes the folders Jupyter tools look for, so that
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,40 @@ def api_model(plugins: Iterable[Plugin], launcher: Launcher, default: str = "pyt
             "kernelspecs": specs}
 
 
-def write(plugins: Iterable[Plugin], kernels_dir: Path, launcher: Launcher,
-          prefix: str = "") -> list[Path]:
+INSTALL_PREFIX = "lessonserver-"   # installed names, so a user's own `bash` or `python` spec is kept
+
+
+def kernels_dir(user: bool = False, prefix: Path | None = None) -> Path:
+    """Where `lessonserver kernelspecs install` writes: the user's Jupyter data folder, a
+    prefix's share/jupyter/kernels, or by default this environment's (sys.prefix)."""
+    if user and prefix is not None:
+        raise ValueError("choose --user or --prefix, not both")
+    if user:
+        from jupyter_core.paths import jupyter_data_dir
+        return Path(jupyter_data_dir()) / "kernels"
+    return Path(sys.prefix if prefix is None else prefix) / "share" / "jupyter" / "kernels"
+
+
+def sandboxed(sandbox: str) -> Callable[[Plugin, dict[str, Any]], dict[str, Any]]:
+    """An installed spec's additions: the sandbox its kernels run in, named where users pick."""
+    def amend(plugin: Plugin, spec: dict[str, Any]) -> dict[str, Any]:
+        return {**spec, "display_name": f"{plugin.display_name} (lessonserver, {sandbox})",
+                "env": {"LS_SANDBOX": sandbox}}
+    return amend
+
+
+def write(plugins: Iterable[Plugin], kernels_dir: Path, launcher: Launcher, prefix: str = "",
+          amend: Callable[[Plugin, dict[str, Any]], Mapping[str, Any]] | None = None) -> list[Path]:
     """Write `kernels_dir/<prefix><name>/kernel.json` per plugin; put kernels_dir's parent on
-    JUPYTER_PATH (or use a `share/jupyter/kernels` folder) for Jupyter tools to find them."""
+    JUPYTER_PATH (or use a `share/jupyter/kernels` folder) for Jupyter tools to find them.
+    `amend` may change each spec before it is written (see `sandboxed`)."""
     written = []
     for plugin in plugins:
         folder = Path(kernels_dir) / f"{prefix}{plugin.name}"
         folder.mkdir(parents=True, exist_ok=True)
         spec = kernelspec_json(plugin, launcher(plugin))
+        if amend is not None:
+            spec = dict(amend(plugin, spec))
         (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
         written.append(folder)
     return written

@@ -1,4 +1,6 @@
-"""`python -m kernels.launch --plugin NAME -f CONNECTION_FILE`: the argv of our kernelspecs.
+"""`lessonserver-launch --plugin NAME -f CONNECTION_FILE`: the argv of our kernelspecs.
+
+(`python -m kernels.launch` is the same program.)
 
 Jupyter frontends (jupyter console, nbclient, jupyter_kernel_test) start this
 as if it were the kernel. It starts a kernel of the plugin in the configured
@@ -19,7 +21,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,27 @@ RELAYED = ("shell", "control", "stdin")
 PARENT_POLL = 1.0     # seconds between checks that the frontend still lives
 
 
-def launcher_argv(plugin: str) -> list[str]:
-    """The kernelspec argv that starts a kernel of `plugin` through this launcher."""
-    return [sys.executable, "-m", "kernels.launch", "--plugin", plugin, "-f", "{connection_file}"]
+# The console script (setup.cfg): what /api/kernelspecs shows, since it names no server path.
+CONSOLE_SCRIPT = ("lessonserver-launch",)
+
+
+def launcher_argv(plugin: str, program: Sequence[str] | None = None) -> list[str]:
+    """The kernelspec argv that starts a kernel of `plugin` through this launcher.
+
+    `program` defaults to this interpreter running this module, which works whatever PATH is."""
+    program = (sys.executable, "-m", "kernels.launch") if program is None else program
+    return [*program, "--plugin", plugin, "-f", "{connection_file}"]
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Our options, and the arguments jupyter_client appends for a kernel to use (for
+    example `jupyter run --kernel=K script.py` appends `script.py`): the sandboxed kernel
+    cannot see the frontend's files, so the caller ignores those."""
+    parser = argparse.ArgumentParser(prog="lessonserver-launch", description=__doc__.split("\n")[0])
+    parser.add_argument("--plugin", required=True, help="kernel plugin name, e.g. python")
+    parser.add_argument("-f", dest="connection_file", required=True, type=Path,
+                        help="the connection file the frontend wrote")
+    return parser.parse_known_args(argv)
 
 
 # --- pure helpers --------------------------------------------------------------
@@ -199,11 +219,7 @@ async def run(plugin_name: str, connection_file: Path, settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     from server import config
 
-    parser = argparse.ArgumentParser(prog="python -m kernels.launch", description=__doc__.split("\n")[0])
-    parser.add_argument("--plugin", required=True, help="kernel plugin name, e.g. python")
-    parser.add_argument("-f", dest="connection_file", required=True, type=Path,
-                        help="the connection file the frontend wrote")
-    args = parser.parse_args(argv)
+    args, ignored = parse_args(argv)
     try:
         settings = config.load(os.environ)   # a process entry point, like the CLI
     except config.ConfigError as exc:
@@ -211,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="kernels.launch %(levelname)s %(message)s")
+    if ignored:
+        log.debug("ignoring arguments meant for a local kernel: %s", " ".join(ignored))
     return asyncio.run(run(args.plugin, args.connection_file, settings))
 
 

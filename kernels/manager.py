@@ -26,7 +26,7 @@ from kernels.events import (KernelAssigned, KernelDied, KernelEvent, KernelGone,
                             KernelInterrupted, KernelLimited, KernelRestarted, RunEnded, RunOutput,
                             RunStarted, StartRejected)
 from kernels.pool import CapacityError, Pool, StartGate
-from kernels.quotas import Quotas, Tier
+from kernels.quotas import Quota, Quotas, Tier
 from kernels.relay import Relay
 from kernels.result import Output, RunLimits, RunResult, RunStatus
 from kernels.sandbox import StartSpec
@@ -46,6 +46,7 @@ SAMPLE_EVERY = 1.0         # seconds between CPU samples of idle kernels
 ESCAPED = ("Code from an earlier run kept running after the run had ended, so the kernel "
            "was restarted; earlier variables are gone")
 FULL_RETRY_AFTER = 30.0    # Retry-After when every kernel slot on the host is taken
+RESTART_REQUESTED = "restart requested"
 
 
 class UnknownKernel(KeyError):
@@ -127,13 +128,17 @@ def start_spec(settings: Settings, plugin: Plugin) -> StartSpec:
 
 class KernelManager:
     def __init__(self, settings: Settings, sandbox: Sandbox, plugins: Iterable[Plugin],
-                 on_event: Iterable[Observer] = (), quotas: Quotas | None = None,
+                 on_event: Iterable[Observer] = (), owner_quotas: Quotas | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
         self.observers = list(on_event)
-        self.quotas = quotas or Quotas()
+        self.quotas = owner_quotas or Quotas(
+            anonymous=Quota(settings.anon_kernels, settings.anon_starts_per_minute,
+                            settings.anon_runs_per_minute),
+            member=Quota(settings.member_kernels, settings.member_starts_per_minute,
+                         settings.member_runs_per_minute))
         self.clock = clock
         self.gate = StartGate(settings.start_concurrency, settings.start_queue)
         self.pools = {name: Pool(sandbox, start_spec(settings, p), settings.pool_size, self.gate,
@@ -144,6 +149,7 @@ class KernelManager:
         self._reserved = 0               # starts in progress, counted against max_kernels
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()
+        self._releasing: set[asyncio.Task] = set()
 
     # --- the outside world's view -----------------------------------------
 
@@ -365,7 +371,7 @@ class KernelManager:
             await self.sandbox.kill(entry.kernel)
         async with entry.lock:
             if entry.session is before:
-                await self._replace(entry, "restart requested")
+                await self._replace(entry, RESTART_REQUESTED)
         return entry.snapshot()
 
     async def shutdown(self, kernel_id: str, reason: str = "shutdown requested",
@@ -384,11 +390,19 @@ class KernelManager:
         for pool in self.pools.values():  # a slot on the host is free again
             pool.refill()
 
+    def release(self, kernel_id: str, reason: str) -> None:
+        """Shut a kernel down in the background (its removal takes an engine round trip)."""
+        task = asyncio.create_task(self.shutdown(kernel_id, reason))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # UnknownKernel: gone
+
     async def close(self) -> None:
         """Stop culling, shut down our kernels and empty the pools."""
         for task in (*self._tasks, *self._spawned):
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._spawned, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._spawned, *self._releasing,
+                             return_exceptions=True)
         await asyncio.gather(*(self.shutdown(k, "server stopping") for k in list(self._kernels)),
                              return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
@@ -405,7 +419,8 @@ class KernelManager:
     async def _replace(self, entry: _Entry, reason: str) -> None:
         """Swap in a fresh kernel from the pool; the caller holds entry.lock."""
         entry.state = "restarting"
-        self._tell_clients(entry, "restarting")
+        if reason != RESTART_REQUESTED:   # JupyterLab reads "restarting" as "the kernel died"
+            self._tell_clients(entry, "restarting")
         await self._drop(entry.session)
         try:
             kernel, hit, ms = await self._acquire(entry.plugin)

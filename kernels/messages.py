@@ -40,6 +40,8 @@ class KernelMessage:
     parent: Mapping[str, Any]
     raw_metadata: bytes = b"{}"
     raw_content: bytes = b"{}"
+    raw_header: bytes | None = None       # as it came over the wire, when it did
+    raw_parent: bytes | None = None
 
     @property
     def msg_type(self) -> str:
@@ -98,7 +100,8 @@ def from_frames(channel: str, frames: list[bytes], key: bytes,
     if key and not hmac.compare_digest(signature, sign(parts)):
         raise BadMessage("bad signature")
     return KernelMessage(channel, _loads_object(parts[0], "header"),
-                         _loads_object(parts[1], "parent header"), parts[2], parts[3])
+                         _loads_object(parts[1], "parent header"), parts[2], parts[3],
+                         parts[0], parts[1])
 
 
 def to_parts(header: Mapping[str, Any], parent: Mapping[str, Any], metadata: Mapping[str, Any],
@@ -109,8 +112,9 @@ def to_parts(header: Mapping[str, Any], parent: Mapping[str, Any], metadata: Map
 
 def ws_frame(msg: KernelMessage) -> str:
     """The JSON text frame Jupyter Server writes to a WebSocket client (no binary buffers)."""
-    header = _dumps(msg.header).decode()
-    return ('{"header":' + header + ',"parent_header":' + _dumps(msg.parent).decode()
+    header = (msg.raw_header or _dumps(msg.header)).decode(errors="replace")
+    parent = (msg.raw_parent or _dumps(msg.parent)).decode(errors="replace")
+    return ('{"header":' + header + ',"parent_header":' + parent
             + ',"metadata":' + msg.raw_metadata.decode(errors="replace")
             + ',"content":' + msg.raw_content.decode(errors="replace")
             + ',"msg_id":' + json.dumps(msg.header.get("msg_id"))
@@ -176,7 +180,7 @@ def parse_client_frame(raw: str | bytes) -> ClientMessage:
         raise BadMessage("frames must be JSON objects")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise BadMessage(f"frames may nest at most {MAX_DEPTH} levels")
-    channel = data.get("channel")
+    channel = data.get("channel") or "shell"    # as Jupyter Server: no channel means shell
     if channel not in CLIENT_CHANNELS:
         raise BadMessage(f"channel must be one of {', '.join(CLIENT_CHANNELS)}, not {channel!r}")
     header = data.get("header")

@@ -31,8 +31,8 @@ class Quota:
 
 @dataclasses.dataclass(frozen=True)
 class Quotas:
-    anonymous: Quota = Quota(kernels=1, starts_per_minute=6, runs_per_minute=60)
-    member: Quota = Quota(kernels=3, starts_per_minute=12, runs_per_minute=120)
+    anonymous: Quota         # from LS_ANON_* settings
+    member: Quota            # from LS_MEMBER_* settings
 
     def of(self, tier: Tier) -> Quota | None:
         if tier is Tier.EXEMPT:

@@ -202,7 +202,9 @@ class KernelSession:
                     self._relay_outputs(run, msg, outputs)
             elif run.relay is not None:
                 self._broadcast(msg) if msg.channel == "iopub" else run.relay.put(msg)
-            if run.state.capped != was_capped or run.state.done or outputs:
+            # A client's run is relayed here; its supervisor wakes only for what it acts on.
+            if run.state.capped != was_capped or run.state.done \
+                    or (outputs and run.relay is None):
                 run.wake.set()
             return
         if run.relay is not None:               # comms, clear, anything else of a client's run

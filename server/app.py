@@ -17,6 +17,11 @@ from server import db, logs
 from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
 from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
+from server.cache import keys as cache_keys
+from server.cache.cache import Cache
+from server.cache.freshness import Policy
+from server.cache.local import LocalStore
+from server.cache.shared import RedisStore
 from server.config import PROJECT_ROOT, Settings
 from server.course.loader import load_catalog
 from server.course.model import Catalog
@@ -58,6 +63,7 @@ class Runtime:
     sessions: LessonSessions | None = None
     mailer: Mailer | None = None
     redis: object | None = None
+    cache: Cache | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -95,11 +101,26 @@ async def start_runtime(settings: Settings) -> Runtime:
             import redis.asyncio
             runtime.redis = redis.asyncio.from_url(settings.redis_url)
             runtime.closers.append(runtime.redis.aclose)
+        await start_cache(runtime)
         await start_kernels(runtime)
     except BaseException:
         await runtime.close()
         raise
     return runtime
+
+
+async def start_cache(runtime: Runtime) -> None:
+    """Redis behind an in-process tier when there is Redis; the in-process tier alone when not."""
+    settings = runtime.settings
+    policy = Policy(ttl=settings.cache_ttl, grace=settings.cache_grace)
+    if runtime.redis is None:
+        runtime.cache = Cache.embedded(policy, runtime.metrics)
+    else:
+        store = RedisStore(runtime.redis, f"lessonserver:{settings.instance}:cache:",
+                           tombstone_seconds=settings.cache_ttl + settings.cache_grace)
+        runtime.cache = Cache(policy, store, runtime.metrics, near=LocalStore())
+    runtime.closers.append(runtime.cache.close)
+    await cache_keys.catalog_changed(runtime.cache)   # this process may serve a new course
 
 
 async def start_kernels(runtime: Runtime) -> None:
@@ -156,17 +177,18 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
     settings = runtime.settings
     common = Common(settings, runtime.engine, runtime.metrics)
     pages = {"common": common, "library": runtime.library}
+    cached = {**pages, "cache": runtime.cache}
     # Per process: with several `serve` processes, a Redis RateStore takes MemoryRateStore's place.
     limiter = CredentialLimiter(MemoryRateStore(),
                                 CredentialRules(settings.auth_per_ip, settings.auth_per_account))
     ws_cap = PerIpCap(settings.ws_per_ip)
     routes = [
-        (r"/", CatalogHandler, pages),
-        (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, pages),
+        (r"/", CatalogHandler, cached),
+        (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, cached),
         (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
          {**pages, "manager": runtime.manager, "runner": runtime.runner,
           "sessions": runtime.sessions, "ws_cap": ws_cap}),
-        (r"/api/lessons", LessonsApiHandler, pages),
+        (r"/api/lessons", LessonsApiHandler, cached),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),

@@ -214,5 +214,44 @@ def images_build(names: tuple[str, ...], force: bool, cache_dir: Path | None) ->
         sys.exit(1)
 
 
+@main.group()
+def kernelspecs() -> None:
+    """Kernelspecs for local Jupyter tools (jupyter console, run, execute)."""
+
+
+@kernelspecs.command("install")
+@click.option("--user", is_flag=True, help="Into your Jupyter data folder.")
+@click.option("--prefix", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Into PREFIX/share/jupyter/kernels.")
+@click.option("--sandbox", type=click.Choice(["docker", "local"]), default="docker", show_default=True,
+              help="Where the kernels of these specs run.")
+def kernelspecs_install(user: bool, prefix: Path | None, sandbox: str) -> None:
+    """Write a lessonserver-<plugin> kernelspec per kernel plugin (default: into this
+    environment, sys.prefix), each starting its kernel in the sandbox through our launcher.
+
+    Other LS_* settings (limits, LS_INSTANCE) come from the environment of the Jupyter tool.
+    """
+    from jupyter_core.paths import jupyter_path
+    from kernels import kernelspecs as specs
+    from kernels.launch import launcher_argv
+    from kernels.plugins import PluginError, discover
+    try:
+        target = specs.kernels_dir(user, prefix)
+        written = specs.write(discover(), target, lambda plugin: launcher_argv(plugin.name),
+                              prefix=specs.INSTALL_PREFIX, amend=specs.sandboxed(sandbox))
+    except (ValueError, PluginError, OSError) as exc:
+        click.echo(f"lessonserver kernelspecs install: {exc}", err=True)
+        sys.exit(1)
+    for folder in written:
+        click.echo(f"installed {folder.name} in {folder}")
+    searched = {Path(p).resolve() for p in jupyter_path("kernels")}
+    if target.resolve() not in searched:
+        click.echo(f"Jupyter does not look in {target} yet: set JUPYTER_PATH={target.parent}", err=True)
+    names = [folder.name for folder in written]
+    if names:
+        example = specs.INSTALL_PREFIX + "python"
+        click.echo(f"try: jupyter console --kernel={example if example in names else names[0]}")
+
+
 if __name__ == "__main__":
     main()

@@ -131,6 +131,18 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_START_CONCURRENCY", "start_concurrency", _int(1), "4", "kernel starts in flight at once"),
     Field("LS_START_QUEUE", "start_queue", _int(0), "64",
           "kernel requests allowed to wait for a start; beyond it, 429 with Retry-After"),
+    Field("LS_ANON_KERNELS", "anon_kernels", _int(1), "1",
+          "kernels an anonymous visitor may hold at once (admins and the API token are exempt)"),
+    Field("LS_MEMBER_KERNELS", "member_kernels", _int(1), "3",
+          "kernels a signed-in learner may hold at once"),
+    Field("LS_ANON_STARTS_PER_MINUTE", "anon_starts_per_minute", _int(1), "6",
+          "kernel starts per minute for an anonymous visitor"),
+    Field("LS_MEMBER_STARTS_PER_MINUTE", "member_starts_per_minute", _int(1), "12",
+          "kernel starts per minute for a signed-in learner"),
+    Field("LS_ANON_RUNS_PER_MINUTE", "anon_runs_per_minute", _int(1), "60",
+          "runs per minute for an anonymous visitor"),
+    Field("LS_MEMBER_RUNS_PER_MINUTE", "member_runs_per_minute", _int(1), "120",
+          "runs per minute for a signed-in learner"),
     Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), "10", "wall-clock seconds per run"),
     Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), "65536", "output bytes kept per run"),
     Field("LS_OUTPUT_MESSAGES", "output_messages", _int(1), "2000", "output messages kept per run"),
@@ -147,6 +159,8 @@ FIELDS: tuple[Field, ...] = (
           "seconds of idle CPU use judged at once"),
     Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
     Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
+    Field("LS_CACHE_GRACE", "cache_grace", _float(0), "60",
+          "seconds past LS_CACHE_TTL a page is still served (stale) while one request recomputes it"),
     Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),
     Field("LS_TRACE_FLUSH", "trace_flush", _float(0.01), "0.5", "seconds before a partial batch is sent"),
     Field("LS_TRACE_RETENTION_DAYS", "trace_retention_days", _int(1), "30",
@@ -204,6 +218,12 @@ class Settings:
     max_kernels: int
     start_concurrency: int
     start_queue: int
+    anon_kernels: int
+    member_kernels: int
+    anon_starts_per_minute: int
+    member_starts_per_minute: int
+    anon_runs_per_minute: int
+    member_runs_per_minute: int
     run_timeout: float
     output_limit: int
     output_messages: int
@@ -217,6 +237,7 @@ class Settings:
     idle_cpu_window: float
     max_lifetime: float
     cache_ttl: float
+    cache_grace: float
     trace_batch: int
     trace_flush: float
     trace_retention_days: int

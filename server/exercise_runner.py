@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.manager import KernelManager, ManagedKernel
 from kernels.result import Output, RunResult, RunStatus
-from server import exercise_steps, progress_view
+from server import progress_view
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson
 from server.metrics import Metrics
+from server.exercise_attempt import attempt
 from server.exercise_steps import StepKind
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
@@ -63,20 +64,20 @@ class ExerciseRunner:
             tracer.output(output)
             await on_output(output)
 
-        results: dict[StepKind, RunResult] = {}
+        def watch(checker_id: str, attach: bool) -> None:
+            """The check's own kernel reports into this run's trace too."""
+            if attach:
+                self.router.attach(checker_id, tracer)
+            else:
+                self.router.detach(checker_id)
+
         self.router.attach(kernel_id, tracer)
         try:
-            for step in exercise_steps.plan(exercise, code):
-                # Hidden steps stay out of the kernel's history (In, _ih, history_request).
-                result = await self.manager.execute(
-                    kernel_id, step.code, on_output=forward if step.visible else None,
-                    on_input=on_input if step.visible else None, store_history=step.visible)
-                results[step.kind] = result
-                if not exercise_steps.should_continue(step, result):
-                    break
+            done = await attempt(self.manager, kernel_id, lesson.kernel, exercise, code,
+                                 owner=user_id, on_output=forward, on_input=on_input, watch=watch)
         finally:
             self.router.detach(kernel_id)
-        verdict = exercise_steps.judge(exercise, results)
+        results, verdict = done.results, done.verdict
         shown = results.get(StepKind.LEARNER) or results.get(StepKind.SETUP) \
             or RunResult(RunStatus.DIED, message="Nothing ran.")
         tracer.verdict(verdict.passed, verdict.message)

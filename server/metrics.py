@@ -3,7 +3,7 @@
 Every series declared here is recorded somewhere: requests by the handlers,
 runs by the exercise runner and (for Jupyter clients' runs) by the kernel
 manager's events, which also drive limit hits and refused starts; the
-kernel gauge asks the manager at scrape time.
+kernel gauge asks the manager at scrape time; the cache series by server.cache.
 """
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ class Metrics:
         self.rejected = Counter("lessonserver_admission_rejected",
                                 "kernel requests refused with 429 by a quota or the host's capacity",
                                 ["what"], registry=self.registry)
+        self.cache_requests = Counter("lessonserver_cache_requests", "cache look-ups by answer",
+                                      ["prefix", "result"], registry=self.registry)
+        self.cache_recomputes = Counter("lessonserver_cache_recomputes",
+                                        "cached values computed (one per expiry when single flight works)",
+                                        ["prefix"], registry=self.registry)
+        self.cache_lock_waits = Histogram("lessonserver_cache_lock_wait_seconds",
+                                          "time requests waited for another request's recompute",
+                                          ["prefix"], registry=self.registry,
+                                          buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self._api_runs: dict[str, str] = {}    # run id -> kernel, while a client's run goes on
 
     def observe_run(self, kernel: str, result: RunResult, seconds: float) -> None:
@@ -55,6 +64,15 @@ class Metrics:
         elif isinstance(event, events.RunEnded):
             kernel = self._api_runs.pop(event.run_id, "unknown")
             self.runs.labels(kernel, event.result.status.value).inc()
+
+    def observe_cache(self, prefix: str, result: str) -> None:
+        self.cache_requests.labels(prefix, result).inc()
+
+    def observe_cache_recompute(self, prefix: str) -> None:
+        self.cache_recomputes.labels(prefix).inc()
+
+    def observe_cache_lock_wait(self, prefix: str, seconds: float) -> None:
+        self.cache_lock_waits.labels(prefix).observe(seconds)
 
     def watch_kernels(self, count: Callable[[], int]) -> None:
         self.kernels.set_function(count)

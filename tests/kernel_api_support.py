@@ -80,6 +80,7 @@ async def serve_api(settings):
     manager = KernelManager(settings, sandbox, plugins,
                             on_event=[KernelEventRouter(traced.append), metrics.observe_kernel_event])
     await manager.startup()
+    metrics.watch_kernels(lambda: len(manager.list()))
     common = Common(settings, engine, metrics)
     limiter = CredentialLimiter(MemoryRateStore(), CredentialRules(settings.auth_per_ip,
                                                                    settings.auth_per_account))

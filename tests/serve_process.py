@@ -65,3 +65,20 @@ def lessonserver(root: Path, **settings: str) -> Iterator[Served]:
     """Serve with `settings` (LS_* names) and its data dir and log under `root`."""
     with served({"LS_DATA_DIR": str(root / "data"), **settings}, root / "serve.log") as server:
         yield server
+
+
+@contextlib.contextmanager
+def listening(argv: list[str], port: int, what: str, **popen) -> Iterator[str]:
+    """Any server process of ours (a load balancer, a baseline) until it listens on `port`;
+    terminated afterwards. Yields its base URL."""
+    proc = subprocess.Popen(argv, **popen)
+    try:
+        wait_for_port(port, 15, what)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

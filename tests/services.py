@@ -28,6 +28,7 @@ PACKAGES = {
     "bubblewrap": "/usr/bin/bwrap",
     "chromium": "/usr/bin/chromium",
     "chromium-driver": "/usr/bin/chromedriver",
+    "haproxy": "/usr/sbin/haproxy",          # the load balancer in front of several `serve`
 }
 DOCKER_SOCKET = "/var/run/docker.sock"
 DOCKERD_LOG = "/var/log/lessonserver-dockerd.log"

@@ -242,16 +242,17 @@ class FlakyHost:
     def __init__(self) -> None:
         self.started = 0
 
-    async def start(self, owner: str, plugin: str):
+    async def start(self, owner: str, plugin: str, tier=None):
         self.started += 1
         return type("Kernel", (), {"id": f"k{self.started}"})
 
-    async def execute(self, kernel_id: str, code: str, limits=None, on_output=None, on_input=None):
+    async def execute(self, kernel_id: str, code: str, limits=None, on_output=None, on_input=None,
+                      store_history=True):
         if kernel_id == "k1":
             return RunResult(RunStatus.DIED, message="The kernel did not answer")
         return RunResult(RunStatus.OK, (Output("stream", name="stdout", text=code),))
 
-    async def shutdown(self, kernel_id: str) -> None:
+    async def shutdown(self, kernel_id: str, reason: str = "") -> None:
         pass
 
 

@@ -144,6 +144,32 @@ async def test_hidden_tests_judge_and_never_show_their_code(site):
     assert result["verdict"]["passed"] is True and result["progress"]["passed"] == 1
 
 
+async def test_hidden_tests_cannot_be_read_or_defeated_from_the_learners_kernel(site):
+    """Issue 9, item 5: history and IPython hooks of the learner's kernel reach no check."""
+    page = await Page.open(site)
+    await page.run("add", "def add(a, b):\n    return a + b")                 # tests ran once
+    result, frames = await page.run("hello", "print(sum(('HIDD' + 'EN =') in h for h in _ih))",
+                                    run="r2")       # the setup's line, spelled so as not to match
+    assert [f["output"]["text"] for f in frames if f["type"] == "output"] == ["0\n"]
+    await page.run("hello", "ip = get_ipython()\n"
+                            "ip.input_transformers_cleanup.append(\n"
+                            "    lambda l: ['pass\\n'] if any('assert' in x for x in l) else l)\n"
+                            "ip.events.register('pre_run_cell', lambda info: print(info.raw_cell))",
+                   run="r3")
+    result, frames = await page.run("add", "def add(a, b):\n    return 0", run="r4")
+    assert result["verdict"]["passed"] is False, result
+    assert "add(2, 3) should be 5" in result["verdict"]["message"]
+    assert "HIDDEN" not in json.dumps(frames)
+
+
+async def test_code_that_relies_on_an_earlier_run_is_told_so(site):
+    page = await Page.open(site)
+    await page.run("hello", "def helper(a, b):\n    return a + b")
+    result, _ = await page.run("add", "def add(a, b):\n    return helper(a, b)", run="r2")
+    assert result["verdict"]["passed"] is False
+    assert "fresh start" in result["verdict"]["message"] and "helper" in result["verdict"]["message"]
+
+
 async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(site):
     page = await Page.open(site)
     result, _ = await page.run("hello", "while True:\n    pass")
@@ -151,6 +177,18 @@ async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(s
     assert "2" in result["message"] and not result["verdict"]["passed"]
     result, _ = await page.run("hello", "print('hello')", run="r2")
     assert result["verdict"]["passed"] is True
+
+
+async def test_runs_and_limit_hits_move_their_metrics(site):
+    page = await Page.open(site)
+    await page.run("hello", "print('hello')")
+    await page.run("hello", "while True:\n    pass", run="r2")
+    metrics = (await site.get("/metrics")).body.decode()
+    assert 'lessonserver_runs_total{kernel="python",status="ok"} 1.0' in metrics
+    assert 'lessonserver_runs_total{kernel="python",status="limit"} 1.0' in metrics
+    assert 'lessonserver_run_seconds_count{kernel="python"} 2.0' in metrics
+    assert 'lessonserver_limit_hits_total{kernel="python",limit="timeout"} 1.0' in metrics
+    assert "lessonserver_kernels 1.0" in metrics
 
 
 async def test_input_is_asked_and_answered(site):
@@ -286,3 +324,42 @@ async def test_a_question_asked_while_the_page_was_away_is_asked_again(site):
     await page.send(type="input", run="r1", value="Ada")
     result, _ = await page.until("result")
     assert result["verdict"]["passed"] is True
+
+
+async def test_a_jupyter_clients_run_is_cut_and_listed_with_the_lesson_runs(site):
+    """Issue 8: a run over the kernel API has the run timeout and lands in /api/admin/runs."""
+    headers = {"Authorization": f"token {TOKEN}"}
+    client = tornado.httpclient.AsyncHTTPClient()
+    model = json.loads((await client.fetch(f"{site.base}/api/kernels", method="POST",
+                                           headers=headers, body="{}")).body)
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        site.base.replace("http", "ws") + f"/api/kernels/{model['id']}/channels", headers=headers))
+    msg_id = "api-run-1"
+    await socket.write_message(json.dumps({
+        "channel": "shell", "header": {"msg_id": msg_id, "msg_type": "execute_request",
+                                       "session": "s", "username": "u", "version": "5.3"},
+        "parent_header": {}, "metadata": {},
+        "content": {"code": "import time; time.sleep(13)", "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False}}))
+    notes = []
+    while True:
+        msg = json.loads(await asyncio.wait_for(socket.read_message(), 15))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            notes.append(msg["content"]["text"])
+        if msg["msg_type"] == "execute_reply":
+            break
+    socket.close()
+    assert any("Stopped after 2 s" in note for note in notes)
+    for _ in range(100):
+        runs = json.loads((await site.get("/api/admin/runs?status=limit", headers=headers)).body)
+        api_runs = [r for r in runs["runs"] if r.get("client") == "api"]
+        if api_runs:
+            break
+        await asyncio.sleep(0.1)
+    assert api_runs and api_runs[0]["user_id"] == "api:token" and api_runs[0]["limit_hit"] == "timeout"
+    run = json.loads((await site.get(f"/api/admin/runs/{api_runs[0]['id']}", headers=headers)).body)
+    assert [e["kind"] for e in run["events"]][0] == "requested" and "limit" in [
+        e["kind"] for e in run["events"]]
+

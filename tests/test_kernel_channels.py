@@ -120,13 +120,16 @@ async def test_interrupt_through_rest_stops_a_loop_run_over_the_socket(channels,
     assert stream_text(channels.outputs(again)) == "still here\n"
 
 
-async def test_restart_says_restarting_and_the_socket_follows_the_new_kernel(channels, api):
+async def test_a_requested_restart_is_followed_by_the_socket_without_a_crash_notice(channels, api):
     first = await channels.execute("x = 5")
     await channels.reply_to(first)
     response = await api.call("POST", f"/api/kernels/{channels.kernel_id}/restart")
     assert response.code == 200
-    await channels.until(lambda m: m["msg_type"] == "status"
-                         and m["content"]["execution_state"] == "restarting")
+    await channels.until(lambda m: m["msg_type"] == "status" and not m["parent_header"]
+                         and m["content"]["execution_state"] == "idle")
+    states = [m["content"]["execution_state"] for m in channels.received
+              if m["msg_type"] == "status" and not m["parent_header"]]
+    assert "restarting" not in states     # JupyterLab would take it for a crash
     run = await channels.execute("print(x)")
     reply = await channels.reply_to(run)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "NameError"

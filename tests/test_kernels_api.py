@@ -55,8 +55,9 @@ async def test_kernelspecs_have_the_jupyter_server_shape(api):
     python = specs["kernelspecs"]["python"]
     assert python["name"] == "python" and python["resources"] == {}
     assert set(python["spec"]) >= {"argv", "display_name", "language", "metadata"}
-    assert python["spec"]["argv"][1:] == ["-m", "kernels.launch", "--plugin", "python", "-f",
-                                          "{connection_file}"]
+    # the launcher's console script: no path of the server is shown to callers
+    assert python["spec"]["argv"] == ["lessonserver-launch", "--plugin", "python", "-f",
+                                      "{connection_file}"]
     one = await api.call("GET", "/api/kernelspecs/bash")
     assert body(one)["spec"]["language"] == specs["kernelspecs"]["bash"]["spec"]["language"]
     assert (await api.call("GET", "/api/kernelspecs/cobol")).code == 404
@@ -150,6 +151,26 @@ async def test_a_full_host_answers_429_with_retry_after(api_for):
     assert "in use" in body(response)["error"]["message"]
 
 
+async def test_one_anonymous_cookie_cannot_take_every_kernel(api_for):
+    """Issue 9, item 2: the repro minted one cookie and took all 10 kernels in 6.6 s."""
+    api = await api_for(LS_MAX_KERNELS="10")
+    _, mallory = await api.learner()
+    first = await api.call("POST", "/api/kernels", {"name": "python"}, token=None, headers=mallory)
+    assert first.code == 201
+    refused = [await api.call("POST", "/api/kernels", {"name": "python"}, token=None,
+                              headers=mallory) for _ in range(5)]
+    assert {r.code for r in refused} == {429}
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert "already have 1 kernel" in body(refused[0])["error"]["message"]
+    _, ada = await api.learner()                     # another learner is not starved
+    assert (await api.call("POST", "/api/kernels", {"name": "python"}, token=None,
+                           headers=ada)).code == 201
+    assert len(api.manager.list()) == 2
+    exposition = api.metrics.exposition().decode()
+    assert 'lessonserver_admission_rejected_total{what="owner_kernels"} 5.0' in exposition
+    assert "lessonserver_kernels 2.0" in exposition
+
+
 async def test_interrupt_stops_a_busy_loop(api):
     kernel_id = (await api.start("python"))["id"]
     run = asyncio.create_task(api.manager.execute(kernel_id, "while True: pass",
@@ -173,3 +194,12 @@ async def test_restart_gives_a_fresh_kernel_under_the_same_id(api):
     assert body(response)["id"] == kernel_id and body(response)["execution_state"] == "idle"
     result = await api.manager.execute(kernel_id, "print(x)")
     assert result.status is RunStatus.ERROR and result.error.ename == "NameError"
+
+
+def test_errors_have_jupyter_servers_top_level_message_and_reason():
+    from server.handlers.kernels_api import error_body
+    assert error_body(400, "Bad Request", "no kernel named 'x'", "r1") == {
+        "message": "no kernel named 'x'", "reason": "Bad Request",
+        "error": {"status": 400, "reason": "Bad Request", "message": "no kernel named 'x'",
+                  "request_id": "r1"}}
+    assert error_body(500, "Internal Server Error", None, "r2")["message"] == "Internal Server Error"

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from kernels.manager import KernelManager
 from kernels.plugins import discover
+from kernels.quotas import Tier
 from kernels.result import RunResult, RunStatus
 from kernels.sandbox import create_sandbox
-from server import exercise_steps
+from server.exercise_attempt import attempt
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson, LessonError
 from server.exercise_steps import StepKind
@@ -109,32 +110,31 @@ async def rehearse(manager: KernelManager, lessons: Iterable[Lesson],
 
 
 async def _rehearse_one(manager: KernelManager, lesson: Lesson, exercise: Exercise) -> Rehearsal:
-    kernel = await manager.start("lessons-check", lesson.kernel)
+    kernel = await manager.start("lessons-check", lesson.kernel, Tier.EXEMPT)
     try:
-        starter, setup_error, died = await _attempt(manager, kernel.id, exercise, exercise.starter)
+        starter, setup_error, died = await _attempt(manager, kernel.id, lesson.kernel, exercise,
+                                                    exercise.starter)
         solution = None
         if exercise.solution is not None and setup_error is None:
-            solution, setup_error, died_too = await _attempt(manager, kernel.id, exercise,
-                                                             exercise.solution)
+            solution, setup_error, died_too = await _attempt(manager, kernel.id, lesson.kernel,
+                                                             exercise, exercise.solution)
             died = died or died_too
     finally:
         await manager.shutdown(kernel.id)
     return Rehearsal(lesson, exercise, starter, solution, setup_error, died)
 
 
-async def _attempt(manager: KernelManager, kernel_id: str, exercise: Exercise,
+async def _attempt(manager: KernelManager, kernel_id: str, plugin: str, exercise: Exercise,
                    code: str) -> tuple[Verdict, str | None, bool]:
-    """The verdict on one run of `code`, what stopped the hidden setup if it failed, and
-    whether the kernel died."""
-    results: dict[StepKind, RunResult] = {}
-    for step in exercise_steps.plan(exercise, code):
-        results[step.kind] = result = await manager.execute(kernel_id, step.code)
-        if not exercise_steps.should_continue(step, result):
-            break
-    setup = results.get(StepKind.SETUP)
-    setup_error = None if setup is None or setup.status is RunStatus.OK else _what_stopped(setup)
-    died = any(result.status is RunStatus.DIED for result in results.values())
-    return exercise_steps.judge(exercise, results), setup_error, died
+    """The verdict on one run of `code` (judged as a learner's run is), what stopped the
+    hidden setup if it failed, and whether a kernel died."""
+    done = await attempt(manager, kernel_id, plugin, exercise, code, owner="lessons-check")
+    setups = [done.results.get(StepKind.SETUP), done.checked.get(StepKind.SETUP)]
+    failed = next((s for s in setups if s is not None and s.status is not RunStatus.OK), None)
+    setup_error = None if failed is None else _what_stopped(failed)
+    died = any(result.status is RunStatus.DIED
+               for result in (*done.results.values(), *done.checked.values()))
+    return done.verdict, setup_error, died
 
 
 def _what_stopped(result: RunResult) -> str:

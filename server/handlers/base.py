@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import tornado.web
+import tornado.websocket
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.quotas import Tier
 from server.accounts.connections import PerIpCap
 from server.config import Settings
 from server.metrics import Metrics
+from server.models import utcnow
 from server.store import sessions, users
 
 USER_COOKIE = "ls_user"
@@ -78,29 +80,53 @@ class BaseHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         set_security_headers(self)
 
-    # --- identity: a signed cookie naming a user row (anonymous until claimed) ---
+    # --- identity: a signed cookie naming a learner. An anonymous visitor costs no row until
+    # it does something worth keeping (see persist_user); until then the cookie is its identity.
+
+    persisted = False        # whether self.user has a database row
 
     async def load_user(self) -> users.User | None:
-        """The signed-in account when the session cookie names a live session, else the
-        anonymous learner of the user cookie."""
+        """The signed-in account when the session cookie names a live session; else the
+        cookie's learner: its row, or a row-less visitor; None without a cookie."""
         session = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.settings_.session_days)
         if session is not None:
-            self.user = await sessions.user_of(self.common.engine, session.decode(),
-                                               dt.timedelta(days=self.settings_.session_days))
-            if self.user is not None:
-                return self.user
+            account = await sessions.user_of(self.common.engine, session.decode(),
+                                             dt.timedelta(days=self.settings_.session_days))
+            if account is not None:
+                self.user, self.persisted = account, True
+                return account
         raw = self.get_signed_cookie(USER_COOKIE, max_age_days=365)
         if raw is None:
             return None
-        self.user = await users.get(self.common.engine, raw.decode())
+        user_id = raw.decode()
+        row = await users.get(self.common.engine, user_id)
+        self.persisted = row is not None
+        self.user = row or users.User(id=user_id, email=None, name="", is_admin=False,
+                                      created_at=utcnow())
+        if not self.persisted and isinstance(self, tornado.websocket.WebSocketHandler):
+            # Opening a lesson's socket leads to runs and drafts, which need the row.
+            return await self.persist_user()
         return self.user
 
+    def has_identity(self) -> bool:
+        return self.get_cookie(USER_COOKIE) is not None or self.get_cookie(SESSION_COOKIE) is not None
+
     async def ensure_user(self) -> users.User:
-        """The current user, creating an anonymous one on first need (not on every page view)."""
+        """The current learner; a new visitor gets a signed cookie, and no row (no write on a read)."""
         if self.user is None and await self.load_user() is None:
-            self.user = await users.create_anonymous(self.common.engine)
+            self.user = users.User(id=users.new_id(), email=None, name="", is_admin=False,
+                                   created_at=utcnow())
+            self.persisted = False
             self.set_signed_cookie(USER_COOKIE, self.user.id, expires_days=365, httponly=True,
                                    samesite="Lax", secure=self.settings_.secure_cookies)
+        return self.user
+
+    async def persist_user(self) -> users.User:
+        """Give the cookie's visitor its row, keeping its id: on its first act worth keeping."""
+        user = await self.ensure_user()
+        if not self.persisted:
+            self.user = await users.create_anonymous(self.common.engine, user.id)
+            self.persisted = True
         return self.user
 
     # --- errors: an HTML page for people, JSON under /api/ ---

@@ -9,6 +9,7 @@ cannot be probed. The WebSocket lives in kernel_channels.py.
 from __future__ import annotations
 
 import datetime as dt
+import http
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from kernels.launch import launcher_argv
+from kernels.launch import CONSOLE_SCRIPT, launcher_argv
 from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels import kernelspecs
 from kernels.pool import CapacityError
@@ -54,8 +55,18 @@ def kernel_model(kernel: ManagedKernel) -> dict[str, Any]:
 
 
 def kernelspecs_model(plugins: Iterable[Plugin]) -> dict[str, Any]:
-    """Remote clients see the launcher argv: what `jupyter kernelspec` would install here."""
-    return kernelspecs.api_model(plugins, lambda plugin: launcher_argv(plugin.name), DEFAULT_KERNEL)
+    """Remote clients see the launcher's console script (what `lessonserver kernelspecs
+    install` sets up on their machine), never a path of this server."""
+    return kernelspecs.api_model(plugins, lambda plugin: launcher_argv(plugin.name, CONSOLE_SCRIPT),
+                                 DEFAULT_KERNEL)
+
+
+def error_body(status: int, reason: str, message: str | None, request_id: str) -> dict[str, Any]:
+    """Jupyter Server's error shape (top-level "message" and "reason", which its gateway
+    client shows to the user) around our usual "error" object."""
+    return {"message": message or reason, "reason": reason,
+            "error": {"status": status, "reason": reason, "message": message,
+                      "request_id": request_id}}
 
 
 def requested_name(body: bytes, known: Iterable[str]) -> str:
@@ -133,7 +144,14 @@ class ApiHandler(BaseHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # the XSRF check fails before prepare() has named the request
         self.request_id = getattr(self, "request_id", "-")
-        super().write_error(status_code, **kwargs)
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
+        said = isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500
+        body = error_body(status_code, self._reason or http.HTTPStatus(status_code).phrase,
+                          exc.log_message if said else None, self.request_id)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
     def owned(self, kernel_id: str) -> ManagedKernel:
         kernel = self.manager.get(kernel_id)

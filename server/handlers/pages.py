@@ -1,27 +1,61 @@
-"""Catalog and lesson pages, and the lesson list as JSON."""
+"""Catalog and lesson pages, and the lesson list as JSON.
+
+What every anonymous visitor sees is rendered once per TTL across all processes
+(server.cache) and answered with an ETag; a shared cache (CDN) may keep it when the
+request carried no identity. A learner's own view (progress, saved code, locks) is
+rendered per request, marked private, and never stored in a shared cache.
+"""
 from __future__ import annotations
+
+import json
 
 import tornado.web
 
 from server import progress_view
 from server.access import Lock
-from server.handlers.base import BaseHandler, Common, json_response
+from server.cache import keys
+from server.cache.cache import Cache, Computed
+from server.cache.freshness import Entry
+from server.handlers.base import BaseHandler, Common
 from server.library import Library
 from server.store import progress, subscriptions
 
 ACTIVE_SUBSCRIPTION = frozenset({"active", "trialing"})
+PRIVATE = "private, no-cache"
 
 
-class LearnerPage(BaseHandler):
-    def initialize(self, common: Common, library: Library) -> None:
+class CachedAnswers(BaseHandler):
+    """Answers from the cache, with the HTTP caching headers that fit who asked."""
+
+    def initialize(self, common: Common, library: Library, cache: Cache | None = None) -> None:
         super().initialize(common)
         self.library = library
-        self.progress_rows: list = []
+        self.cache = cache
+
+    def public_cache_control(self) -> str:
+        ttl, grace = self.common.settings.cache_ttl, self.common.settings.cache_grace
+        return f"public, max-age=0, s-maxage={ttl:.0f}, stale-while-revalidate={grace:.0f}"
+
+    def answer(self, entry: Entry, content_type: str, *, shared: bool) -> None:
+        """The cached bytes, or 304 when the client has them; `shared` allows a CDN to keep them."""
+        self.set_status(entry.status)
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", self.public_cache_control() if shared else PRIVATE)
+        self.set_header("Etag", entry.etag)
+        if entry.status == 200 and self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(entry.value)
+
+
+class LearnerPage(CachedAnswers):
+    progress_rows: list = []
 
     async def learner_state(self) -> tuple[dict, bool, bool]:
         """(exercise statuses, subscribed, is admin) of the visitor; empty for a new visitor."""
         user = self.user or await self.load_user()
-        if user is None:
+        if user is None or not self.persisted:
             return {}, False, False
         rows = await progress.get_for_user(self.common.engine, user.id)
         self.progress_rows = rows
@@ -35,37 +69,81 @@ class LearnerPage(BaseHandler):
         completed = progress_view.completed_lessons(self.library.catalog, statuses)
         return progress_view.lesson_state(lesson, statuses, completed, subscribed, is_admin)
 
+    async def has_own_state(self) -> bool:
+        """Whether this visitor's view can differ from an anonymous one (a learner with a row)."""
+        return await self.load_user() is not None and self.persisted
+
+    def vary_on_identity(self) -> None:
+        self.set_header("Vary", "Cookie")
+
 
 class CatalogHandler(LearnerPage):
     route = "catalog"
 
     async def get(self) -> None:
+        self.vary_on_identity()
+        if not await self.has_own_state():
+            entry = await self.cache.get(keys.CATALOG, "anonymous", self.render_anonymous)
+            self.answer(entry, "text/html; charset=UTF-8", shared=not self.has_identity())
+            return
         statuses, subscribed, is_admin = await self.learner_state()
         courses = progress_view.catalog_state(self.library.catalog, statuses, subscribed, is_admin)
-        self.set_header("Cache-Control", "private, no-cache")
+        self.set_header("Cache-Control", PRIVATE)
         self.render("catalog.html", courses=courses)
+
+    async def render_anonymous(self) -> Computed:
+        courses = progress_view.catalog_state(self.library.catalog, {}, False, False)
+        return Computed(self.render_string("catalog.html", courses=courses))
 
 
 class LessonHandler(LearnerPage):
     route = "lesson"
 
     async def get(self, slug: str) -> None:
-        catalog = self.library.catalog
-        lesson = catalog.lesson(slug)
+        self.vary_on_identity()
+        if not await self.has_own_state():
+            entry = await self.cache.get(keys.LESSON, slug, lambda: self.render_anonymous(slug))
+            if entry.negative:
+                raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
+            lesson = self.library.catalog.lesson(slug)
+            if lesson is None:   # another process's answer, from a course this one lacks
+                raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
+            new_visitor = not self.has_identity()
+            if lesson.exercises and new_visitor:   # its runs need an identity: a cookie, no row yet
+                await self.ensure_user()
+            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not lesson.exercises)
+            return
+        lesson = self.library.catalog.lesson(slug)
         if lesson is None:
             raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
-        if lesson.exercises:  # its runs and progress need a learner (anonymous until claimed)
-            await self.ensure_user()
         state = await self.lesson_state(lesson)
-        course = catalog.course_of(slug)
-        titles = {l.slug: l.title for c in catalog.courses for l in c.lessons}
-        self.set_header("Cache-Control", "private, no-cache")
-        if not state.access.open:
-            self.set_status(403 if state.access.lock is Lock.PREREQUISITES else 402)
-        self.render("lesson.html", lesson=lesson, course=course, state=state, titles=titles,
-                    body=self.library.bodies[slug] if state.access.open else "",
+        self.set_header("Cache-Control", PRIVATE)
+        self.set_status(lock_status(state))
+        self.render("lesson.html", **self.page_args(lesson, state))
+
+    async def render_anonymous(self, slug: str) -> Computed:
+        lesson = self.library.catalog.lesson(slug)
+        if lesson is None:
+            return Computed(b"", 404, negative=True)
+        completed = progress_view.completed_lessons(self.library.catalog, {})
+        state = progress_view.lesson_state(lesson, {}, completed, False, False)
+        return Computed(self.render_string("lesson.html", **self.page_args(lesson, state)),
+                        lock_status(state))
+
+    def page_args(self, lesson, state: progress_view.LessonState) -> dict:
+        catalog = self.library.catalog
+        course = catalog.course_of(lesson.slug)
+        return dict(lesson=lesson, course=course, state=state,
+                    titles={l.slug: l.title for c in catalog.courses for l in c.lessons},
+                    body=self.library.bodies[lesson.slug] if state.access.open else "",
                     saved=_saved_work(self.progress_rows, lesson) if state.access.open else {},
-                    next_lesson=_next_lesson(course, slug))
+                    next_lesson=_next_lesson(course, lesson.slug))
+
+
+def lock_status(state: progress_view.LessonState) -> int:
+    if state.access.open:
+        return 200
+    return 403 if state.access.lock is Lock.PREREQUISITES else 402
 
 
 def _saved_work(rows, lesson) -> dict:
@@ -82,15 +160,16 @@ def _next_lesson(course, slug: str):
     return lessons[index + 1] if index + 1 < len(lessons) else None
 
 
-class LessonsApiHandler(BaseHandler):
+class LessonsApiHandler(CachedAnswers):
+    """The same for everyone: public, whoever asks."""
     route = "api_lessons"
 
-    def initialize(self, common: Common, library: Library) -> None:
-        super().initialize(common)
-        self.library = library
+    async def get(self) -> None:
+        entry = await self.cache.get(keys.LESSONS_API, "all", self.render)
+        self.answer(entry, "application/json; charset=utf-8", shared=True)
 
-    def get(self) -> None:
-        json_response(self, {"courses": [
+    async def render(self) -> Computed:
+        return Computed(json.dumps({"courses": [
             {"slug": course.slug, "title": course.title, "description": course.description,
              "lessons": [{"slug": lesson.slug, "title": lesson.title, "url": f"/lessons/{lesson.slug}",
                           "access": "paid" if lesson.paid else "free", "kernel": lesson.kernel,
@@ -98,4 +177,4 @@ class LessonsApiHandler(BaseHandler):
                           "exercises": [{"id": ex.id, "title": ex.title, "check": ex.check.kind.value}
                                         for ex in lesson.exercises]}
                          for lesson in course.lessons]}
-            for course in self.library.catalog.courses]})
+            for course in self.library.catalog.courses]}, default=str).encode())

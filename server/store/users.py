@@ -29,8 +29,20 @@ async def get(engine: AsyncEngine, user_id: str) -> User | None:
     return None if row is None else User(*row)
 
 
-async def create_anonymous(engine: AsyncEngine) -> User:
-    user = User(id=secrets.token_hex(16), email=None, name="", is_admin=False, created_at=utcnow())
-    async with engine.begin() as conn:
-        await conn.execute(sa.insert(UserRow).values(dataclasses.asdict(user)))
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+async def create_anonymous(engine: AsyncEngine, user_id: str | None = None) -> User:
+    """A row for an anonymous learner; `user_id` keeps the id its cookie already carries.
+    Creating an id that another request created first returns that row."""
+    user = User(id=user_id or new_id(), email=None, name="", is_admin=False, created_at=utcnow())
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(UserRow).values(dataclasses.asdict(user)))
+    except sa.exc.IntegrityError:
+        existing = await get(engine, user.id)
+        if existing is None:
+            raise
+        return existing
     return user

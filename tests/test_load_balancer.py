@@ -1,0 +1,94 @@
+"""Two `serve` processes behind the shipped HAProxy config: a learner stays on one process,
+and when that process dies it reconnects through the balancer to the other, its progress kept."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import tornado.httpclient
+import tornado.websocket
+
+from server import config, db
+from server.config import PROJECT_ROOT
+from tests import services
+from tests.serve_process import lessonserver, listening
+from tests.test_exercise_ws import COURSE, LESSON
+
+HAPROXY_CFG = PROJECT_ROOT / "deploy" / "haproxy.cfg"
+
+
+@contextlib.contextmanager
+def haproxy(backends: list[str], log: Path):
+    port = services.free_port()
+    env = {**os.environ, "LB_BIND": f"127.0.0.1:{port}",
+           **{f"LS_SERVE_{i + 1}": url.removeprefix("http://") for i, url in enumerate(backends)}}
+    with log.open("w") as out, listening(["haproxy", "-db", "-f", str(HAPROXY_CFG)], port, "haproxy",
+                                         env=env, stdout=out, stderr=subprocess.STDOUT) as url:
+        yield url
+
+
+async def kernels_on(url: str) -> float:
+    body = (await tornado.httpclient.AsyncHTTPClient().fetch(url + "/metrics")).body.decode()
+    return float(re.search(r"^lessonserver_kernels (\S+)$", body, re.M).group(1))
+
+
+async def open_socket(lb: str, cookie: str) -> tornado.websocket.WebSocketClientConnection:
+    return await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        lb.replace("http", "ws") + "/lessons/practice/ws", headers={"Cookie": cookie}))
+
+
+async def run(socket, exercise: str, code: str) -> dict:
+    await socket.write_message(json.dumps({"type": "run", "run": uuid.uuid4().hex[:8],
+                                           "exercise": exercise, "code": code}))
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.read_message(), 60))
+        if frame["type"] == "result":
+            return frame
+
+
+def test_a_learner_whose_process_dies_carries_on_in_the_other(tmp_path, fresh_pg_url, redis_url,
+                                                              instance_name):
+    lessons = tmp_path / "lessons" / "practice"
+    lessons.mkdir(parents=True)
+    (lessons / COURSE).write_text("title: Practice\n")
+    (lessons / "practice.md").write_text(LESSON)
+    env = {"LS_DATABASE_URL": fresh_pg_url, "LS_REDIS_URL": redis_url, "LS_INSTANCE": instance_name,
+           "LS_LESSONS_DIR": str(tmp_path / "lessons"), "LS_SANDBOX": "local", "LS_POOL_SIZE": "0",
+           "LS_COOKIE_SECRET": "c" * 40, "LS_API_TOKEN": "t" * 40, "LS_TRUSTED_PROXIES": "127.0.0.1"}
+    db.upgrade(config.load({**env, "LS_DATA_DIR": str(tmp_path / "data")}))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    with lessonserver(tmp_path / "a", **env) as a, lessonserver(tmp_path / "b", **env) as b, \
+            haproxy([a.url, b.url], tmp_path / "haproxy.log") as lb:
+        async def learner() -> None:
+            client = tornado.httpclient.AsyncHTTPClient()
+            page = await client.fetch(lb + "/lessons/practice")
+            cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+            socket = await open_socket(lb, cookie)
+            first = await run(socket, "hello", "print('hello')")
+            assert first["verdict"]["passed"] and first["progress"]["passed"] == 1
+            holder = a if await kernels_on(a.url) >= 1 else b
+            other = b if holder is a else a
+            for _ in range(3):                     # the learner sticks to its process
+                again = await client.fetch(lb + "/", headers={"Cookie": cookie})
+                assert again.code == 200
+            assert await kernels_on(holder.url) >= 1 and await kernels_on(other.url) == 0
+
+            os.kill(holder.pid, signal.SIGKILL)    # its process goes away
+            assert await asyncio.wait_for(socket.read_message(), 10) is None
+            socket = await open_socket(lb, cookie)  # the page reconnects, through the balancer
+            second = await run(socket, "add", "def add(a, b):\n    return a + b\n")
+            assert second["verdict"]["passed"], second
+            assert second["progress"] == {"passed": 2, "total": 3}   # the first pass was kept
+            assert await kernels_on(other.url) >= 1
+            view = await client.fetch(lb + "/lessons/practice", headers={"Cookie": cookie})
+            assert "2 of 3 exercises passed" in view.body.decode()
+            socket.close()
+        asyncio.run(learner())

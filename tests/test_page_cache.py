@@ -1,0 +1,174 @@
+"""Pages through the cache: HTTP caching headers, no write on a read, learners kept apart,
+and one recompute per expiry across two real `serve` processes sharing Redis."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import time
+
+import sqlalchemy as sa
+import tornado.httpclient
+import tornado.websocket
+
+from server import db
+from server.store import progress, users
+from tests.serve_process import lessonserver
+from tests.test_pages import BUNDLED, first_lesson, start
+
+VOLATILE = {"Date", "X-Request-Id", "Content-Length", "Etag", "Set-Cookie"}
+
+
+def course_with_a_reading(root) -> str:
+    """The bundled python course plus a lesson without exercises (nothing to run: no identity)."""
+    course = root / "course"
+    shutil.copytree(BUNDLED / "python-basics", course)
+    (course / "zz-reading.md").write_text(
+        "---\ntitle: Further reading\nslug: further-reading\norder: 99\nkernel: python\n---\n"
+        "# Further reading\n\nBooks and links.\n")
+    return str(course)
+
+
+@contextlib.asynccontextmanager
+async def serve(make_settings, lessons: str = str(BUNDLED), **env):
+    """(settings, the site, its /api/lessons) of an in-process server, stopped afterwards."""
+    settings = make_settings(LS_LESSONS_DIR=lessons, **env)
+    server, stop, task = await start(settings)
+    try:
+        yield settings, server, json.loads((await server.get("/api/lessons")).body)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def count_users(settings) -> int:
+    engine = db.create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text("select count(*) from users"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+def cookie_of(response) -> str:
+    return "; ".join(c.split(";", 1)[0] for c in response.headers.get_list("Set-Cookie"))
+
+
+async def test_anonymous_answers_are_public_with_validators(make_settings, tmp_path):
+    async with serve(make_settings, course_with_a_reading(tmp_path),
+                     LS_CACHE_TTL="30", LS_CACHE_GRACE="90") as (settings, site, api):
+        reading = first_lesson(api, exercises=[])
+        for path in ("/", "/api/lessons", f"/lessons/{reading['slug']}"):
+            first = await site.get(path)
+            assert first.code == 200, path
+            assert first.headers["Cache-Control"] == \
+                "public, max-age=0, s-maxage=30, stale-while-revalidate=90", path
+            assert "Set-Cookie" not in first.headers, path
+            etag = first.headers["Etag"]
+            again = await site.get(path, headers={"If-None-Match": etag})
+            assert again.code == 304 and not again.body, path
+            assert (await site.get(path)).body == first.body
+        assert "Cookie" in (await site.get("/")).headers["Vary"]
+        assert "Cookie" not in (await site.get("/api/lessons")).headers.get("Vary", "")
+        metrics = (await site.get("/metrics")).body.decode()
+        assert 'lessonserver_cache_requests_total{prefix="catalog",result="hit"}' in metrics
+        assert recomputes(metrics, "catalog") == 1
+        missing = await site.get("/lessons/no-such-lesson")
+        assert missing.code == 404 and (await site.get("/lessons/no-such-lesson")).code == 404
+        assert recomputes((await site.get("/metrics")).body.decode(), "lesson") == 2  # reading + 404
+
+
+async def test_viewing_lessons_writes_no_row_until_the_socket_opens(make_settings):
+    async with serve(make_settings) as (settings, site, api):
+        slug = first_lesson(api, access="free", prerequisites=[])["slug"]
+        views = [await site.get(f"/lessons/{slug}") for _ in range(20)]
+        assert all(v.code == 200 for v in views)
+        assert all("private" in v.headers["Cache-Control"] for v in views)   # they set a cookie
+        assert await count_users(settings) == 0
+        cookie = cookie_of(views[0])
+        for _ in range(3):                                    # the visitor comes back: still no row
+            again = await site.get(f"/lessons/{slug}", headers={"Cookie": cookie})
+            assert again.code == 200 and "Set-Cookie" not in again.headers
+        assert await count_users(settings) == 0
+        socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+            site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie}))
+        socket.close()
+        assert await count_users(settings) == 1               # its lesson socket: worth a row
+        again = await site.get(f"/lessons/{slug}", headers={"Cookie": cookie})
+        assert again.code == 200 and again.headers["Cache-Control"] == "private, no-cache"
+
+
+async def test_one_learners_state_never_reaches_another(make_settings):
+    async with serve(make_settings) as (settings, site, api):
+        lesson = first_lesson(api, access="free", prerequisites=[])
+        exercise = lesson["exercises"][0]["id"]
+        anonymous = await site.get(f"/lessons/{lesson['slug']}")   # warms the shared entry
+        cookies = []
+        for secret in ("print('alice-secret-code')", "print('bob-other-code')"):
+            visit = await site.get(f"/lessons/{lesson['slug']}")
+            cookie = cookie_of(visit)
+            user_id = tornado.web.decode_signed_value(
+                site_secret(settings), "ls_user", cookie.split("=", 1)[1].strip('"')).decode()
+            engine = db.create_engine(settings)
+            await users.create_anonymous(engine, user_id)
+            await progress.record(engine, user_id, lesson["slug"], exercise, True, secret)
+            await engine.dispose()
+            cookies.append(cookie)
+        alice, bob = [await site.get(f"/lessons/{lesson['slug']}", headers={"Cookie": c})
+                      for c in cookies]
+        assert "alice-secret-code" in alice.body.decode() and "alice-secret-code" not in bob.body.decode()
+        assert "bob-other-code" in bob.body.decode() and "bob-other-code" not in alice.body.decode()
+        for page in (alice, bob):
+            assert page.headers["Cache-Control"] == "private, no-cache"
+            assert "Cookie" in page.headers["Vary"]
+            assert "public" not in page.headers["Cache-Control"]
+        assert alice.headers["Etag"] != bob.headers["Etag"]
+        same = lambda r: {k: v for k, v in r.headers.get_all() if k not in VOLATILE}
+        assert same(alice) == same(bob)                 # only the body and its validator differ
+        assert "alice-secret-code" not in anonymous.body.decode()
+        after = await site.get(f"/lessons/{lesson['slug']}")    # anonymous again, from the cache
+        assert "alice-secret-code" not in after.body.decode() and "bob" not in after.body.decode()
+        catalog = [await site.get("/", headers={"Cookie": c}) for c in cookies]
+        assert all(c.headers["Cache-Control"] == "private, no-cache" for c in catalog)
+
+
+def site_secret(settings) -> str:
+    from server.secrets import load_secrets
+    return load_secrets(settings).cookie_secret
+
+
+def recomputes(metrics: str, prefix: str) -> float:
+    match = re.search(rf'^lessonserver_cache_recomputes_total{{prefix="{prefix}"}} (\S+)$',
+                      metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_an_expired_key_is_recomputed_once_across_two_processes(tmp_path, redis_url, instance_name):
+    env = {"LS_REDIS_URL": redis_url, "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0",
+           "LS_LESSONS_DIR": str(BUNDLED), "LS_CACHE_TTL": "3", "LS_CACHE_GRACE": "0"}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    with lessonserver(tmp_path / "a", **env) as a, lessonserver(tmp_path / "b", **env) as b:
+        urls = [a.url, b.url]
+
+        async def burst(n: int) -> list[int]:
+            client = tornado.httpclient.AsyncHTTPClient(max_clients=100)
+            responses = await asyncio.gather(*(client.fetch(urls[i % 2] + "/api/lessons",
+                                                            raise_error=False) for i in range(n)))
+            return [r.code for r in responses]
+
+        def total() -> float:
+            client = tornado.httpclient.HTTPClient()
+            try:
+                return sum(recomputes(client.fetch(u + "/metrics").body.decode(), "api_lessons")
+                           for u in urls)
+            finally:
+                client.close()
+
+        assert set(asyncio.run(burst(200))) == {200}
+        assert total() == 1                                   # a cold key: one recompute
+        time.sleep(3.3)                                       # expired: past TTL, no grace
+        assert set(asyncio.run(burst(200))) == {200}
+        assert total() == 2                                   # one more, for 200 readers
