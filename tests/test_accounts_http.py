@@ -338,3 +338,15 @@ async def test_a_new_address_takes_effect_once_its_link_is_used(sqlite_site):
     await asyncio.sleep(0.3)
     assert await emailed(engine, "bob@example.org", "change") == []        # nothing to bob
     await logged_in(base, "ada@new.example.org")
+
+
+async def test_a_signed_in_page_is_private_even_without_the_learner_cookie(sqlite_site):
+    base, engine = sqlite_site
+    client = await signed_up(base, engine)
+    client.cookies.pop("ls_user")
+    for path in ("/", "/lessons/values-and-printing"):
+        page = await client.get(path)
+        assert page.code == 200 and "ada@example.org" in text(page), path
+        assert page.headers["Cache-Control"] == "private, no-cache", path
+    anonymous = await Client(base).get("/")
+    assert "ada@example.org" not in text(anonymous) and "Log in" in text(anonymous)
