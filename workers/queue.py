@@ -119,10 +119,12 @@ class InlineJobs:
             log.exception("email not delivered")
 
     async def _retention_forever(self) -> None:
+        # Reminders wait a while: the job thread's first seconds belong to the first runs' traces.
         await asyncio.gather(self._every(RETENTION_EVERY, traces.purge_old_events),
-                             self._every(REMINDERS_EVERY, reminders.send_reminders))
+                             self._every(REMINDERS_EVERY, reminders.send_reminders, first_after=60))
 
-    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+    async def _every(self, seconds: float, job: Callable[[], Any], first_after: float = 0) -> None:
+        await asyncio.sleep(first_after)
         while True:
             try:
                 await self._run(job)
