@@ -34,13 +34,15 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import admin_pages, admin_runs, billing as billing_pages, kernels_api
+from server.handlers import (accounts, admin_outbox, admin_pages, admin_runs,
+                             billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.handlers.health import HealthHandler, MetricsHandler
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
+from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
@@ -65,6 +67,7 @@ class Runtime:
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
     sessions: LessonSessions | None = None
+    mailer: Mailer | None = None
     redis: object | None = None
     cache: Cache | None = None
     billing: BillingProvider | None = None
@@ -136,6 +139,7 @@ async def start_kernels(runtime: Runtime) -> None:
     jobs = runtime.jobs = open_jobs(settings)
     await jobs.start()
     runtime.closers.append(jobs.close)
+    runtime.mailer = Mailer(runtime.engine, jobs.send_email, settings.public_url)
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
     await traces.start()
     runtime.closers.append(traces.close)
@@ -213,6 +217,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *billing_pages.routes(common, runtime.billing, runtime.intake),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
+        *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),

@@ -61,6 +61,49 @@ def db_upgrade() -> None:
 
 
 @main.group()
+def users() -> None:
+    """Account commands."""
+
+
+@users.command("create-admin")
+@click.argument("email")
+@click.option("--set-password", is_flag=True, help="Prompt for a password (else sign in by "
+              "an emailed link, or choose one at /password/reset).")
+def users_create_admin(email: str, set_password: bool) -> None:
+    """Make EMAIL an admin, creating its account (confirmed) if there is none."""
+    import asyncio
+    from server.accounts.rules import InvalidInput, check_password, normalize_email
+    try:
+        address = normalize_email(email)
+        password = check_password(click.prompt("Password", hide_input=True,
+                                               confirmation_prompt=True)) if set_password else None
+    except InvalidInput as exc:
+        click.echo(f"lessonserver users create-admin: {exc}", err=True)
+        sys.exit(2)
+    account = asyncio.run(_make_admin(_settings(), address, password))
+    click.echo(f"{account.email} is an admin (user {account.id}); "
+               + ("sign in with the password." if password else
+                  "sign in with a link from /login/link, or choose a password at /password/reset."))
+
+
+async def _make_admin(settings: config.Settings, email: str, password: str | None):
+    from server import db
+    from server.accounts.passwords import hash_password
+    from server.store import accounts
+    if settings.database_url is None:     # embedded: the file may not exist yet
+        db.upgrade(settings)
+    engine = db.create_engine(settings)
+    try:
+        account = await accounts.make_admin(engine, email)
+        if password is not None:
+            await accounts.set_password(engine, account.id, await hash_password(password))
+            await accounts.mark_verified(engine, account.id)
+        return account
+    finally:
+        await engine.dispose()
+
+
+@main.group()
 def lessons() -> None:
     """Course content commands."""
 

@@ -196,6 +196,21 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_BILLING_GRACE_DAYS", "billing_grace_days", _float(0), "3",
           "days a past_due subscription keeps access after its renewal failed"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
+    # --- accounts and emails ---
+    Field("LS_PUBLIC_URL", "public_url", _url("http", "https"), "http://127.0.0.1:8888",
+          "the site's address as learners reach it; links in emails start with it"),
+    Field("LS_SESSION_DAYS", "session_days", _float(0.01), "30",
+          "days a sign-in lasts (the session is also ended by log-out and password changes)"),
+    Field("LS_LINK_MINUTES", "link_minutes", _float(1), "30",
+          "minutes an emailed log-in or password-reset link stays valid (single use)"),
+    Field("LS_SMTP_URL", "smtp_url", _url("smtp", "smtps", "smtp+starttls"), None,
+          "smtp[s]://user:pass@host:port for outgoing email; unset = written to the log and the "
+          "admins' outbox page"),
+    Field("LS_MAIL_FROM", "mail_from", _text, "lessonserver <noreply@localhost>",
+          "sender of the site's emails"),
+    Field("LS_REMINDER_DAYS", "reminder_days", _int(0), "7",
+          "days without activity before a learner with an unfinished lesson gets one reminder "
+          "(at most one per this many days); 0 = no reminders"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -255,6 +270,12 @@ class Settings:
     stripe_api_base: str | None
     billing_grace_days: float
     secure_cookies: bool
+    public_url: str
+    session_days: float
+    link_minutes: float
+    smtp_url: str | None
+    mail_from: str
+    reminder_days: int
     log_level: str
 
     @property

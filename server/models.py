@@ -64,6 +64,35 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(sa.String(200))
     is_admin: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    reminders_off_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)   # unsubscribed
+
+
+class Session(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored here,
+    so a leaked table signs nobody in. Deleting the row logs that browser out."""
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    user_agent: Mapped[str] = mapped_column(sa.String(300), server_default="")
+    ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
+
+
+class AccountToken(Base):
+    """A single-use token sent by email (verify, magic link, reset); stored as its SHA-256."""
+    __tablename__ = "account_tokens"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    anonymous_id: Mapped[str | None] = mapped_column(sa.String(32))  # whose progress to carry over
+    new_email: Mapped[str | None] = mapped_column(sa.String(320))   # an address change to confirm
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class Course(Base):
@@ -182,10 +211,17 @@ class ProcessedWebhookEvent(Base):
 
 
 class EmailLog(Base):
-    """Emails sent, so a retried job does not send the same one twice."""
+    """Every email, one row per trigger (the id), so a retried job never sends it twice.
+    No body here: only embedded mode keeps one (`outbox`), for the admins' outbox page."""
     __tablename__ = "email_log"
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     kind: Mapped[str] = mapped_column(sa.String(64))
     recipient: Mapped[str] = mapped_column(sa.String(320))
-    sent_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    status: Mapped[str] = mapped_column(sa.String(16), server_default="queued")  # queued|sent|failed
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    subject: Mapped[str] = mapped_column(sa.String(300), server_default="")
+    outbox: Mapped[str | None] = mapped_column(sa.Text)

@@ -22,7 +22,7 @@ from tests.test_trace_support import fresh_postgres
 HEAD = "0004"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
-          "subscriptions", "processed_webhook_events", "email_log"}
+          "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens"}
 
 # The trace tables as workers/trace_store.py and server/tracing/queries.py were
 # written against: the migration must create exactly these columns and indexes.

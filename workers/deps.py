@@ -11,6 +11,8 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+import sqlalchemy as sa
+
 from server.config import Settings
 from workers.trace_store import TraceStore, open_store
 
@@ -21,6 +23,7 @@ class JobDeps:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._traces: TraceStore | None = None
+        self._database: sa.Engine | None = None
 
     def trace_store(self) -> TraceStore:
         """Opened on first use and kept: one connection serves every batch of this process."""
@@ -28,10 +31,21 @@ class JobDeps:
             self._traces = open_store(self.settings.sqlalchemy_url)
         return self._traces
 
+    def database(self) -> sa.Engine:
+        """A blocking engine on the same tables (emails' rows); made on first use and kept."""
+        if self._database is None:
+            from server.db import sync_url
+            self._database = sa.create_engine(sync_url(self.settings), pool_size=1,
+                                              pool_pre_ping=True)
+        return self._database
+
     def close(self) -> None:
         if self._traces is not None:
             self._traces.close()
             self._traces = None
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
 
 
 @contextlib.contextmanager

@@ -16,18 +16,23 @@ from collections.abc import Callable
 from typing import Any
 
 from server.config import Settings
-from workers import billing, deps, traces
+from workers import billing, deps, emails, reminders, traces
 
 log = logging.getLogger("lessonserver.workers")
 
 TRACES = "traces"
 BILLING = "billing"
-QUEUES = (BILLING, TRACES)     # what `lessonserver worker` listens on, in priority order
+EMAILS = "emails"
+QUEUES = (EMAILS, BILLING, TRACES)   # what `lessonserver worker` listens on, in priority order
 JOB_TIMEOUT = 60               # seconds; a batch takes milliseconds unless the database stalls
 # Immediately once (a worker died under it), then backing off while the database is away.
 RETRY_INTERVALS = (0, 2, 10, 30, 120, 600)
 FAILURE_TTL = 30 * 86400       # batches that exhausted their retries stay this long for a person
 RETENTION_EVERY = 3600         # seconds between retention passes
+REMINDERS_EVERY = 3600         # seconds between looks for learners to remind
+# An email: soon again (a blip), then backing off for a mail server that is away for a while.
+EMAIL_RETRY_INTERVALS = (5, 30, 120, 600, 1800)
+EMAIL_TIMEOUT = 60             # seconds; SMTP_TIMEOUT bounds each step of a delivery
 REDIS_TIMEOUT = 2.0            # fail fast when Redis is away: the buffer spools instead
 BILLING_TIMEOUT = 120          # seconds; Stripe calls time out after 10 s and retry twice
 # A Stripe event: again soon, then while Stripe or the database is away for up to a day.
@@ -49,6 +54,7 @@ class RQJobs:
                                            socket_timeout=REDIS_TIMEOUT)
         self._traces = Queue(TRACES, connection=self._redis)
         self._billing = Queue(BILLING, connection=self._redis)
+        self._emails = Queue(EMAILS, connection=self._redis)
 
     async def start(self) -> None:
         """Nothing to start: the workers run retention on their scheduler."""
@@ -77,6 +83,17 @@ class RQJobs:
                                result_ttl=3600, failure_ttl=FAILURE_TTL, retry=retry,
                                description=f"stripe event {event_id}")
             for event_id in event_ids])
+
+    async def send_email(self, email_id: str, message: dict[str, str]) -> None:
+        """Queue one logged email (server/mail/mailer.py records it first)."""
+        await asyncio.to_thread(self._enqueue_email, email_id, message)
+
+    def _enqueue_email(self, email_id: str, message: dict[str, str]) -> None:
+        from rq import Retry
+        self._emails.enqueue(
+            emails.deliver, email_id, message, job_id=f"email-{email_id}", job_timeout=EMAIL_TIMEOUT,
+            result_ttl=0, failure_ttl=FAILURE_TTL, description=f"{message['kind']} email",
+            retry=Retry(max=len(EMAIL_RETRY_INTERVALS), interval=list(EMAIL_RETRY_INTERVALS)))
 
     async def failed_trace_batches(self, limit: int = 100) -> list[FailedBatch]:
         """Batches that could not be written after every retry, newest last, with the reason."""
@@ -127,13 +144,26 @@ class InlineJobs:
         except Exception:
             log.exception("job failed", extra={"fields": {"job": func.__name__}})
 
+    async def send_email(self, email_id: str, message: dict[str, str]) -> None:
+        """Delivered now on the job thread; a failure is in the email's row, not the caller's."""
+        try:
+            await self._run(emails.deliver, email_id, message)
+        except Exception:
+            log.exception("email not delivered")
+
     async def _retention_forever(self) -> None:
+        # Reminders wait a while: the job thread's first seconds belong to the first runs' traces.
+        await asyncio.gather(self._every(RETENTION_EVERY, traces.purge_old_events),
+                             self._every(REMINDERS_EVERY, reminders.send_reminders, first_after=60))
+
+    async def _every(self, seconds: float, job: Callable[[], Any], first_after: float = 0) -> None:
+        await asyncio.sleep(first_after)
         while True:
             try:
-                await self._run(traces.purge_old_events)
-            except Exception:  # try again next time; the events only get older
-                log.exception("trace retention failed")
-            await asyncio.sleep(RETENTION_EVERY)
+                await self._run(job)
+            except Exception:  # try again next time: old events and idle learners wait
+                log.exception("periodic job failed", extra={"fields": {"job": job.__name__}})
+            await asyncio.sleep(seconds)
 
     async def _run(self, func: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, func, args)

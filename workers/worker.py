@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 
 from server import logs
 from server.config import Settings
-from workers import billing, deps, queue, traces
+from workers import billing, deps, queue, reminders, traces
 
 log = logging.getLogger("lessonserver.workers")
 
@@ -28,6 +28,7 @@ MAINTENANCE_INTERVAL = 60        # seconds between registry clean-ups (abandoned
 RESTART_PAUSE = 2.0              # seconds before the worker loop is started again after a failure
 RETENTION_JOB_ID = "lessonserver-trace-retention"
 RECONCILE_JOB_ID = "lessonserver-billing-reconcile"
+REMINDERS_JOB_ID = "lessonserver-reminders"
 
 
 class LessonWorker(SimpleWorker):
@@ -51,11 +52,22 @@ class LessonWorker(SimpleWorker):
         super().run_maintenance_tasks()
         schedule_retention(self.connection)
         schedule_reconciliation(self.connection, self.job_deps.settings)
+        schedule_reminders(self.connection)
 
 
-def schedule_once(connection: redis.Redis, job_id: str, queue_name: str, func, every: float,
-                  timeout: int, description: str) -> None:
-    """One `job_id` scheduled or queued at a time, whatever the number of workers."""
+def schedule_retention(connection: redis.Redis) -> None:
+    schedule_periodic(connection, RETENTION_JOB_ID, queue.TRACES, traces.purge_old_events,
+                      queue.RETENTION_EVERY, 600, "drop trace events past retention")
+
+
+def schedule_reminders(connection: redis.Redis) -> None:
+    schedule_periodic(connection, REMINDERS_JOB_ID, queue.EMAILS, reminders.send_reminders,
+                      queue.REMINDERS_EVERY, 300, "email reminders to idle learners")
+
+
+def schedule_periodic(connection: redis.Redis, job_id: str, queue_name: str, func, every: float,
+                      timeout: int, description: str) -> None:
+    """One job of `job_id` scheduled or queued at a time, whatever the number of workers."""
     with connection.lock(f"{job_id}:lock", timeout=10, blocking_timeout=0) as held:
         if not held:
             return
@@ -68,16 +80,11 @@ def schedule_once(connection: redis.Redis, job_id: str, queue_name: str, func, e
             failure_ttl=queue.FAILURE_TTL, description=description)
 
 
-def schedule_retention(connection: redis.Redis) -> None:
-    schedule_once(connection, RETENTION_JOB_ID, queue.TRACES, traces.purge_old_events,
-                  queue.RETENTION_EVERY, 600, "drop trace events past retention")
-
-
 def schedule_reconciliation(connection: redis.Redis, settings: Settings) -> None:
     """Once a day, when billing is configured: repair what Stripe's webhooks missed."""
     if settings.billing_configured:
-        schedule_once(connection, RECONCILE_JOB_ID, queue.BILLING, billing.reconcile,
-                      billing.DAY, 1800, "reconcile subscriptions with Stripe")
+        schedule_periodic(connection, RECONCILE_JOB_ID, queue.BILLING, billing.reconcile,
+                          billing.DAY, 1800, "reconcile subscriptions with Stripe")
 
 
 def _stopped_during_pause(seconds: float) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import http
 import json
 import re
@@ -20,9 +21,10 @@ from server.accounts.limiter import NewLearnerLimiter
 from server.config import Settings
 from server.metrics import Metrics
 from server.models import utcnow
-from server.store import users
+from server.store import sessions, users
 
 USER_COOKIE = "ls_user"
+SESSION_COOKIE = "ls_session"    # a signed-in account (server/handlers/accounts.py sets it)
 # Scripts only from our origin (no inline script anywhere); CodeMirror needs inline
 # styles; plots arrive as data: images; kernel HTML lives in sandboxed srcdoc iframes.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -86,7 +88,15 @@ class BaseHandler(tornado.web.RequestHandler):
     persisted = False        # whether self.user has a database row
 
     async def load_user(self) -> users.User | None:
-        """The cookie's learner: its row, or a row-less visitor; None without a cookie."""
+        """The signed-in account when the session cookie names a live session; else the
+        cookie's learner: its row, or a row-less visitor; None without a cookie."""
+        session = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.settings_.session_days)
+        if session is not None:
+            account = await sessions.user_of(self.common.engine, session.decode(),
+                                             dt.timedelta(days=self.settings_.session_days))
+            if account is not None:
+                self.user, self.persisted = account, True
+                return account
         raw = self.get_signed_cookie(USER_COOKIE, max_age_days=365)
         if raw is None:
             return None
@@ -98,7 +108,7 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.user
 
     def has_identity(self) -> bool:
-        return self.get_cookie(USER_COOKIE) is not None
+        return self.get_cookie(USER_COOKIE) is not None or self.get_cookie(SESSION_COOKIE) is not None
 
     async def ensure_user(self) -> users.User:
         """The current learner; a new visitor gets a signed cookie, and no row (no write on a read)."""

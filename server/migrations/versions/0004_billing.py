@@ -2,7 +2,7 @@
 receipt to processing (a recorded event is not a processed one).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 TIME = sa.DateTime(timezone=True)
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Emails: what each kind says (templates, pure rendering) and how the server asks for one."""
