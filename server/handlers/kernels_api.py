@@ -26,7 +26,7 @@ from kernels.sandbox import SandboxError
 from server import auth
 from server.accounts.connections import PerIpCap
 from server.accounts.limiter import CredentialLimiter
-from server.handlers.base import (USER_COOKIE, BaseHandler, Common, HeaderError, json_response,
+from server.handlers.base import (SESSION_COOKIE, USER_COOKIE, BaseHandler, Common, HeaderError, json_response,
                                   owner_tier, too_many)
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class ApiHandler(BaseHandler):
         # cross-site; without any credentials prepare() answers 401 rather than an XSRF 403.
         if auth.header_token(self.request.headers.get("Authorization")) is not None:
             return
-        if self.get_cookie(USER_COOKIE) is None:
+        if self.get_cookie(USER_COOKIE) is None and self.get_cookie(SESSION_COOKIE) is None:
             return
         super().check_xsrf_cookie()
 
