@@ -21,6 +21,7 @@ from server.course.model import Exercise, Lesson
 from server.metrics import Metrics
 from server.exercise_attempt import attempt
 from server.exercise_steps import StepKind
+from server.learning import messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
 
@@ -60,9 +61,14 @@ class ExerciseRunner:
             tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,
                                    start_ms=started.start_ms)
 
+        held: list[Output] = []    # an interrupt's error waits: was it the server's own stop?
+
         async def forward(output: Output) -> None:
-            tracer.output(output)
-            await on_output(output)
+            tracer.output(output)             # the trace keeps the kernel's own words
+            if messages.server_interrupt(output):
+                held.append(output)
+            else:
+                await on_output(messages.clean_output(output, code))
 
         def watch(checker_id: str, attach: bool) -> None:
             """The check's own kernel reports into this run's trace too."""
@@ -83,6 +89,11 @@ class ExerciseRunner:
         tracer.verdict(verdict.passed, verdict.message)
         tracer.finished(shown)
         self.metrics.observe_run(lesson.kernel, shown, time.monotonic() - began)
+        if not messages.stopped_by_server(shown):
+            for output in held:               # the learner pressed Interrupt: show where it stopped
+                await on_output(messages.clean_output(output, code))
+        if StepKind.LEARNER in results:
+            shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
         await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
         statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
         return Outcome(tracer.run_id, shown, verdict, progress_view.passed_in(lesson, statuses),

@@ -263,8 +263,23 @@ def test_interrupt_button_and_timeout_stop_an_endless_loop(page):
     page.wait(lambda d: page.running("hello"), 5)
     page.wait(lambda d: not page.running("hello"), RUN_TIMEOUT + 15, "the timeout never hit")
     banner = page.banner("hello")
-    assert banner.startswith("Stopped") and f"{RUN_TIMEOUT} s" in banner, banner
+    assert banner.startswith(f"Your code ran longer than {RUN_TIMEOUT} s"), banner
+    assert "endless loop" in banner
     assert "result-stopped" in page.find(".result-banner", page.cell("hello")).get_attribute("class")
+    # The server stopped it: no KeyboardInterrupt for a key nobody pressed.
+    assert "KeyboardInterrupt" not in page.output("hello") and "looping" in page.output("hello")
+
+
+def test_tracebacks_name_the_line_of_the_learners_code(page):
+    page.open().ready()
+    for code, where, name in (("x = 1\ny = 0\nprint(x / y)", "Line 3 of your code", "ZeroDivisionError"),
+                              ("x = 1\nprint('a'\ny = 2", "Line 2 of your code", "SyntaxError")):
+        page.set_code("hello", code)
+        page.button("hello", "run").click()
+        page.banner("hello")
+        error = page.find(".output-error", page.cell("hello")).text
+        assert where in error and name in error, error
+        assert "Cell In[" not in error and "ipykernel_" not in error and ".py" not in error, error
 
 
 def test_input_is_asked_in_the_page(page):
