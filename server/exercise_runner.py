@@ -21,7 +21,7 @@ from server.course.model import Exercise, Lesson
 from server.metrics import Metrics
 from server.exercise_attempt import attempt
 from server.exercise_steps import StepKind
-from server.learning import messages
+from server.learning import last_run, messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
 
@@ -94,7 +94,8 @@ class ExerciseRunner:
                 await on_output(messages.clean_output(output, code))
         if StepKind.LEARNER in results:
             shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
-        await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
+        await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code,
+                              last_run.dumps(last_run.snapshot(shown, verdict)))
         statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
         return Outcome(tracer.run_id, shown, verdict, progress_view.passed_in(lesson, statuses),
                        len(lesson.exercises))

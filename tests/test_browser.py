@@ -282,6 +282,32 @@ def test_tracebacks_name_the_line_of_the_learners_code(page):
         assert "Cell In[" not in error and "ipykernel_" not in error and ".py" not in error, error
 
 
+def test_after_a_reload_each_exercise_shows_its_last_run_and_the_badge_the_latest_state(page):
+    page.open().ready()
+    page.set_code("hello", 'print("hello")')
+    page.button("hello", "run").click()
+    assert page.banner("hello").startswith("✓")
+    assert page.find(".exercise-badge", page.cell("hello")).text == "✓ passed"
+    page.set_code("hello", "print('looping', flush=True)\nwhile True:\n    pass")
+    page.button("hello", "run").click()
+    assert page.banner("hello", timeout=RUN_TIMEOUT + 15).startswith("Your code ran longer")
+    badge = page.find(".exercise-badge", page.cell("hello"))
+    assert badge.text == "stopped (passed before)" and "badge-stopped" in badge.get_attribute("class")
+    page.set_code("add", "def add(a, b):\n    return a - b")
+    page.button("add", "run").click()
+    assert "add(2, 3) should be 5" in page.banner("add")
+
+    page.open().ready()
+    assert page.banner("hello", timeout=5).startswith(f"Your code ran longer than {RUN_TIMEOUT} s")
+    assert "looping" in page.output("hello") and "KeyboardInterrupt" not in page.output("hello")
+    badge = page.find(".exercise-badge", page.cell("hello"))
+    assert badge.text == "stopped (passed before)" and "badge-stopped" in badge.get_attribute("class")
+    assert page.progress() == "1 of 4 exercises passed"            # passed once stays counted
+    assert "add(2, 3) should be 5" in page.banner("add", timeout=5)
+    assert "AssertionError" not in page.output("add")               # the check's kernel stays hidden
+    assert not page.find(".result-banner", page.cell("ask")).is_displayed()   # never ran
+
+
 def test_input_is_asked_in_the_page(page):
     page.open().ready()
     page.set_code("ask", "name = input('name? ')\nprint('hi', name)")
@@ -398,6 +424,9 @@ def test_page_helpers_on_their_own(page):
           passed: cell.verdictBanner({status: "ok", verdict: {passed: true, message: "Good"}}),
           failed: cell.verdictBanner({status: "error", message: "x",
                                       verdict: {passed: false, message: "Expected 5"}}),
+          badges: [["passed", "stopped"], ["passed", "failed"], ["passed", "passed"], ["passed", undefined],
+                   ["failed", "stopped"], ["failed", undefined], [undefined, undefined]]
+                  .map(([status, latest]) => cell.badgeWords(status, latest).text),
         }), (error) => done({error: String(error)}));
     """)
     assert got.get("error") is None, got
@@ -409,3 +438,5 @@ def test_page_helpers_on_their_own(page):
     assert got["limit"] == {"kind": "stopped", "text": "Stopped: the run took longer than the time limit."}
     assert got["passed"] == {"kind": "passed", "text": "✓ Passed: Good"}
     assert got["failed"] == {"kind": "failed", "text": "✗ Not yet: Expected 5"}
+    assert got["badges"] == ["stopped (passed before)", "not passed (passed before)", "✓ passed",
+                             "✓ passed", "stopped", "not passed yet", ""]

@@ -366,3 +366,24 @@ async def test_a_jupyter_clients_run_is_cut_and_listed_with_the_lesson_runs(site
     assert [e["kind"] for e in run["events"]][0] == "requested" and "limit" in [
         e["kind"] for e in run["events"]]
 
+
+
+async def test_a_reloaded_page_gets_each_exercises_last_run_in_learner_words(site):
+    page = await Page.open(site)
+    await page.run("hello", "print('hello')")
+    result, _ = await page.run("hello", "print('looping', flush=True)\nwhile True:\n    pass",
+                               run="r2")
+    assert result["limit"] == "timeout"
+    again = await page.reconnect()
+    restore, _ = await again.until("restore")
+    last = restore["exercises"]["hello"]
+    assert last["status"] == "limit" and last["verdict"]["passed"] is False
+    assert "ran longer than 2 s" in last["message"]
+    assert last["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "looping\n"}]
+    assert set(restore["exercises"]) == {"hello"}          # only exercises that ran
+    stranger = await Page.open(site)
+    await stranger.send(type="interrupt")
+    frames = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        frames.append(await stranger.until("restore", timeout=1))
+    assert frames == []                                      # nobody else's runs

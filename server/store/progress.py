@@ -53,19 +53,33 @@ async def get_for_user(engine: AsyncEngine, user_id: str) -> list[ProgressRow]:
     return [_row(row) for row in rows]
 
 
+async def last_runs(engine: AsyncEngine, user_id: str, lesson_slug: str) -> dict[str, str]:
+    """{exercise_id: stored latest run} of one learner in one lesson: what a reloaded page shows.
+    Only here, not in every page's rows: each may hold tens of KB."""
+    query = sa.select(Progress.exercise_id, Progress.last_run).where(
+        Progress.user_id == user_id, Progress.lesson_slug == lesson_slug,
+        Progress.last_run.is_not(None))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {exercise_id: last_run for exercise_id, last_run in rows}
+
+
 async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
-                 passed: bool, code: str) -> ProgressRow:
-    """Count one attempt; a passed exercise stays passed whatever comes after."""
+                 passed: bool, code: str, last_run: str | None = None) -> ProgressRow:
+    """Count one attempt; a passed exercise stays passed whatever comes after.
+
+    `last_run` replaces the stored latest run (None keeps nothing: the run left no record)."""
     status = Status.PASSED if passed else Status.FAILED
     stmt = upsert(engine, Progress.__table__).values(
         user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, status=status.value,
-        attempts=1, code=code, updated_at=utcnow())
+        attempts=1, code=code, updated_at=utcnow(), last_run=last_run)
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id", "lesson_slug", "exercise_id"],
         set_={"status": sa.case((Progress.status == Status.PASSED.value, Status.PASSED.value),
                                 else_=stmt.excluded.status),
               "attempts": Progress.attempts + 1,
               "code": stmt.excluded.code,
+              "last_run": stmt.excluded.last_run,
               "updated_at": stmt.excluded.updated_at},
     ).returning(*COLUMNS)
     async with engine.begin() as conn:

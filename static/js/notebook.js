@@ -117,6 +117,12 @@ class Page {
         if (cell) cell.finished(msg);
         if (msg.progress) this.setProgress(msg.progress.passed, msg.progress.total);
         return undefined;
+      case "restore":
+        for (const [id, last] of Object.entries(msg.exercises || {})) {
+          const restored = this.cells.get(id);
+          if (restored) restored.restore(last);
+        }
+        return undefined;
       case "error": return this.error(msg, cell);
       default: return undefined;
     }
