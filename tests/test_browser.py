@@ -430,6 +430,8 @@ def test_a_dropped_socket_reconnects_and_runs_again(page):
 ])
 def test_sql_and_shell_lessons_highlight_and_pass(page, slug, exercise, code, token):
     page.open(slug).ready()
+    titles = [h1.text for h1 in page.driver.find_elements(By.CSS_SELECTOR, "h1")]
+    assert len(titles) == 1, titles                # the lesson file opens with it too: shown once
     page.set_code(exercise, code)
     line = page.find(".cm-line", page.cell(exercise))
     highlighted = [span.text for span in line.find_elements(By.CSS_SELECTOR, "span")]
