@@ -149,7 +149,8 @@ async def start_kernels(runtime: Runtime) -> None:
     router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
-    runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()))
+    runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
+                                  lambda: runtime.manager.queue_length)
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
     runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,

@@ -363,3 +363,19 @@ async def test_a_jupyter_clients_run_is_cut_and_listed_with_the_lesson_runs(site
     assert [e["kind"] for e in run["events"]][0] == "requested" and "limit" in [
         e["kind"] for e in run["events"]]
 
+
+
+async def test_a_full_host_queues_the_run_and_shows_its_position(tmp_path, make_settings):
+    """Issue 11: past capacity a learner waits in a fair queue, told its place, not an error."""
+    async with serve_course(tmp_path, make_settings, LS_MAX_KERNELS="1",
+                            LS_RECONNECT_GRACE="0.5") as site:
+        holder = await Page.open(site)
+        await holder.run("hello", "print('hello')")          # holds the host's only kernel
+        waiting = await Page.open(site)
+        await waiting.send(type="run", run="w1", exercise="hello", code="print('hello')")
+        queued, _ = await waiting.until("queued")
+        assert queued["position"] == 1
+        holder.socket.close()                                  # its kernel goes after the grace
+        result, frames = await waiting.until("result")
+        assert result["verdict"]["passed"] is True
+        assert not [f for f in frames if f["type"] == "error"]

@@ -156,7 +156,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         """The session's kernel id, and the kernel when it was started for this run."""
         if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
             session.send({"type": "kernel", "state": "starting", "message": None})
-            kernel = await self.manager.start(session.user_id, self.lesson.kernel, owner_tier(self.user))
+            kernel = await self.manager.start(
+                session.user_id, self.lesson.kernel, owner_tier(self.user),
+                on_queued=lambda position: session.send({"type": "queued", "position": position}))
             session.kernel_id = kernel.id
             return kernel.id, kernel
         return session.kernel_id, None
