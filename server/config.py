@@ -169,6 +169,9 @@ FIELDS: tuple[Field, ...] = (
           "credential checks per account from all addresses: attempts/seconds"),
     Field("LS_SECURE_COOKIES", "secure_cookies", _bool, "0", "mark cookies Secure (behind HTTPS)"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    # Durability (issue 14)
+    Field("LS_SHUTDOWN_GRACE", "shutdown_grace", _float(0), "20",
+          "seconds SIGTERM lets runs in flight finish before they are interrupted"),
 )
 
 
@@ -215,6 +218,7 @@ class Settings:
     auth_per_account: Rule
     secure_cookies: bool
     log_level: str
+    shutdown_grace: float
 
     @property
     def embedded(self) -> bool:

@@ -7,17 +7,26 @@ database in embedded mode), the batch goes to the spool on local disk and
 sending is retried every `retry_every` seconds; once it works again the
 spool is replayed, oldest first, before newer batches. `close` sends or
 spools whatever is left, so a clean shutdown loses nothing either.
+
+`commit` is the run path's durability point: the runner awaits it before the
+learner sees a verdict, and it returns once every event emitted so far is in
+Redis (persisted with AOF) or in the fsync'd spool. Callers that arrive while a
+send is under way share the next one (group commit). Runs are kept in a
+journal on disk from their request until their end is safe: at `close` every
+run still open gets an `interrupted` end, and at `start` so does every run a
+killed process left in the journal, so no run stays `running`.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.config import Settings
-from server.tracing.events import TraceEvent
+from server.tracing.events import EventKind, TraceEvent
 from server.tracing.spool import Batch, Spool
 
 log = logging.getLogger("lessonserver.tracing")
@@ -26,8 +35,20 @@ Send = Callable[[Batch], Awaitable[Any]]
 SPOOL_DIR = "trace-spool"
 
 
+ENDS = frozenset({EventKind.FINISHED.value, EventKind.KERNEL_DIED.value})
+INTERRUPTED = "interrupted"        # the status of a run the server stopped (or lost) mid-way
+INTERRUPTED_SEQ = 1_000_000_000    # after any real event of the run, so the fold ends on it
+
+
 class BatchRejected(Exception):
     """Raised by a sink that will never take this batch: it is set aside, not retried."""
+
+
+def interrupted_event(run_id: str, ts: float, reason: str) -> TraceEvent:
+    """The end of a run that never got one; the same id every time, so it is stored once."""
+    event_id = hashlib.blake2b(f"{run_id}:{INTERRUPTED}".encode(), digest_size=16).hexdigest()
+    return TraceEvent(id=event_id, run_id=run_id, seq=INTERRUPTED_SEQ, ts=ts,
+                      kind=EventKind.FINISHED, data={"status": INTERRUPTED, "reason": reason})
 
 
 class TraceBuffer:
@@ -46,6 +67,7 @@ class TraceBuffer:
         self._closing = False
         self._down_until = 0.0              # while the sink fails: next monotonic time to try
         self._spooled = False               # the spool may hold batches to replay
+        self._open: set[str] = set()        # runs requested here whose end was not emitted yet
         self.stats = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0}   # events, for metrics and tests
 
     @classmethod
@@ -54,7 +76,15 @@ class TraceBuffer:
                    flush_every=settings.trace_flush)
 
     def emit(self, event: TraceEvent) -> None:
-        """Queue one event; never blocks and never raises into the run."""
+        """Queue one event; never blocks on the network and never raises into the run."""
+        if event.kind is EventKind.REQUESTED:
+            self._open.add(event.run_id)
+            try:
+                self._spool.mark_open(event.run_id)
+            except OSError:   # a full disk costs the journal, never the run
+                log.exception("run journal entry not written")
+        elif event.kind.value in ENDS:
+            self._open.discard(event.run_id)
         self._pending.append(event)
         if len(self._pending) == 1:
             self._oldest = time.monotonic()
@@ -63,9 +93,31 @@ class TraceBuffer:
             self._wake.set()
 
     async def start(self) -> None:
-        # Batches a previous process spooled (Redis was down when it stopped) are replayed too.
+        # Batches a previous process spooled (Redis was down when it stopped) are replayed too,
+        # and the runs it left open are ended.
         self._spooled = bool(await asyncio.to_thread(self._spool.pending))
+        left_open = await asyncio.to_thread(self._spool.open_journal)
+        self._interrupt(left_open, "the server stopped before the run ended")
+        if left_open:
+            log.warning("runs left open by a stopped server marked interrupted",
+                        extra={"fields": {"runs": len(left_open)}})
         self._task = asyncio.create_task(self._run(), name="trace-buffer")
+
+    def _interrupt(self, run_ids, reason: str) -> None:
+        now = time.time()
+        for run_id in sorted(run_ids):
+            self.emit(interrupted_event(run_id, now, reason))
+
+    @property
+    def spooling(self) -> bool:
+        """Batches wait on local disk for the queue (Redis) to take them again."""
+        return self._spooled
+
+    async def commit(self) -> None:
+        """Return once every event emitted so far is in Redis or in the fsync'd spool."""
+        async with self._lock:
+            while self._pending:
+                await self._deliver(self._take(self.batch_size))
 
     async def flush(self) -> None:
         """Send (or spool) everything emitted so far; for shutdown, tests and benchmarks."""
@@ -79,6 +131,10 @@ class TraceBuffer:
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._open:
+            log.warning("runs still open at shutdown marked interrupted",
+                        extra={"fields": {"runs": len(self._open)}})
+        self._interrupt(set(self._open), "the server stopped during the run")
         await self.flush()
 
     async def _run(self) -> None:
@@ -116,12 +172,14 @@ class TraceBuffer:
         return [event.to_json() for event in batch]
 
     async def _deliver(self, batch: Batch) -> None:
-        if not self._spooled and await self._try_send(batch, "sent"):
-            return
-        # Down, or older batches wait in the spool: keep the order by queueing behind them.
-        await asyncio.to_thread(self._spool.append, batch)
-        self._spooled = True
-        self.stats["spooled"] += len(batch)
+        if self._spooled or not await self._try_send(batch, "sent"):
+            # Down, or older batches wait in the spool: keep the order by queueing behind them.
+            await asyncio.to_thread(self._spool.append, batch)
+            self._spooled = True
+            self.stats["spooled"] += len(batch)
+        ended = {event["run_id"] for event in batch if event["kind"] in ENDS}
+        if ended:   # their ends are safe now: off the journal
+            await asyncio.to_thread(self._spool.mark_closed, ended)
 
     async def _replay(self) -> None:
         if not self._spooled or time.monotonic() < self._down_until:

@@ -1,7 +1,7 @@
 """Trace batches kept on local disk while the queue cannot take them.
 
-One file per batch, written to a temporary name and renamed, so a crash
-leaves whole batches or nothing; names sort by time, so replay keeps the
+One file per batch, written to a temporary name, fsync'd and renamed (and the
+rename fsync'd), so a crash or power loss leaves whole batches or nothing; names sort by time, so replay keeps the
 order. A batch is removed only after the queue took it: a crash during replay
 sends it again, and the event ids make the second write a no-op. Plain
 blocking file I/O: the buffer calls it from a thread.
@@ -20,6 +20,15 @@ log = logging.getLogger("lessonserver.tracing")
 Batch = list[dict[str, Any]]
 
 
+def sync_directory(directory: Path) -> None:
+    """Make a rename or unlink in `directory` survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -31,7 +40,10 @@ class Spool:
         partial = self.directory / f".{name}.partial"
         with open(partial, "w", encoding="utf-8") as out:
             json.dump(batch, out, separators=(",", ":"))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(partial, final)
+        sync_directory(self.directory)
         return final
 
     def set_aside(self, batch: Batch) -> Path:
@@ -64,3 +76,25 @@ class Spool:
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    # --- the journal of runs whose end is not yet safe (in Redis or in this spool) ---
+    @property
+    def journal(self) -> Path:
+        return self.directory / "open"
+
+    def open_journal(self) -> list[str]:
+        """Create the journal; return the runs a previous process left open (it was killed)."""
+        self.journal.mkdir(parents=True, exist_ok=True)
+        return sorted(path.name for path in self.journal.iterdir())
+
+    def mark_open(self, run_id: str) -> None:
+        # Not fsync'd: a power loss may forget a run; a process kill (the common case) does not.
+        try:
+            (self.journal / run_id).touch()
+        except FileNotFoundError:
+            self.journal.mkdir(parents=True, exist_ok=True)
+            (self.journal / run_id).touch()
+
+    def mark_closed(self, run_ids: set[str]) -> None:
+        for run_id in run_ids:
+            (self.journal / run_id).unlink(missing_ok=True)
