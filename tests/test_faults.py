@@ -4,17 +4,19 @@ then Postgres counted: every run with a verdict traced and saved, no row left `r
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from urllib.parse import urlsplit
 
+import psycopg2
 import pytest
 
 from tests.serve_process import served
 from tests.test_exercise_ws import COURSE, LESSON, Page
 from tests.test_pages import Served
-from tests.test_trace_pipeline import pipeline, wait_until  # noqa: F401
+from tests.test_trace_pipeline import WorkerProcess, pipeline, wait_until  # noqa: F401
 from tests.test_trace_support import fetch_all
 
 SLOW = "import time\ntime.sleep(2)\nprint('hello')"
@@ -22,9 +24,8 @@ SLOW = "import time\ntime.sleep(2)\nprint('hello')"
 
 @pytest.fixture
 def production(pipeline, tmp_path, instance_name):  # noqa: F811
-    """Env for a serve process on the pipeline's Postgres and Redis, with a worker running."""
+    """Env for a serve process on the pipeline's Postgres and Redis, and a way to start workers."""
     settings, new_worker = pipeline
-    new_worker()
     lessons = tmp_path / "lessons" / "practice"
     lessons.mkdir(parents=True)
     (lessons / COURSE).write_text("title: Practice\ndescription: drills\n")
@@ -34,7 +35,7 @@ def production(pipeline, tmp_path, instance_name):  # noqa: F811
            "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0", "LS_RUN_TIMEOUT": "10",
            "LS_DATA_DIR": str(tmp_path / "serve-data"), "LS_TRACE_FLUSH": "0.05",
            "LS_SHUTDOWN_GRACE": "15"}
-    return settings.database_url, env
+    return settings.database_url, env, new_worker
 
 
 def site_of(server) -> Served:
@@ -43,6 +44,14 @@ def site_of(server) -> Served:
 
 def runs(url: str) -> list[tuple]:
     return fetch_all(url, "SELECT status, verdict FROM runs ORDER BY requested_at")
+
+
+def answered(url: str, query: str) -> list[tuple] | None:
+    """The rows, or None while the database is still starting up."""
+    try:
+        return fetch_all(url, query)
+    except psycopg2.OperationalError:
+        return None
 
 
 def process_gone(pid: int) -> bool:
@@ -54,7 +63,8 @@ def process_gone(pid: int) -> bool:
 
 
 async def test_sigterm_finishes_runs_in_flight_and_refuses_new_ones_in_plain_words(production, tmp_path):
-    url, env = production
+    url, env, new_worker = production
+    new_worker()
     with served(env, tmp_path / "serve.log") as server:
         site = site_of(server)
         pages = [await Page.open(site) for _ in range(4)]
@@ -83,17 +93,79 @@ async def test_sigterm_finishes_runs_in_flight_and_refuses_new_ones_in_plain_wor
     assert fetch_all(url, "SELECT sum(attempts) FROM progress") == [(9,)]
 
 
-async def test_runs_a_killed_server_left_open_are_closed_by_the_next_start(production, tmp_path):
-    url, env = production
+async def test_a_killed_server_loses_no_trace_of_a_verdict_and_its_open_runs_are_closed_next_start(
+        production, tmp_path):
+    url, env, new_worker = production
+    new_worker()
     with served(env, tmp_path / "serve1.log") as server:
-        page = await Page.open(site_of(server))
-        await page.send(type="run", run="slow", exercise="hello", code=SLOW)
-        await page.until("started")
-        wait_until(lambda: runs(url) == [("running", None)], 10, "the run's start traced")
-        os.kill(server.pid, signal.SIGKILL)
+        done, slow = await Page.open(site_of(server)), await Page.open(site_of(server))
+        await slow.send(type="run", run="slow", exercise="hello", code=SLOW)
+        await slow.until("started")
+        result, _ = await done.run("hello", "print('hello')")
+        os.kill(server.pid, signal.SIGKILL)          # right after the verdict: no flush window
         wait_until(lambda: process_gone(server.pid), 10, "the server to die")
-    assert runs(url) == [("running", None)]
+    wait_until(lambda: len(runs(url)) == 2, 10, "both runs' starts traced")
+    assert fetch_all(url, "SELECT status, verdict, event_count FROM runs WHERE id = %s",
+                     (result["trace"],)) == [("ok", "passed", 5)]
+    assert sorted(runs(url)) == [("ok", "passed"), ("running", None)]
     with served(env, tmp_path / "serve2.log"):
         started = time.monotonic()
-        wait_until(lambda: runs(url) == [("interrupted", None)], 15, "the open run closed")
+        wait_until(lambda: sorted(runs(url)) == [("interrupted", None), ("ok", "passed")], 15,
+                   "the open run closed")
         print(f"\nrun left open closed {time.monotonic() - started:.2f} s after the restart")
+
+
+@pytest.fixture
+def own_postgres(tmp_path, make_settings):
+    """A Postgres cluster of this test's own, which it may stop: the session's stays up."""
+    from tests.services import PostgresServer
+    from tests.test_trace_support import migrate
+    server = PostgresServer()
+    try:
+        server.start()
+        url = server.create_database()
+        migrate(url, make_settings)
+        yield server, url
+    finally:
+        server.close()
+
+
+async def test_postgres_down_the_learner_gets_the_verdict_and_progress_is_saved_later(
+        own_postgres, production, tmp_path):
+    pg, url = own_postgres
+    _, env, _ = production                           # the worker writes to this test's Postgres
+    env = {**env, "LS_DATABASE_URL": url}
+    worker = WorkerProcess({**env, "PATH": os.environ.get("PATH", "")}, tmp_path / "own-worker.log")
+    worker.start()
+    try:
+        with served(env, tmp_path / "serve.log") as server:
+            site = site_of(server)
+            pages = [await Page.open(site) for _ in range(3)]
+            for page in pages:
+                result, _ = await page.run("hello", "print('hello')", run="before")
+                assert result["verdict"]["passed"]
+            pg.stop()
+            for page in pages:
+                result, _ = await page.run("hello", "print('hello')", run="during")
+                assert result["verdict"]["passed"]
+                assert "Your progress will be saved when the database is back." in \
+                    result["verdict"]["message"]
+            health = await site.get("/healthz")
+            body = json.loads(health.body)
+            assert health.code == 503 and body["down"] == ["database"]
+            assert body["degraded"]["progress"].startswith("3 progress writes wait")
+            await asyncio.sleep(5)                   # a longer outage than the runs alone
+            pg.start()
+            back = time.monotonic()
+            wait_until(lambda: answered(url, "SELECT count(*), sum(attempts) FROM progress")
+                       == [(3, 6)], 15, "the progress kept during the outage")
+            saved_after = time.monotonic() - back
+            wait_until(lambda: len(answered(url, "SELECT id FROM runs")) == 6, 60, "every run traced")
+            traced_after = time.monotonic() - back
+            print(f"\nprogress saved {saved_after:.2f} s, traces {traced_after:.2f} s after Postgres"
+                  " came back")
+            assert runs(url).count(("ok", "passed")) == 6
+            health = await site.get("/healthz")
+            assert health.code == 200 and "degraded" not in json.loads(health.body)
+    finally:
+        worker.stop()

@@ -130,7 +130,7 @@ async def test_the_scheduler_survives_a_redis_restart(pipeline, redis_server):
     wait_until(lambda: scheduler_pid(connection) == worker.proc.pid, 15, "the worker's scheduler")
     redis_server.stop()
     time.sleep(3)
-    redis_server.start()                             # empty: no persistence in this fixture
+    redis_server.start()
     wait_until(lambda: scheduler_pid(connection) == worker.proc.pid, 15, "the scheduler back")
     events: list = []
     await traced_run(RunTracer(events.append), 1)
