@@ -7,6 +7,13 @@
    handed to the buffer) against the latency of a trivial run on a bare local
    ipykernel (jupyter_client round-trip), also measured here.
 
+3. The verdict-latency cost of durability: the runner awaits `TraceBuffer.commit`
+   before the learner sees a verdict (the run's events into Redis, or into the
+   fsync'd spool when Redis is away). Without it the cost is nil (events wait
+   for the flush window); with it, measured per run, one learner at a time and
+   five committing at once (group commit), with Redis's AOF fsync'd every
+   second (the tests' and production's setting) and always, and on the spool.
+
 Starts a throwaway Postgres cluster and redis-server (as the tests do).
 """
 from __future__ import annotations
@@ -37,6 +44,8 @@ OUTPUTS_PER_RUN = 8          # stream outputs per run: 12 events per run in all
 BASELINE_EVENTS = 3000       # single-row INSERTs for the baseline
 EMIT_RUNS = 5000             # runs traced into a buffer that sends nowhere, for the emit cost
 KERNEL_ROUND_TRIPS = 30
+COMMIT_RUNS = 400            # runs committed before their verdict, per configuration
+CONCURRENT = 5               # learners whose verdicts are committed at once
 
 
 def trace_run(tracer: RunTracer) -> None:
@@ -120,6 +129,48 @@ async def emit_cost_us(tmp: Path) -> float:
     return elapsed / EMIT_RUNS * 1e6
 
 
+async def verdict_cost_ms(settings: config.Settings, send=None,
+                          concurrent: int = 1) -> tuple[float, float]:
+    """Median and 99th percentile of `commit()` after a traced run: what a verdict waits for."""
+    jobs = open_jobs(settings)
+    buffer = TraceBuffer.for_settings(settings, send or jobs.send_trace_batch)
+    await buffer.start()
+    timings: list[float] = []
+
+    async def one_run() -> None:
+        trace_run(RunTracer(buffer.emit))
+        began = time.perf_counter()
+        await buffer.commit()
+        timings.append((time.perf_counter() - began) * 1000)
+
+    for _ in range(COMMIT_RUNS // concurrent):
+        await asyncio.gather(*(one_run() for _ in range(concurrent)))
+    await buffer.close()
+    await jobs.close()
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.99)]
+
+
+async def redis_refuses(batch) -> None:
+    raise ConnectionError("Redis is away")
+
+
+async def verdict_costs(settings: config.Settings, redis_url: str, tmp: Path) -> list[tuple[str, float, float]]:
+    import redis
+    admin = redis.Redis.from_url(redis_url)
+    rows = []
+    for fsync in ("everysec", "always"):
+        admin.config_set("appendfsync", fsync)
+        for concurrent in (1, CONCURRENT):
+            rows.append((f"Redis AOF fsync {fsync}, {concurrent} at once",
+                         *await verdict_cost_ms(settings, concurrent=concurrent)))
+    admin.config_set("appendfsync", "everysec")
+    admin.close()
+    spool = settings.replace(data_dir=tmp / "spool-bench")
+    rows.append(("Redis away: fsync'd local spool", *await verdict_cost_ms(spool, redis_refuses)))
+    return rows
+
+
 def kernel_run_ms() -> float:
     """Median latency of `print('hi')` on a bare local ipykernel: the cheapest real run."""
     from jupyter_client.manager import start_new_kernel
@@ -155,6 +206,7 @@ async def main() -> None:
                 [str(Path(sys.executable).with_name("lessonserver")), "worker"],
                 env={"PATH": os.environ.get("PATH", ""), **env}, stdin=subprocess.DEVNULL)
             rate, events, batches = await pipeline_rate(settings, pg_url)
+            verdicts = await verdict_costs(settings, redis_server.url, tmp)
             cost_us = await emit_cost_us(tmp)
             run_ms = kernel_run_ms()
         finally:
@@ -169,6 +221,9 @@ async def main() -> None:
     print(f"tracing one run ({4 + OUTPUTS_PER_RUN} events) on the run's path  {cost_us:8.1f} us")
     print(f"bare ipykernel run of print('hi')  {run_ms:8.2f} ms  "
           f"-> tracing adds {per_run_ms / run_ms * 100:.2f}% to the cheapest run")
+    print("verdict latency added by making the trace durable first (without: 0, budget 2 ms):")
+    for name, median, p99 in verdicts:
+        print(f"  {name:40} median {median:6.3f} ms  p99 {p99:6.3f} ms")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ spools whatever is left, so a clean shutdown loses nothing either.
 `commit` is the run path's durability point: the runner awaits it before the
 learner sees a verdict, and it returns once every event emitted so far is in
 Redis (persisted with AOF) or in the fsync'd spool. Callers that arrive while a
-send is under way share the next one (group commit). Runs are kept in a
-journal on disk from their request until their end is safe: at `close` every
+send is under way share the next one (group commit). A run is kept in a
+journal on disk from when its start is sent until its end is safe: at `close` every
 run still open gets an `interrupted` end, and at `start` so does every run a
 killed process left in the journal, so no run stays `running`.
 """
@@ -68,6 +68,7 @@ class TraceBuffer:
         self._down_until = 0.0              # while the sink fails: next monotonic time to try
         self._spooled = False               # the spool may hold batches to replay
         self._open: set[str] = set()        # runs requested here whose end was not emitted yet
+        self._journaled: set[str] = set()   # runs with a journal entry: started, end not yet safe
         self.stats = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0}   # events, for metrics and tests
 
     @classmethod
@@ -79,10 +80,6 @@ class TraceBuffer:
         """Queue one event; never blocks on the network and never raises into the run."""
         if event.kind is EventKind.REQUESTED:
             self._open.add(event.run_id)
-            try:
-                self._spool.mark_open(event.run_id)
-            except OSError:   # a full disk costs the journal, never the run
-                log.exception("run journal entry not written")
         elif event.kind.value in ENDS:
             self._open.discard(event.run_id)
         self._pending.append(event)
@@ -97,6 +94,7 @@ class TraceBuffer:
         # and the runs it left open are ended.
         self._spooled = bool(await asyncio.to_thread(self._spool.pending))
         left_open = await asyncio.to_thread(self._spool.open_journal)
+        self._journaled |= set(left_open)
         self._interrupt(left_open, "the server stopped before the run ended")
         if left_open:
             log.warning("runs left open by a stopped server marked interrupted",
@@ -172,14 +170,23 @@ class TraceBuffer:
         return [event.to_json() for event in batch]
 
     async def _deliver(self, batch: Batch) -> None:
+        # A run's start goes to Redis only once the journal holds it, unless its end goes too
+        # (the usual short run, committed at its verdict: no journal I/O at all).
+        ended = {event["run_id"] for event in batch if event["kind"] in ENDS}
+        started = {event["run_id"] for event in batch
+                   if event["kind"] == EventKind.REQUESTED.value} - ended
+        if started:
+            await asyncio.to_thread(self._spool.mark_open, started)
+            self._journaled |= started
         if self._spooled or not await self._try_send(batch, "sent"):
             # Down, or older batches wait in the spool: keep the order by queueing behind them.
             await asyncio.to_thread(self._spool.append, batch)
             self._spooled = True
             self.stats["spooled"] += len(batch)
-        ended = {event["run_id"] for event in batch if event["kind"] in ENDS}
-        if ended:   # their ends are safe now: off the journal
-            await asyncio.to_thread(self._spool.mark_closed, ended)
+        closed = ended & self._journaled
+        if closed:   # their ends are safe now: off the journal
+            await asyncio.to_thread(self._spool.mark_closed, closed)
+            self._journaled -= closed
 
     async def _replay(self) -> None:
         if not self._spooled or time.monotonic() < self._down_until:

@@ -87,12 +87,10 @@ class Spool:
         self.journal.mkdir(parents=True, exist_ok=True)
         return sorted(path.name for path in self.journal.iterdir())
 
-    def mark_open(self, run_id: str) -> None:
+    def mark_open(self, run_ids: set[str]) -> None:
         # Not fsync'd: a power loss may forget a run; a process kill (the common case) does not.
-        try:
-            (self.journal / run_id).touch()
-        except FileNotFoundError:
-            self.journal.mkdir(parents=True, exist_ok=True)
+        self.journal.mkdir(parents=True, exist_ok=True)
+        for run_id in run_ids:
             (self.journal / run_id).touch()
 
     def mark_closed(self, run_ids: set[str]) -> None:
