@@ -8,11 +8,12 @@
    ipykernel (jupyter_client round-trip), also measured here.
 
 3. The verdict-latency cost of durability: the runner awaits `TraceBuffer.commit`
-   before the learner sees a verdict (the run's events into Redis, or into the
-   fsync'd spool when Redis is away). Without it the cost is nil (events wait
-   for the flush window); with it, measured per run, one learner at a time and
-   five committing at once (group commit), with Redis's AOF fsync'd every
-   second (the tests' and production's setting) and always, and on the spool.
+   before the learner sees a verdict, which appends the run's events to the
+   write-ahead log on local disk (one write, no fsync on the run's path).
+   Without it the cost is nil (events wait for the flush window). Measured per
+   run, one learner at a time and five at once; for comparison, what sending
+   the run's batch to Redis before the verdict would cost, and the fdatasync
+   that the log gets once a second off the run's path.
 
 Starts a throwaway Postgres cluster and redis-server (as the tests do).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -129,11 +131,17 @@ async def emit_cost_us(tmp: Path) -> float:
     return elapsed / EMIT_RUNS * 1e6
 
 
-async def verdict_cost_ms(settings: config.Settings, send=None,
-                          concurrent: int = 1) -> tuple[float, float]:
+def percentiles(timings: list[float]) -> tuple[float, float]:
+    timings = sorted(timings)
+    return statistics.median(timings), timings[int(len(timings) * 0.99)]
+
+
+async def verdict_cost_ms(settings: config.Settings, concurrent: int = 1) -> tuple[float, float]:
     """Median and 99th percentile of `commit()` after a traced run: what a verdict waits for."""
-    jobs = open_jobs(settings)
-    buffer = TraceBuffer.for_settings(settings, send or jobs.send_trace_batch)
+    async def nowhere(batch) -> None:
+        pass
+
+    buffer = TraceBuffer.for_settings(settings, nowhere)
     await buffer.start()
     timings: list[float] = []
 
@@ -145,30 +153,49 @@ async def verdict_cost_ms(settings: config.Settings, send=None,
 
     for _ in range(COMMIT_RUNS // concurrent):
         await asyncio.gather(*(one_run() for _ in range(concurrent)))
+        await buffer.flush()              # as the flusher would: the log is acknowledged and dropped
     await buffer.close()
+    return percentiles(timings)
+
+
+async def enqueue_cost_ms(settings: config.Settings) -> tuple[float, float]:
+    """The alternative: one run's batch into Redis (an RQ enqueue) before each verdict."""
+    jobs = open_jobs(settings)
+    events: list = []
+    trace_run(RunTracer(events.append))
+    batch = [e.to_json() for e in events]
+    timings = []
+    for _ in range(COMMIT_RUNS):
+        began = time.perf_counter()
+        await jobs.send_trace_batch(batch)
+        timings.append((time.perf_counter() - began) * 1000)
     await jobs.close()
-    timings.sort()
-    return statistics.median(timings), timings[int(len(timings) * 0.99)]
+    return percentiles(timings)
 
 
-async def redis_refuses(batch) -> None:
-    raise ConnectionError("Redis is away")
+def fdatasync_ms(tmp: Path) -> tuple[float, float]:
+    """One run's events appended and fdatasync'd: the log's once-a-second sync, off the run path."""
+    events: list = []
+    trace_run(RunTracer(events.append))
+    line = b"".join(json.dumps(e.to_json()).encode() + b"\n" for e in events)
+    timings = []
+    with open(tmp / "sync-bench.wal", "ab") as out:
+        for _ in range(100):
+            out.write(line)
+            out.flush()
+            began = time.perf_counter()
+            os.fdatasync(out.fileno())
+            timings.append((time.perf_counter() - began) * 1000)
+    return percentiles(timings)
 
 
-async def verdict_costs(settings: config.Settings, redis_url: str, tmp: Path) -> list[tuple[str, float, float]]:
-    import redis
-    admin = redis.Redis.from_url(redis_url)
-    rows = []
-    for fsync in ("everysec", "always"):
-        admin.config_set("appendfsync", fsync)
-        for concurrent in (1, CONCURRENT):
-            rows.append((f"Redis AOF fsync {fsync}, {concurrent} at once",
-                         *await verdict_cost_ms(settings, concurrent=concurrent)))
-    admin.config_set("appendfsync", "everysec")
-    admin.close()
-    spool = settings.replace(data_dir=tmp / "spool-bench")
-    rows.append(("Redis away: fsync'd local spool", *await verdict_cost_ms(spool, redis_refuses)))
-    return rows
+async def verdict_costs(settings: config.Settings, tmp: Path) -> list[tuple[str, float, float]]:
+    local = settings.replace(data_dir=tmp / "verdict-bench")
+    return [("write-ahead log (the commit), 1 at once", *await verdict_cost_ms(local)),
+            (f"write-ahead log (the commit), {CONCURRENT} at once",
+             *await verdict_cost_ms(local, CONCURRENT)),
+            ("instead: RQ enqueue to Redis (AOF everysec)", *await enqueue_cost_ms(settings)),
+            ("off the path: fdatasync once a second", *fdatasync_ms(tmp))]
 
 
 def kernel_run_ms() -> float:
@@ -206,7 +233,7 @@ async def main() -> None:
                 [str(Path(sys.executable).with_name("lessonserver")), "worker"],
                 env={"PATH": os.environ.get("PATH", ""), **env}, stdin=subprocess.DEVNULL)
             rate, events, batches = await pipeline_rate(settings, pg_url)
-            verdicts = await verdict_costs(settings, redis_server.url, tmp)
+            verdicts = await verdict_costs(settings, tmp)
             cost_us = await emit_cost_us(tmp)
             run_ms = kernel_run_ms()
         finally:

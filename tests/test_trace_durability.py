@@ -5,7 +5,7 @@ from kernels.result import RunResult, RunStatus
 from server.cli import shown
 from server.tracing.buffer import INTERRUPTED, INTERRUPTED_SEQ, TraceBuffer, interrupted_event
 from server.tracing.events import summarize
-from server.tracing.spool import Spool
+from server.tracing.spool import Spool, WriteAheadLog
 from server.tracing.tracer import RunTracer
 from workers.recovery import Holder, is_dead
 
@@ -35,29 +35,38 @@ def start_run(buffer: TraceBuffer) -> RunTracer:
     return tracer
 
 
-async def test_commit_sends_everything_emitted_before_the_verdict(tmp_path):
+def wal_events(tmp_path) -> list[dict]:
+    return [e for path in WriteAheadLog(tmp_path / "spool" / "wal").leftovers()
+            for e in WriteAheadLog.read(path)]
+
+
+async def test_commit_logs_the_run_ahead_and_the_log_goes_once_the_queue_has_it(tmp_path):
     sink = Sink()
     buffer = buffer_on(sink, tmp_path)
     await buffer.start()
     tracer = start_run(buffer)
     tracer.verdict(True)
     tracer.finished(RunResult(RunStatus.OK))
-    assert sink.events() == []
     await buffer.commit()
+    assert [e["kind"] for e in wal_events(tmp_path)] == ["requested", "verdict", "finished"]
+    assert sink.events() == []
+    await buffer.flush()
     assert [e["kind"] for e in sink.events()] == ["requested", "verdict", "finished"]
+    assert wal_events(tmp_path) == []
     assert list((tmp_path / "spool" / "open").iterdir()) == []   # started and ended together
     await buffer.close()
 
 
-async def test_commit_with_the_sink_away_lands_in_the_spool(tmp_path):
+async def test_with_the_queue_away_logged_events_move_to_the_spool(tmp_path):
     sink = Sink()
     sink.away = True
     buffer = buffer_on(sink, tmp_path)
     await buffer.start()
     start_run(buffer).finished(RunResult(RunStatus.OK))
     await buffer.commit()
+    await buffer.flush()
     assert sink.events() == [] and len(Spool(tmp_path / "spool").pending()) == 1
-    assert buffer.spooling
+    assert buffer.spooling and wal_events(tmp_path) == []
     await buffer.close()
 
 
@@ -74,23 +83,27 @@ async def test_close_ends_open_runs_as_interrupted_and_the_fold_says_so(tmp_path
     assert interrupted_event(open_run.run_id, 0, "x").id == interrupted_event(open_run.run_id, 1, "y").id
 
 
-async def test_a_killed_process_s_open_runs_are_ended_by_the_next_start(tmp_path):
+async def test_the_next_start_replays_the_log_and_ends_only_runs_that_never_ended(tmp_path):
     sink = Sink()
     first = buffer_on(sink, tmp_path)
     await first.start()
-    run = start_run(first)
-    await first.commit()                 # its start is in the sink; the process dies here
-    assert [p.name for p in (tmp_path / "spool" / "open").iterdir()] == [run.run_id]
+    ended, cut = start_run(first), start_run(first)
+    await first.flush()                  # both starts in the queue: both journaled
+    assert sorted(p.name for p in (tmp_path / "spool" / "open").iterdir()) == sorted(
+        [ended.run_id, cut.run_id])
+    ended.verdict(True)
+    ended.finished(RunResult(RunStatus.OK))
+    await first.commit()                 # the verdict goes out; the process is killed here
     second = buffer_on(sink, tmp_path)
     await second.start()
-    await second.commit()
-    end = sink.events()[-1]
-    assert (end["run_id"], end["seq"], end["data"]["status"]) == (run.run_id, INTERRUPTED_SEQ,
-                                                                 INTERRUPTED)
-    assert list((tmp_path / "spool" / "open").iterdir()) == []
+    await second.flush()
     from server.tracing.events import TraceEvent
-    summary = summarize(run.run_id, [TraceEvent.from_json(e) for e in sink.events()])
-    assert summary.status == INTERRUPTED
+    events = [TraceEvent.from_json(e) for e in sink.events()]
+    assert summarize(ended.run_id, [e for e in events if e.run_id == ended.run_id]).status == "ok"
+    cut_events = [e for e in events if e.run_id == cut.run_id]
+    assert summarize(cut.run_id, cut_events).status == INTERRUPTED
+    assert cut_events[-1].seq == INTERRUPTED_SEQ
+    assert list((tmp_path / "spool" / "open").iterdir()) == [] and wal_events(tmp_path) == []
     await second.close()
 
 

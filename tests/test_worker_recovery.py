@@ -61,7 +61,7 @@ async def test_a_sigkilled_worker_leaves_nothing_behind_and_its_successor_catche
     caught_up = time.monotonic() - killed_at - 2     # from the restart
     print(f"\nrecovered {len(emitted)} events {caught_up:.2f} s after the restart")
     assert sorted(stored(url)) == expected_rows(emitted)          # all, none twice
-    assert caught_up < 6
+    assert caught_up < 15          # the backlog's drain time on a loaded CI box (70-159 s before)
     assert connection.llen(f"rq:queue:{jobs_queue.TRACES}:intermediate") == 0
     assert StartedJobRegistry(jobs_queue.TRACES, connection=connection).get_job_ids(cleanup=False) == []
     wait_until(lambda: scheduler_pid(connection) == second.proc.pid, 10, "the scheduler taken over")
@@ -138,3 +138,24 @@ async def test_the_scheduler_survives_a_redis_restart(pipeline, redis_server):
         dt.timedelta(seconds=1), traces.write_batch, [e.to_json() for e in events], result_ttl=0)
     wait_until(lambda: len(stored(url)) == len(events), 15, "a job scheduled after the restart")
     assert worker.proc.poll() is None and os.getpgid(worker.proc.pid)
+
+
+async def test_batches_queued_while_the_worker_is_down_survive_a_redis_restart(pipeline, redis_server):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    worker = new_worker()
+    worker.stop()                                    # no worker: batches wait in Redis
+    buffer, jobs = await open_buffer(settings)
+    emitted, emit = recorder(buffer)
+    await asyncio.gather(*(traced_run(RunTracer(emit), 5) for _ in range(20)))
+    await buffer.flush()
+    assert buffer.stats["sent"] == len(emitted) and stored(url) == []
+    redis_server.stop()                              # SIGTERM: Redis writes its AOF out
+    redis_server.start()
+    restarted = time.monotonic()
+    new_worker()
+    wait_until(lambda: len(stored(url)) == len(emitted), 20, "the batches queued before the restart")
+    print(f"\n{len(emitted)} events written {time.monotonic() - restarted:.2f} s after Redis restarted")
+    assert sorted(stored(url)) == expected_rows(emitted)
+    await buffer.close()
+    await jobs.close()
