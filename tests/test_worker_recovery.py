@@ -30,6 +30,15 @@ def scheduler_pid(connection: redis.Redis) -> int | None:
     return int(pid) if pid else None
 
 
+def catch_up(new_worker, url: str, emitted: list, what: str, within: float) -> None:
+    """Start a worker; every emitted event, once, in Postgres within `within` seconds."""
+    started = time.monotonic()
+    new_worker()
+    wait_until(lambda: len(stored(url)) == len(emitted), within, what)
+    print(f"\n{what}: {len(emitted)} events in {time.monotonic() - started:.2f} s")
+    assert sorted(stored(url)) == expected_rows(emitted)
+
+
 async def steady_load(emit, stop: asyncio.Event, every: float = 0.05) -> None:
     while not stop.is_set():
         await traced_run(RunTracer(emit), 3)
@@ -87,11 +96,7 @@ async def test_a_worker_killed_inside_a_batch_is_replaced_at_once_not_after_its_
     first.kill()
     blocker.rollback()
     blocker.close()
-    restarted = time.monotonic()
-    new_worker()
-    wait_until(lambda: len(stored(url)) == len(emitted), 10, "the abandoned batch, retried")
-    print(f"\nabandoned batch written {time.monotonic() - restarted:.2f} s after the restart")
-    assert sorted(stored(url)) == expected_rows(emitted)
+    catch_up(new_worker, url, emitted, "the abandoned batch, retried", 10)
     assert fetch_all(url, "SELECT status, event_count FROM runs") == [("ok", len(emitted))]
     await buffer.close()
     await jobs.close()
@@ -152,10 +157,6 @@ async def test_batches_queued_while_the_worker_is_down_survive_a_redis_restart(p
     assert buffer.stats["sent"] == len(emitted) and stored(url) == []
     redis_server.stop()                              # SIGTERM: Redis writes its AOF out
     redis_server.start()
-    restarted = time.monotonic()
-    new_worker()
-    wait_until(lambda: len(stored(url)) == len(emitted), 20, "the batches queued before the restart")
-    print(f"\n{len(emitted)} events written {time.monotonic() - restarted:.2f} s after Redis restarted")
-    assert sorted(stored(url)) == expected_rows(emitted)
+    catch_up(new_worker, url, emitted, "the batches queued before Redis restarted", 20)
     await buffer.close()
     await jobs.close()
