@@ -103,26 +103,25 @@ class TraceBuffer:
         self._spooled = bool(await asyncio.to_thread(self._spool.pending))
         left_open = await asyncio.to_thread(self._spool.open_journal)
         self._journaled |= set(left_open)
-        ended = await self._replay_wal()
-        still_open = set(left_open) - ended
+        await self._replay_wal()
+        still_open = set(self._journaled)    # left open, or started in the replayed log, never ended
         self._interrupt(still_open, "the server stopped before the run ended")
         if still_open:
             log.warning("runs left open by a stopped server marked interrupted",
                         extra={"fields": {"runs": len(still_open)}})
+            await self.flush()               # their ends now, not after a flush window
         self._task = asyncio.create_task(self._run(), name="trace-buffer")
         self._syncer = asyncio.create_task(self._sync_wal_forever(), name="trace-wal-sync")
 
-    async def _replay_wal(self) -> set[str]:
-        """Hand on what a killed process logged and had not delivered; the runs it ended."""
-        ended: set[str] = set()
+    async def _replay_wal(self) -> None:
+        """Hand on what a killed process logged and had not delivered."""
         for path in self._wal.leftovers():
             events = await asyncio.to_thread(WriteAheadLog.read, path)
             for start in range(0, len(events), self.batch_size):
-                ended |= await self._hand_over(events[start:start + self.batch_size])
+                await self._hand_over(events[start:start + self.batch_size])
             await asyncio.to_thread(path.unlink)
             log.info("write-ahead log of a stopped server replayed",
                      extra={"fields": {"events": len(events)}})
-        return ended
 
     async def _sync_wal_forever(self) -> None:
         while True:
@@ -152,6 +151,7 @@ class TraceBuffer:
             if end > first:
                 self._wal.append([e.to_json() for e in self._pending[first - self._taken:]], end)
                 self._walled = end
+                self._wake.set()     # and on to the queue now, not at the end of the flush window
 
     async def flush(self) -> None:
         """Send (or spool) everything emitted so far; for shutdown, tests and benchmarks."""
@@ -200,7 +200,8 @@ class TraceBuffer:
         await self._replay()
         while len(self._pending) >= self.batch_size:
             await self._deliver(self._take(self.batch_size))
-        if self._pending and time.monotonic() >= self._oldest + self.flush_every:
+        committed = self._walled > self._taken    # a verdict is out: its run need not wait
+        if self._pending and (committed or time.monotonic() >= self._oldest + self.flush_every):
             await self._deliver(self._take(len(self._pending)))
 
     def _take(self, count: int) -> Batch:
