@@ -33,7 +33,7 @@ class LessonSession:
     user_id: str
     slug: str
     kernel_id: str | None = None
-    _running: asyncio.Task | None = None
+    running: asyncio.Task | None = None
     answer: asyncio.Future | None = None       # the learner's reply to input(), while asked
     asking: dict[str, Any] | None = None        # the input_request frame, re-sent on reconnect
     sink: Sink | None = None                    # the attached socket's send
@@ -41,20 +41,6 @@ class LessonSession:
         default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
     expiry: asyncio.TimerHandle | None = None
     refusing: str | None = None                 # while the server stops: why new runs are refused
-
-    @property
-    def running(self) -> asyncio.Task | None:
-        return self._running
-
-    @running.setter
-    def running(self, task: asyncio.Task | None) -> None:
-        # The socket hands each new run's task here. While the server stops, the task is
-        # cancelled before its first step (none of it runs) and the learner is told why.
-        if task is not None and self.refusing is not None:
-            task.cancel()
-            self.send({"type": "error", "run": None, "message": self.refusing})
-            return
-        self._running = task
 
     @property
     def busy(self) -> bool:

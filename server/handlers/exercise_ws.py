@@ -123,6 +123,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             return
         kind = frame["type"]
         if kind == "run":
+            if session.refusing is not None:       # the server is stopping
+                self.send({"type": "error", "run": frame["run"], "message": session.refusing})
+                return
             if session.busy:
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
