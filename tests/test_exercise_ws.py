@@ -387,3 +387,19 @@ async def test_a_reloaded_page_gets_each_exercises_last_run_in_learner_words(sit
     with contextlib.suppress(asyncio.TimeoutError):
         frames.append(await stranger.until("restore", timeout=1))
     assert frames == []                                      # nobody else's runs
+
+
+async def test_a_full_host_queues_the_run_and_shows_its_position(tmp_path, make_settings):
+    """Issue 11: past capacity a learner waits in a fair queue, told its place, not an error."""
+    async with serve_course(tmp_path, make_settings, LS_MAX_KERNELS="1",
+                            LS_RECONNECT_GRACE="0.5") as site:
+        holder = await Page.open(site)
+        await holder.run("hello", "print('hello')")          # holds the host's only kernel
+        waiting = await Page.open(site)
+        await waiting.send(type="run", run="w1", exercise="hello", code="print('hello')")
+        queued, _ = await waiting.until("queued")
+        assert queued["position"] == 1
+        holder.socket.close()                                  # its kernel goes after the grace
+        result, frames = await waiting.until("result")
+        assert result["verdict"]["passed"] is True
+        assert not [f for f in frames if f["type"] == "error"]

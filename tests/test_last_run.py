@@ -46,11 +46,14 @@ def test_unreadable_rows_read_as_none():
 async def test_the_store_keeps_the_latest_run_per_exercise_of_a_lesson(db_engine):
     user = await users.create_anonymous(db_engine)
     other = await users.create_anonymous(db_engine)
-    await progress.record(db_engine, user.id, "intro", "a", True, "x", '{"n": 1}')
-    await progress.record(db_engine, user.id, "intro", "a", False, "y", '{"n": 2}')
-    await progress.record(db_engine, user.id, "intro", "b", False, "z")      # no record of the run
-    await progress.record(db_engine, user.id, "other", "a", True, "x", '{"n": 3}')
-    await progress.record(db_engine, other.id, "intro", "a", True, "x", '{"n": 4}')
+    for user_id, slug, exercise, passed, snap in (
+            (user.id, "intro", "a", True, '{"n": 1}'), (user.id, "intro", "a", False, '{"n": 2}'),
+            (user.id, "intro", "b", False, None),          # no record of the run
+            (user.id, "other", "a", True, '{"n": 3}'), (other.id, "intro", "a", True, '{"n": 4}')):
+        await progress.record(db_engine, user_id, slug, exercise, passed, "x")
+        if snap is not None:
+            await progress.save_last_run(db_engine, user_id, slug, exercise, snap)
+    await progress.save_last_run(db_engine, user.id, "intro", "never-ran", '{"n": 5}')  # no row: no-op
     assert await progress.last_runs(db_engine, user.id, "intro") == {"a": '{"n": 2}'}
     rows = {r.exercise_id: r for r in await progress.get_for_user(db_engine, user.id)
             if r.lesson_slug == "intro"}

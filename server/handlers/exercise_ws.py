@@ -139,6 +139,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             return
         kind = frame["type"]
         if kind == "run":
+            if session.refusing is not None:       # the server is stopping
+                self.send({"type": "error", "run": frame["run"], "message": session.refusing})
+                return
             if session.busy:
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
@@ -172,7 +175,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         """The session's kernel id, and the kernel when it was started for this run."""
         if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
             session.send({"type": "kernel", "state": "starting", "message": None})
-            kernel = await self.manager.start(session.user_id, self.lesson.kernel, owner_tier(self.user))
+            kernel = await self.manager.start(
+                session.user_id, self.lesson.kernel, owner_tier(self.user),
+                on_queued=lambda position: session.send({"type": "queued", "position": position}))
             session.kernel_id = kernel.id
             return kernel.id, kernel
         return session.kernel_id, None
