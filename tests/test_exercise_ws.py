@@ -176,8 +176,17 @@ async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(s
     assert result["status"] == "limit" and result["limit"] == "timeout"
     assert "ran longer than 2 s" in result["message"] and not result["verdict"]["passed"]
     assert "endless loop" in result["message"]
-    # The server interrupted it: the learner gets no KeyboardInterrupt for a key never pressed.
+    # The server interrupted it: the learner gets no KeyboardInterrupt for a key never pressed,
+    # while the run's trace keeps it.
     assert [f for f in frames if f["type"] == "output"] == []
+    headers = {"Authorization": f"token {TOKEN}"}
+    for _ in range(100):
+        response = await site.get(f"/api/admin/runs/{result['trace']}", headers=headers)
+        if response.code == 200 and "KeyboardInterrupt" in response.body.decode():
+            break
+        await asyncio.sleep(0.1)
+    events = json.loads(response.body)["events"]
+    assert any(e["kind"] == "output" and "KeyboardInterrupt" in json.dumps(e) for e in events), events
     result, _ = await page.run("hello", "print('hello')", run="r2")
     assert result["verdict"]["passed"] is True
 
