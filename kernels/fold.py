@@ -182,6 +182,11 @@ def _admit(state: RunState, output: Output) -> tuple[RunState, tuple[Output, ...
     return dataclasses.replace(state, outputs=(*state.outputs, output)), (output,)
 
 
+def drop_unread(state: RunState, size: int) -> RunState:
+    """A message discarded without reading it (a big stream once the cap was reached)."""
+    return _drop(state, size)
+
+
 def _drop(state: RunState, size: int) -> RunState:
     return dataclasses.replace(state, bytes_dropped=state.bytes_dropped + size,
                                messages_dropped=state.messages_dropped + 1, capped=True)

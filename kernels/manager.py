@@ -383,13 +383,21 @@ class KernelManager:
     # --- Jupyter clients --------------------------------------------------
 
     async def connect(self, kernel_id: str) -> Relay:
-        """A relay to the kernel for one Jupyter client; it follows restarts until closed."""
+        """A relay to the kernel for one Jupyter client; it follows restarts until closed.
+
+        The relay is the kernel's from the first moment: a shutdown or death while the
+        handshake runs reaches it as a status ("dead", or "restarting" and a replacement)."""
         entry = self._entry(kernel_id)
-        await entry.session.ready()
         relay = Relay()
         entry.relays.add(relay)
-        entry.session.attach(relay)
         entry.last_activity = time.time()
+        session = entry.session
+        try:
+            await session.ready()
+        except SessionClosed:
+            return relay                 # shut down (told "dead") or dying (the watcher replaces)
+        if not relay.closed and entry.session is session and not entry.closing:
+            session.attach(relay)
         return relay
 
     def disconnect(self, kernel_id: str, relay: Relay) -> None:

@@ -45,6 +45,7 @@ READY_TIMEOUT = 10.0   # seconds the first handshake may take
 REQUESTS = 1024        # client requests remembered for routing their replies
 CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
 OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
+UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
 
 OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
@@ -193,6 +194,9 @@ class KernelSession:
             run.wake.set()
             return
         kind = msg.msg_type
+        if _unread(run.state, msg):
+            run.state = fold.drop_unread(run.state, len(msg.raw_content))
+            return
         if kind in OUTPUT_KINDS or kind in ("status", "execute_input", "execute_reply"):
             was_capped = run.state.capped
             run.state, outputs = fold.fold(run.state, msg.as_dict())
@@ -231,6 +235,10 @@ class KernelSession:
         """iopub with no run of ours: status and comms go to clients; output passes the
         kernel's own window (reset at each run), so inventing parent ids dodges no cap."""
         if not self._relays:
+            self.dropped += 1
+            return
+        if _unread(self._window, msg):
+            self._window = fold.drop_unread(self._window, len(msg.raw_content))
             self.dropped += 1
             return
         if msg.msg_type in OUTPUT_KINDS:
@@ -511,6 +519,12 @@ class KernelSession:
             for sock in self._sockets.values():
                 sock.close(linger=0)
             self._context.destroy(linger=0)
+
+
+def _unread(state: fold.RunState, msg: KernelMessage) -> bool:
+    """Past the cap a big stream is discarded unparsed: a flood costs the reader no JSON work
+    (small ones are still read, since limit signs such as a failed fork come in them)."""
+    return state.capped and msg.msg_type == "stream" and len(msg.raw_content) > UNREAD_STREAM
 
 
 def _parent_of(run: _Run) -> dict:

@@ -19,7 +19,6 @@ import tornado.websocket
 from kernels import messages
 from kernels.manager import UnknownKernel
 from kernels.relay import Relay
-from kernels.session import SessionClosed
 from server.handlers.base import CappedSocket
 from server.handlers.kernels_api import ApiHandler
 
@@ -57,9 +56,11 @@ class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, Ap
         self.kernel_id = kernel_id
         try:
             self.relay = await self.manager.connect(kernel_id)
-        except (UnknownKernel, SessionClosed) as exc:
-            log.warning("kernel %s: channels could not connect: %s", kernel_id, exc)
-            self.close(1011, "the kernel does not answer")
+        except UnknownKernel as exc:          # shut down between the upgrade and now
+            log.info("kernel %s: gone before its channels opened: %s", kernel_id, exc)
+            await self.write_message(messages.ws_frame(messages.server_message(
+                "iopub", "status", {"execution_state": "dead"})))
+            self.close(1000, "the kernel was shut down")
             return
         self.pump = asyncio.create_task(self._pump(self.relay))
 
