@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from server.handlers import (accounts, admin_outbox, admin_pages, admin_runs,
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
-from server.handlers.health import HealthHandler, MetricsHandler
+from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
 from server.mail.mailer import Mailer
@@ -102,7 +103,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(), load_library(settings, plugins), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), load_library(settings, plugins), plugins)
     runtime.closers.append(engine.dispose)
     try:
         await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
@@ -149,7 +150,8 @@ async def start_kernels(runtime: Runtime) -> None:
     router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
-    runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()))
+    runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
+                                  lambda: {n: p.ready for n, p in runtime.manager.pools.items()})
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
     runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,
@@ -174,6 +176,9 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     checks: dict[str, Callable[[], Awaitable[None]]] = {"database": lambda: db.ping(runtime.engine)}
     if runtime.redis is not None:
         checks["redis"] = runtime.redis.ping
+    if runtime.settings.sandbox == "docker":
+        # The same engine the sandbox uses: Docker's own DOCKER_HOST convention.
+        checks["docker"] = docker_ping(os.environ.get("DOCKER_HOST"))
     return checks
 
 
@@ -222,7 +227,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
-        (r"/metrics", MetricsHandler, {"common": common}),
+        (r"/metrics", MetricsHandler, {"common": common, "token": settings.metrics_token}),
     ]
     return LessonApp(
         routes,
