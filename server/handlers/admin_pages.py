@@ -6,14 +6,13 @@ session cookie; a learner who is marked is_admin in the database gets in too.
 """
 from __future__ import annotations
 
-import urllib.parse
-
 import tornado.escape
 import tornado.web
 
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
-from server.handlers.admin_runs import BadFilter, parse_filter, token_verdict
+from server.admin import display, runs as admin_runs_view
+from server.handlers.admin_runs import STATUSES, BadFilter, token_verdict
 from server.handlers.base import BaseHandler, Common, too_many
 from server.tracing import queries
 
@@ -74,13 +73,22 @@ class RunsPage(AdminPage):
         await self.require_admin()
         args = {name: self.get_query_argument(name) for name in self.request.query_arguments}
         try:
-            run_filter = parse_filter(args)
+            query = admin_runs_view.parse(args)
         except BadFilter as exc:
-            raise tornado.web.HTTPError(400, str(exc)) from None
-        runs = await queries.search_runs(self.common.engine, run_filter)
-        older = urllib.parse.urlencode({**args, "offset": run_filter.offset + run_filter.limit}) \
-            if len(runs) == run_filter.limit else None
-        self.render("admin_runs.html", runs=runs, args=args, older=older)
+            # The page again, with the form as sent and what to change; no data.
+            self.set_status(400)
+            self.render("admin_runs.html", runs=[], args=args, query=None, more=False,
+                        error=str(exc), **self.runs_helpers())
+            return
+        runs, more = await admin_runs_view.search(self.common.engine, query)
+        self.render("admin_runs.html", runs=runs, args=args, query=query, more=more, error=None,
+                    **self.runs_helpers())
+
+    @staticmethod
+    def runs_helpers() -> dict:
+        return {**display.HELPERS, "url": admin_runs_view.url, "sort_url": admin_runs_view.sort_url,
+                "statuses": (*sorted(STATUSES), *sorted(admin_runs_view.LIMITS)),
+                "sizes": admin_runs_view.PAGE_SIZES}
 
 
 class RunPage(AdminPage):
@@ -89,7 +97,9 @@ class RunPage(AdminPage):
         run = await queries.get_run(self.common.engine, run_id)
         if run is None:
             raise tornado.web.HTTPError(404, "There is no traced run with this id.")
-        self.render("admin_run.html", run=run)
+        self.render("admin_run.html", run=run,
+                    user=await admin_runs_view.user_label(self.common.engine, run["user_id"]),
+                    **display.HELPERS)
 
 
 def routes(common: Common, api_token: str | None, limiter: CredentialLimiter) -> list[tuple]:
