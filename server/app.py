@@ -35,7 +35,7 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_outbox, admin_pages, admin_runs,
+from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
@@ -49,7 +49,7 @@ from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
-from workers.queue import open_jobs
+from workers.queue import QUEUES, open_jobs
 
 log = logging.getLogger("lessonserver")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -223,6 +223,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
+            runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),

@@ -140,6 +140,19 @@ class Progress(Base):
     __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
 
 
+class AdminAudit(Base):
+    """What an admin did: who (an email, or "API token"), what, to what, when. Written by
+    server/admin/audit.py, shown on /admin."""
+    __tablename__ = "admin_audit"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now(), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(320))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(200), server_default="")
+    detail: Mapped[str] = mapped_column(sa.Text, server_default="")
+    ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
+
+
 class Run(Base):
     """The summary of one traced run; written by workers/trace_store.py (plain SQL).
     No foreign keys: traces arrive in any order and outlive users and lessons."""

@@ -11,7 +11,8 @@ import tornado.web
 
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
-from server.admin import display, runs as admin_runs_view
+from server.accounts.rules import Role, role
+from server.admin import audit, display, runs as admin_runs_view
 from server.handlers.admin_runs import STATUSES, BadFilter, token_verdict
 from server.handlers.base import BaseHandler, Common, too_many
 from server.tracing import queries
@@ -30,12 +31,14 @@ class AdminPage(BaseHandler):
         self.api_token = api_token
         self.limiter = limiter
 
-    async def require_admin(self) -> None:
+    async def require_admin(self) -> str:
+        """The admin's name for the audit log (an email, or the token); anyone else is sent to
+        the admin sign-in and sees nothing."""
         if self.get_signed_cookie(ADMIN_COOKIE, max_age_days=SESSION_DAYS) == b"1":
-            return
+            return audit.TOKEN_ACTOR
         user = await self.load_user()
-        if user is not None and user.is_admin:
-            return
+        if role(user) is Role.ADMIN:
+            return user.email or f"admin {user.id[:8]}"
         self.redirect("/admin/login?next=" + tornado.escape.url_escape(self.request.uri))
         raise tornado.web.Finish()
 
@@ -60,6 +63,7 @@ class LoginHandler(AdminPage):
             self.render("admin_login.html", error="That is not the admin token.", next=self._next())
             return
         await self.limiter.succeeded(ip, ADMIN_ACCOUNT)     # only failures count
+        await audit.record(self.common.engine, audit.TOKEN_ACTOR, "sign-in", ip=ip)
         self.set_signed_cookie(ADMIN_COOKIE, "1", expires_days=SESSION_DAYS, httponly=True,
                                samesite="Strict", secure=self.settings_.secure_cookies)
         self.redirect(self._next())

@@ -15,6 +15,17 @@ Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT = 2.0
 
 
+async def run_check(check: Check) -> str:
+    """"ok", or what went wrong, in a line."""
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+        return "ok"
+    except asyncio.TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT:.0f}s"
+    except Exception as exc:  # the check's failure is the report, whatever it is
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
 class HealthHandler(BaseHandler):
     """200 when every configured dependency answers; 503 naming the ones that do not."""
     route = "healthz"
@@ -25,22 +36,13 @@ class HealthHandler(BaseHandler):
 
     async def get(self) -> None:
         names = list(self.checks)
-        outcomes = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
+        outcomes = await asyncio.gather(*(run_check(self.checks[n]) for n in names))
         results = dict(zip(names, outcomes))
         down = [name for name, outcome in results.items() if outcome != "ok"]
         self.set_header("Cache-Control", "no-store")
         json_response(self, {"status": "down" if down else "ok", "down": down, "checks": results},
                       status=503 if down else 200)
 
-    @staticmethod
-    async def _run(check: Check) -> str:
-        try:
-            await asyncio.wait_for(check(), CHECK_TIMEOUT)
-            return "ok"
-        except asyncio.TimeoutError:
-            return f"no answer within {CHECK_TIMEOUT:.0f}s"
-        except Exception as exc:  # the check's failure is the report, whatever it is
-            return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"

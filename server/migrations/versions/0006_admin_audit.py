@@ -1,0 +1,34 @@
+"""The admins' audit log: who did what, to what, when.
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-11-29
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "admin_audit",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("actor", sa.String(320), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("target", sa.String(200), server_default="", nullable=False),
+        sa.Column("detail", sa.Text, server_default="", nullable=False),
+        sa.Column("ip", sa.String(64), server_default="", nullable=False),
+    )
+    op.create_index("ix_admin_audit_at", "admin_audit", ["at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_admin_audit_at", "admin_audit")
+    op.drop_table("admin_audit")
