@@ -179,6 +179,11 @@ class Run(Base):
     total_ms: Mapped[float | None] = mapped_column(sa.Double)
     bytes_out: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
     event_count: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    # The admin runs list: newest first, alone or within one user, exercise or status.
+    __table_args__ = (sa.Index("ix_runs_requested_at", "requested_at"),
+                      sa.Index("ix_runs_user_requested", "user_id", "requested_at"),
+                      sa.Index("ix_runs_exercise_requested", "exercise_id", "requested_at"),
+                      sa.Index("ix_runs_status_requested", "status", "requested_at"))
 
 
 class TraceEvent(Base):

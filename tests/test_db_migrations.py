@@ -59,6 +59,10 @@ CREATE TABLE trace_events (
     kind varchar(32) NOT NULL,
     data jsonb NOT NULL);
 CREATE INDEX ix_trace_events_run_seq ON trace_events (run_id, seq);
+CREATE INDEX ix_runs_requested_at ON runs (requested_at);
+CREATE INDEX ix_runs_user_requested ON runs (user_id, requested_at);
+CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
+CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
 """
 
 

@@ -1,4 +1,5 @@
-"""The admins' audit log: who did what, to what, when.
+"""The admins' audit log: who did what, to what, when; and the indexes the admin runs list
+sorts and filters by (newest first, alone or within a user, an exercise or a status).
 
 Revision ID: 0006
 Revises: 0004
@@ -14,6 +15,11 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+RUN_INDEXES = {"ix_runs_requested_at": ["requested_at"],
+               "ix_runs_user_requested": ["user_id", "requested_at"],
+               "ix_runs_exercise_requested": ["exercise_id", "requested_at"],
+               "ix_runs_status_requested": ["status", "requested_at"]}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -27,8 +33,12 @@ def upgrade() -> None:
         sa.Column("ip", sa.String(64), server_default="", nullable=False),
     )
     op.create_index("ix_admin_audit_at", "admin_audit", ["at"])
+    for name, columns in RUN_INDEXES.items():
+        op.create_index(name, "runs", columns)
 
 
 def downgrade() -> None:
+    for name in RUN_INDEXES:
+        op.drop_index(name, "runs")
     op.drop_index("ix_admin_audit_at", "admin_audit")
     op.drop_table("admin_audit")
