@@ -183,7 +183,9 @@ class Run(Base):
     __table_args__ = (sa.Index("ix_runs_requested_at", "requested_at"),
                       sa.Index("ix_runs_user_requested", "user_id", "requested_at"),
                       sa.Index("ix_runs_exercise_requested", "exercise_id", "requested_at"),
-                      sa.Index("ix_runs_status_requested", "status", "requested_at"))
+                      sa.Index("ix_runs_status_requested", "status", "requested_at"),
+                      sa.Index("ix_runs_total_ms", "total_ms"),
+                      sa.Index("ix_runs_first_output_ms", "first_output_ms"))
 
 
 class TraceEvent(Base):

@@ -63,6 +63,8 @@ CREATE INDEX ix_runs_requested_at ON runs (requested_at);
 CREATE INDEX ix_runs_user_requested ON runs (user_id, requested_at);
 CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
 CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
+CREATE INDEX ix_runs_total_ms ON runs (total_ms);
+CREATE INDEX ix_runs_first_output_ms ON runs (first_output_ms);
 """
 
 

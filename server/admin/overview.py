@@ -86,22 +86,22 @@ async def run_stats(engine: AsyncEngine, range_name: str, now: dt.datetime) -> R
              else sa.cast(sa.func.strftime("%s", RUNS.c.requested_at), sa.Float))
     bucket = sa.cast(sa.func.floor((epoch - since.timestamp()) / width), sa.Integer)
 
-    async def grouped(conn, column) -> dict[str, int]:
-        rows = await conn.execute(sa.select(column, sa.func.count()).where(in_range)
-                                  .group_by(column))
-        return {("-" if key is None else str(key)): n for key, n in rows}
-
-    async with engine.connect() as conn:
-        by_status = await grouped(conn, RUNS.c.status)
-        by_verdict = await grouped(conn, RUNS.c.verdict)
-        by_limit = await grouped(conn, RUNS.c.limit_hit)
-        pool = await grouped(conn, RUNS.c.pool_hit)
+    outcome = (RUNS.c.status, RUNS.c.verdict, RUNS.c.limit_hit, RUNS.c.pool_hit)
+    async with engine.connect() as conn:      # one scan of the range for every count
+        rows = (await conn.execute(sa.select(*outcome, sa.func.count()).where(in_range)
+                                   .group_by(*outcome))).all()
         per_bucket = (await conn.execute(sa.select(bucket, sa.func.count()).where(in_range)
                                          .group_by(bucket))).all()
-    by_limit.pop("-", None)
-    pool_hits = sum(n for key, n in pool.items() if key in ("True", "1", "true"))
-    pool_misses = sum(n for key, n in pool.items() if key in ("False", "0", "false"))
-    return RunStats(sum(by_status.values()), by_status, by_verdict, by_limit,
+    by_status, by_verdict, by_limit, pool = (collections.Counter() for _ in range(4))
+    for status, verdict, limit, hit, n in rows:
+        by_status[status] += n
+        by_verdict["-" if verdict is None else verdict] += n
+        if limit is not None:
+            by_limit[limit] += n
+        if hit is not None:
+            pool[bool(hit)] += n
+    pool_hits, pool_misses = pool[True], pool[False]
+    return RunStats(sum(by_status.values()), dict(by_status), dict(by_verdict), dict(by_limit),
                     bucket_counts(((int(i), n) for i, n in per_bucket if i is not None), BUCKETS),
                     width / 60, pool_hits, pool_misses)
 

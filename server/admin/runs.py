@@ -104,8 +104,11 @@ async def search(engine: AsyncEngine, q: RunsQuery) -> tuple[list[dict[str, Any]
     if q.until is not None:
         query = query.where(RUNS.c.requested_at < _db_time(engine, q.until))
     column = SORTS[q.sort]
-    order = column.desc().nulls_last() if q.descending else column.asc().nulls_last()
-    query = query.order_by(order, RUNS.c.requested_at.desc(), RUNS.c.id)
+    # The database's own NULL order (no NULLS LAST), so one ascending index serves both
+    # directions; the tie-break follows the same direction for the same reason.
+    order = (lambda c: c.desc()) if q.descending else (lambda c: c.asc())
+    query = query.order_by(*(order(c) for c in dict.fromkeys((column, RUNS.c.requested_at,
+                                                               RUNS.c.id))))
     query = query.limit(q.size + 1).offset(q.offset)      # one more tells whether a next page exists
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()

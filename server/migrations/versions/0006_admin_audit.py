@@ -18,7 +18,9 @@ depends_on = None
 RUN_INDEXES = {"ix_runs_requested_at": ["requested_at"],
                "ix_runs_user_requested": ["user_id", "requested_at"],
                "ix_runs_exercise_requested": ["exercise_id", "requested_at"],
-               "ix_runs_status_requested": ["status", "requested_at"]}
+               "ix_runs_status_requested": ["status", "requested_at"],
+               "ix_runs_total_ms": ["total_ms"],
+               "ix_runs_first_output_ms": ["first_output_ms"]}
 
 
 def upgrade() -> None:
