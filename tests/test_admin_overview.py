@@ -94,6 +94,9 @@ async def test_ending_a_kernel_is_done_and_audited(admin_site):
     kernel_id = json.loads(started.body)["id"]
     body = text(await admin_site.admin.get("/admin"))
     assert cell_numbers(body, "kernels-by")["python"] == "1" and kernel_id[:8] in body
+    forged = await admin_site.admin.post(f"/admin/kernels/{kernel_id}/end", xsrf=False)
+    assert forged.code == 403                      # another site's form cannot end it
+    assert kernel_id in text(await admin_site.admin.get("/admin"))
     ended = await admin_site.admin.post(f"/admin/kernels/{kernel_id}/end")
     assert ended.code == 302 and ended.headers["Location"] == "/admin"
     listing = await admin_site.anonymous.fetch("/api/kernels", headers=api)
