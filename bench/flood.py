@@ -73,7 +73,8 @@ async def _flooder(base: str, seconds: float) -> tornado.websocket.WebSocketClie
     client = tornado.httpclient.AsyncHTTPClient()
     headers = {"Authorization": f"token {TOKEN}"}
     model = json.loads((await client.fetch(f"{base}/api/kernels", method="POST", headers=headers,
-                                           body=json.dumps({"name": "python"}))).body)
+                                           body=json.dumps({"name": "python"}),
+                                           request_timeout=120)).body)   # cold starts, busy host
     socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
         base.replace("http", "ws") + f"/api/kernels/{model['id']}/channels", headers=headers))
     await socket.write_message(json.dumps({

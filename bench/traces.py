@@ -7,12 +7,21 @@
    handed to the buffer) against the latency of a trivial run on a bare local
    ipykernel (jupyter_client round-trip), also measured here.
 
+3. The verdict-latency cost of durability: the runner awaits `TraceBuffer.commit`
+   before the learner sees a verdict, which appends the run's events to the
+   write-ahead log on local disk (one write, no fsync on the run's path).
+   Without it the cost is nil (events wait for the flush window). Measured per
+   run, one learner at a time and five at once; for comparison, what sending
+   the run's batch to Redis before the verdict would cost, and the fdatasync
+   that the log gets once a second off the run's path.
+
 Starts a throwaway Postgres cluster and redis-server (as the tests do).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -37,6 +46,8 @@ OUTPUTS_PER_RUN = 8          # stream outputs per run: 12 events per run in all
 BASELINE_EVENTS = 3000       # single-row INSERTs for the baseline
 EMIT_RUNS = 5000             # runs traced into a buffer that sends nowhere, for the emit cost
 KERNEL_ROUND_TRIPS = 30
+COMMIT_RUNS = 400            # runs committed before their verdict, per configuration
+CONCURRENT = 5               # learners whose verdicts are committed at once
 
 
 def trace_run(tracer: RunTracer) -> None:
@@ -120,6 +131,73 @@ async def emit_cost_us(tmp: Path) -> float:
     return elapsed / EMIT_RUNS * 1e6
 
 
+def percentiles(timings: list[float]) -> tuple[float, float]:
+    timings = sorted(timings)
+    return statistics.median(timings), timings[int(len(timings) * 0.99)]
+
+
+async def verdict_cost_ms(settings: config.Settings, concurrent: int = 1) -> tuple[float, float]:
+    """Median and 99th percentile of `commit()` after a traced run: what a verdict waits for."""
+    async def nowhere(batch) -> None:
+        pass
+
+    buffer = TraceBuffer.for_settings(settings, nowhere)
+    await buffer.start()
+    timings: list[float] = []
+
+    async def one_run() -> None:
+        trace_run(RunTracer(buffer.emit))
+        began = time.perf_counter()
+        await buffer.commit()
+        timings.append((time.perf_counter() - began) * 1000)
+
+    for _ in range(COMMIT_RUNS // concurrent):
+        await asyncio.gather(*(one_run() for _ in range(concurrent)))
+        await buffer.flush()              # as the flusher would: the log is acknowledged and dropped
+    await buffer.close()
+    return percentiles(timings)
+
+
+async def enqueue_cost_ms(settings: config.Settings) -> tuple[float, float]:
+    """The alternative: one run's batch into Redis (an RQ enqueue) before each verdict."""
+    jobs = open_jobs(settings)
+    events: list = []
+    trace_run(RunTracer(events.append))
+    batch = [e.to_json() for e in events]
+    timings = []
+    for _ in range(COMMIT_RUNS):
+        began = time.perf_counter()
+        await jobs.send_trace_batch(batch)
+        timings.append((time.perf_counter() - began) * 1000)
+    await jobs.close()
+    return percentiles(timings)
+
+
+def fdatasync_ms(tmp: Path) -> tuple[float, float]:
+    """One run's events appended and fdatasync'd: the log's once-a-second sync, off the run path."""
+    events: list = []
+    trace_run(RunTracer(events.append))
+    line = b"".join(json.dumps(e.to_json()).encode() + b"\n" for e in events)
+    timings = []
+    with open(tmp / "sync-bench.wal", "ab") as out:
+        for _ in range(100):
+            out.write(line)
+            out.flush()
+            began = time.perf_counter()
+            os.fdatasync(out.fileno())
+            timings.append((time.perf_counter() - began) * 1000)
+    return percentiles(timings)
+
+
+async def verdict_costs(settings: config.Settings, tmp: Path) -> list[tuple[str, float, float]]:
+    local = settings.replace(data_dir=tmp / "verdict-bench")
+    return [("write-ahead log (the commit), 1 at once", *await verdict_cost_ms(local)),
+            (f"write-ahead log (the commit), {CONCURRENT} at once",
+             *await verdict_cost_ms(local, CONCURRENT)),
+            ("instead: RQ enqueue to Redis (AOF everysec)", *await enqueue_cost_ms(settings)),
+            ("off the path: fdatasync once a second", *fdatasync_ms(tmp))]
+
+
 def kernel_run_ms() -> float:
     """Median latency of `print('hi')` on a bare local ipykernel: the cheapest real run."""
     from jupyter_client.manager import start_new_kernel
@@ -155,6 +233,7 @@ async def main() -> None:
                 [str(Path(sys.executable).with_name("lessonserver")), "worker"],
                 env={"PATH": os.environ.get("PATH", ""), **env}, stdin=subprocess.DEVNULL)
             rate, events, batches = await pipeline_rate(settings, pg_url)
+            verdicts = await verdict_costs(settings, tmp)
             cost_us = await emit_cost_us(tmp)
             run_ms = kernel_run_ms()
         finally:
@@ -169,6 +248,9 @@ async def main() -> None:
     print(f"tracing one run ({4 + OUTPUTS_PER_RUN} events) on the run's path  {cost_us:8.1f} us")
     print(f"bare ipykernel run of print('hi')  {run_ms:8.2f} ms  "
           f"-> tracing adds {per_run_ms / run_ms * 100:.2f}% to the cheapest run")
+    print("verdict latency added by making the trace durable first (without: 0, budget 2 ms):")
+    for name, median, p99 in verdicts:
+        print(f"  {name:40} median {median:6.3f} ms  p99 {p99:6.3f} ms")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -41,8 +41,8 @@ from docker.types import LogConfig, Ulimit
 
 from kernels import connection, leases, procs
 from kernels.sandbox import (INSTANCE_LABEL, LEASE_LABEL, PLUGIN_LABEL, KernelExit, Sandbox,
-from kernels.settings import KernelSettings
                              SandboxError, SandboxKernel, StartSpec)
+from kernels.settings import KernelSettings
 
 
 log = logging.getLogger(__name__)

@@ -101,5 +101,12 @@ class StartRejected:
     reason: str                  # host | owner_kernels | owner_starts | owner_runs | queue
 
 
+@dataclasses.dataclass(frozen=True)
+class StartQueued:
+    """A kernel request that waited in the host's queue got its turn."""
+    owner: str
+    seconds: float
+
+
 KernelEvent = Union[KernelAssigned, KernelRestarted, KernelDied, KernelInterrupted, KernelLimited,
-                    KernelGone, RunStarted, RunOutput, RunEnded, StartRejected]
+                    KernelGone, RunStarted, RunOutput, RunEnded, StartRejected, StartQueued]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from kernels import fold, idle_watch, messages, quotas
 from kernels.events import (KernelAssigned, KernelDied, KernelEvent, KernelGone,
                             KernelInterrupted, KernelLimited, KernelRestarted, RunEnded, RunOutput,
-                            RunStarted, StartRejected)
+                            RunStarted, StartQueued, StartRejected)
 from kernels.pool import CapacityError, Pool, StartGate
 from kernels.quotas import Quota, Quotas, Tier
 from kernels.relay import Relay
@@ -47,6 +47,7 @@ ESCAPED = ("Code from an earlier run kept running after the run had ended, so th
            "was restarted; earlier variables are gone")
 FULL_RETRY_AFTER = 30.0    # Retry-After when every kernel slot on the host is taken
 RESTART_REQUESTED = "restart requested"
+QUEUE_WAIT = 120.0         # seconds a queued kernel request waits at most before a 429
 
 
 class UnknownKernel(KeyError):
@@ -142,11 +143,13 @@ class KernelManager:
         self.clock = clock
         self.gate = StartGate(settings.start_concurrency, settings.start_queue)
         self.pools = {name: Pool(sandbox, start_spec(settings, p), settings.pool_size, self.gate,
-                                 room=self._room)
+                                 room=self._room_for_pools)
                       for name, p in self.plugins.items()}
         self._kernels: dict[str, _Entry] = {}
         self._owners: dict[str, _Owner] = {}
         self._reserved = 0               # starts in progress, counted against max_kernels
+        self._queue: list[object] = []   # callers waiting for room on the host, in order
+        self._room_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()
         self._releasing: set[asyncio.Task] = set()
@@ -170,6 +173,10 @@ class KernelManager:
 
     def _room(self) -> bool:
         return self._alive() < self.settings.max_kernels
+
+    def _room_for_pools(self) -> bool:
+        """Warm kernels come after learners waiting in the queue."""
+        return not self._queue and self._room()
 
     def _emit(self, event: KernelEvent) -> None:
         for observer in self.observers:
@@ -224,7 +231,10 @@ class KernelManager:
                        asyncio.create_task(self._reconcile_forever()),
                        asyncio.create_task(self._watch_idle_cpu())]
 
-    async def start(self, owner: str, plugin: str, tier: Tier = Tier.MEMBER) -> ManagedKernel:
+    async def start(self, owner: str, plugin: str, tier: Tier = Tier.MEMBER,
+                    on_queued: Callable[[int], Any] | None = None) -> ManagedKernel:
+        """A kernel for `owner`. When the host is full, a caller with `on_queued` waits its
+        turn in a fair queue (told its position as it changes) instead of a 429 at once."""
         if plugin not in self.pools:
             raise KeyError(f"no kernel plugin named {plugin!r}")
         use = self._owner(owner, tier)
@@ -234,10 +244,8 @@ class KernelManager:
         refusal = quotas.may_start(self.quotas.of(tier), held, use.starts, now)
         if refusal is not None:
             raise self._refuse(owner, refusal)
-        if not self.pools[plugin].ready and not self._room():
-            self._emit(StartRejected(owner, "host"))
-            raise CapacityError(f"all {self.settings.max_kernels} kernels of this host are in use",
-                                FULL_RETRY_AFTER)
+        if self._queue or (not self.pools[plugin].ready and not self._room()):
+            await self._wait_for_room(owner, plugin, on_queued)
         use.starts = (*use.starts, now)
         self._reserved += 1
         try:
@@ -255,6 +263,44 @@ class KernelManager:
         entry.watcher = asyncio.create_task(self._watch(entry, entry.session))
         self._emit(KernelAssigned(entry.id, owner, plugin, hit, str(kernel.ref), ms))
         return entry.snapshot()
+
+    def _full(self) -> CapacityError:
+        return CapacityError(f"all {self.settings.max_kernels} kernels of this host are in use",
+                             FULL_RETRY_AFTER)
+
+    async def _wait_for_room(self, owner: str, plugin: str,
+                             on_queued: Callable[[int], Any] | None) -> None:
+        """First come, first served: wait at the back of the queue until this caller is at
+        its head and a kernel can be had; pool refills wait behind the queue too."""
+        if on_queued is None or len(self._queue) >= self.settings.start_queue:
+            self._emit(StartRejected(owner, "host"))
+            raise self._full()
+        ticket = object()
+        self._queue.append(ticket)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        told = 0
+        try:
+            while not (self._queue[0] is ticket and (self.pools[plugin].ready or self._room())):
+                position = self._queue.index(ticket) + 1
+                if position != told:
+                    told = position
+                    on_queued(position)
+                left = began + QUEUE_WAIT - loop.time()
+                if left <= 0:
+                    self._emit(StartRejected(owner, "host"))
+                    raise self._full()
+                self._room_changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):   # pools free room too: look each s
+                    await asyncio.wait_for(self._room_changed.wait(), min(left, 1.0))
+        finally:
+            self._queue.remove(ticket)
+            self._room_changed.set()            # the next in line looks again
+        self._emit(StartQueued(owner, round(loop.time() - began, 3)))
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
 
     def _session(self, entry: _Entry, kernel: SandboxKernel) -> KernelSession:
         """A session whose relayed runs are limited, counted and reported as this kernel's."""
@@ -386,6 +432,7 @@ class KernelManager:
             relay.close(f"the kernel was shut down ({reason})")
         await self._drop(entry.session)
         self._emit(KernelGone(entry.id, entry.owner, reason, culled))
+        self._room_changed.set()              # a slot is free: the queue's head may go
         self._forget_idle_owners()
         for pool in self.pools.values():  # a slot on the host is free again
             pool.refill()

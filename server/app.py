@@ -40,6 +40,7 @@ from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
+from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
@@ -74,6 +75,8 @@ class Runtime:
     billing: BillingProvider | None = None
     intake: Intake | None = None
     jobs: object | None = None
+    traces: TraceBuffer | None = None
+    progress: PendingProgress | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -151,11 +154,16 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
     runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
+                                  lambda: runtime.manager.queue_length,
                                   lambda: {n: p.ready for n, p in runtime.manager.pools.items()})
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
+    runtime.traces = traces
+    runtime.progress = PendingProgress(runtime.engine, settings.data_dir / PROGRESS_SPOOL)
+    await runtime.progress.start()
+    runtime.closers.append(runtime.progress.close)
     runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,
-                                    runtime.metrics)
+                                    runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
 
@@ -180,6 +188,17 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
         # The same engine the sandbox uses: Docker's own DOCKER_HOST convention.
         checks["docker"] = docker_ping(os.environ.get("DOCKER_HOST"))
     return checks
+
+
+def degraded_parts(runtime: Runtime) -> dict[str, str]:
+    """What is working around an outage now, in words, for /healthz."""
+    parts = {}
+    if runtime.progress is not None and runtime.progress.waiting:
+        parts["progress"] = (f"{runtime.progress.waiting} progress writes wait for the database; "
+                             "runs go on")
+    if runtime.traces is not None and runtime.traces.spooling:
+        parts["traces"] = "trace batches are kept on local disk until the queue takes them again"
+    return parts
 
 
 class LessonApp(tornado.web.Application):
@@ -228,7 +247,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
-        (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime)}),
+        (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),
+                                      "degraded": lambda: degraded_parts(runtime)}),
         (r"/metrics", MetricsHandler, {"common": common, "token": settings.metrics_token}),
     ]
     return LessonApp(
@@ -276,13 +296,23 @@ async def run_server(settings: Settings, ready: Callable[[int], None] | None = N
         if ready:
             ready(port)
         await stop.wait()
-        log.info("stopping")
-        server.stop()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.close_all_connections(), 5)
+        await stop_serving(runtime, server)
     finally:
-        await runtime.close()
-        log.info("stopped")
+        await runtime.close()   # runs still going are cancelled; their traces end `interrupted`
+
+
+async def stop_serving(runtime: Runtime, server: tornado.httpserver.HTTPServer) -> None:
+    """No new connections or runs; the runs in flight get LS_SHUTDOWN_GRACE to finish."""
+    grace = runtime.settings.shutdown_grace
+    log.info("stopping", extra={"fields": {"grace_s": grace}})
+    server.stop()
+    if runtime.sessions is not None:
+        runtime.sessions.stop_accepting()
+        left = await runtime.sessions.drain(grace)
+        if left:
+            log.warning("runs interrupted by the shutdown", extra={"fields": {"runs": left}})
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), 5)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -296,3 +326,4 @@ def _stop_on_signals() -> asyncio.Event:
 def serve(settings: Settings) -> None:
     logs.setup(settings.log_level)
     asyncio.run(run_server(settings))
+    log.info("stopped")     # after asyncio.run finished its executors: the process ends now

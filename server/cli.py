@@ -26,11 +26,34 @@ def main() -> None:
     """
 
 
+SECRETS = frozenset({"api_token", "cookie_secret"})
+
+
+def shown(attr: str, value: object) -> str:
+    """A setting's current value as `lessonserver settings` prints it: secrets never."""
+    from urllib.parse import urlsplit
+    if value is None:
+        return "(unset)"
+    if attr in SECRETS:
+        return "(set)"
+    if isinstance(value, str) and urlsplit(value).password:
+        parts = urlsplit(value)
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if attr in ("auth_per_ip", "auth_per_account"):
+        return f"{value.burst}/{value.window:g}"
+    return str(value)
+
+
 @main.command()
 def settings() -> None:
-    """List every LS_* setting with its default and meaning."""
-    for env, default, doc in config.describe():
-        click.echo(f"{env:26} {default:28} {doc}")
+    """List every LS_* setting with its current value (environment, else default) and meaning."""
+    current = _settings()
+    for field in config.FIELDS:
+        click.echo(f"{field.env:26} {shown(field.attr, getattr(current, field.attr)):28} {field.doc}")
 
 
 @main.command()

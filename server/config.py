@@ -214,6 +214,9 @@ FIELDS: tuple[Field, ...] = (
           "days without activity before a learner with an unfinished lesson gets one reminder "
           "(at most one per this many days); 0 = no reminders"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    # Durability (issue 14)
+    Field("LS_SHUTDOWN_GRACE", "shutdown_grace", _float(0), "20",
+          "seconds SIGTERM lets runs in flight finish before they are interrupted"),
 )
 
 
@@ -280,6 +283,7 @@ class Settings:
     mail_from: str
     reminder_days: int
     log_level: str
+    shutdown_grace: float
 
     @property
     def embedded(self) -> bool:

@@ -20,7 +20,9 @@ from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson
 from server.metrics import Metrics
 from server.exercise_attempt import attempt
+from server.pending_progress import PendingProgress, ProgressWrite, database_away
 from server.exercise_steps import StepKind
+from server.learning import last_run, messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
 
@@ -28,6 +30,7 @@ log = logging.getLogger("lessonserver.runs")
 
 OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
+Commit = Callable[[], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,14 +42,21 @@ class Outcome:
     total_in_lesson: int
 
 
+SAVED_LATER = "Your progress will be saved when the database is back."
+
+
 class ExerciseRunner:
     def __init__(self, manager: KernelManager, engine: AsyncEngine, emit: Emit,
-                 router: KernelEventRouter, metrics: Metrics | None = None) -> None:
+                 router: KernelEventRouter, metrics: Metrics | None = None, *,
+                 commit: Commit, progress: PendingProgress) -> None:
+        """`commit`: makes the trace so far durable; awaited before the learner sees a verdict."""
         self.manager = manager
         self.engine = engine
         self.emit = emit
         self.router = router
         self.metrics = metrics or Metrics()
+        self.commit = commit
+        self.progress = progress
 
     async def run(self, *, user_id: str, kernel_id: str, lesson: Lesson, exercise: Exercise,
                   code: str, on_output: OnOutput, on_input: OnInput | None = None,
@@ -60,9 +70,14 @@ class ExerciseRunner:
             tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,
                                    start_ms=started.start_ms)
 
+        held: list[Output] = []    # an interrupt's error waits: was it the server's own stop?
+
         async def forward(output: Output) -> None:
-            tracer.output(output)
-            await on_output(output)
+            tracer.output(output)             # the trace keeps the kernel's own words
+            if messages.server_interrupt(output):
+                held.append(output)
+            else:
+                await on_output(messages.clean_output(output, code))
 
         def watch(checker_id: str, attach: bool) -> None:
             """The check's own kernel reports into this run's trace too."""
@@ -83,7 +98,41 @@ class ExerciseRunner:
         tracer.verdict(verdict.passed, verdict.message)
         tracer.finished(shown)
         self.metrics.observe_run(lesson.kernel, shown, time.monotonic() - began)
-        await progress.record(self.engine, user_id, lesson.slug, exercise.id, verdict.passed, code)
-        statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
-        return Outcome(tracer.run_id, shown, verdict, progress_view.passed_in(lesson, statuses),
-                       len(lesson.exercises))
+        if not messages.stopped_by_server(shown):
+            for output in held:               # the learner pressed Interrupt: show where it stopped
+                await on_output(messages.clean_output(output, code))
+        if StepKind.LEARNER in results:
+            shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
+        try:
+            await self.commit()
+        except Exception:  # the spool's disk failed too: the verdict still goes out
+            log.exception("trace not made durable before the verdict")
+        verdict, passed_in = await self._save_progress(user_id, lesson, exercise, verdict, code,
+                                                       last_run.snapshot(shown, verdict))
+        return Outcome(tracer.run_id, shown, verdict, passed_in, len(lesson.exercises))
+
+    async def _save_progress(self, user_id: str, lesson: Lesson, exercise: Exercise,
+                             verdict: Verdict, code: str,
+                             snapshot: dict) -> tuple[Verdict, int]:
+        """The verdict as the learner is told it, and how many of the lesson's exercises passed.
+
+        With the database away the write waits in PendingProgress, the learner is told so, and
+        the count is what this run alone shows.
+        """
+        write = ProgressWrite(user_id, lesson.slug, exercise.id, verdict.passed, code)
+        statuses: dict[tuple[str, str], str] = {}
+        if await self.progress.record(write):
+            try:
+                # What the page showed, for its reload: only when the progress row is there now.
+                await progress.save_last_run(self.engine, user_id, lesson.slug, exercise.id,
+                                             last_run.dumps(snapshot))
+                statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
+            except Exception as exc:
+                if not database_away(exc):
+                    raise
+        else:
+            verdict = dataclasses.replace(verdict, message="\n\n".join(
+                part for part in (verdict.message, SAVED_LATER) if part))
+        if not statuses:
+            statuses = {(lesson.slug, exercise.id): "passed" if verdict.passed else "failed"}
+        return verdict, progress_view.passed_in(lesson, statuses)

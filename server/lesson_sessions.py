@@ -5,6 +5,9 @@ tunnel, a laptop lid), the run in progress goes on, its frames are kept, and
 the kernel is kept for a grace period. A socket that comes back within it gets
 the same kernel (variables intact) and every frame it missed, in order. After
 the grace period with no socket, the kernel is shut down.
+
+When the server stops, new runs are refused in plain words while the runs in
+flight are given LS_SHUTDOWN_GRACE to finish (`stop_accepting`, `drain`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from kernels.manager import KernelManager, UnknownKernel
 log = logging.getLogger("lessonserver.ws")
 
 MISSED_FRAMES = 2000        # frames kept for a detached page; a run's output is capped anyway
+RESTARTING = "The server is restarting; run again in a moment."
 
 Sink = Callable[[dict[str, Any]], None]
 
@@ -36,6 +40,7 @@ class LessonSession:
     missed: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
     expiry: asyncio.TimerHandle | None = None
+    refusing: str | None = None                 # while the server stops: why new runs are refused
 
     @property
     def busy(self) -> bool:
@@ -53,10 +58,12 @@ class LessonSessions:
         self.manager = manager
         self.grace = grace
         self._sessions: dict[tuple[str, str], LessonSession] = {}
+        self.refusing: str | None = None
 
     def attach(self, user_id: str, slug: str, sink: Sink) -> LessonSession:
         """The session of this learner and lesson, now sending to `sink` (the newest page wins)."""
         session = self._sessions.setdefault((user_id, slug), LessonSession(user_id, slug))
+        session.refusing = self.refusing
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
@@ -100,10 +107,28 @@ class LessonSessions:
             except UnknownKernel:
                 pass
 
+    def stop_accepting(self, message: str = RESTARTING) -> None:
+        self.refusing = message
+        for session in self._sessions.values():
+            session.refusing = message
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to `grace` seconds for the runs in flight; returns how many are still going."""
+        running = {session.running for session in self._sessions.values() if session.busy}
+        if running:
+            log.info("waiting for runs in flight", extra={"fields": {"runs": len(running),
+                                                                     "grace_s": grace}})
+            _, running = await asyncio.wait(running, timeout=grace)
+        return len(running)
+
     async def close(self) -> None:
+        """Cancel what is still running (its trace is ended as interrupted) and wait for it."""
+        cancelled = []
         for session in list(self._sessions.values()):
             if session.expiry is not None:
                 session.expiry.cancel()
             if session.busy:
                 session.running.cancel()
+                cancelled.append(session.running)
         self._sessions.clear()
+        await asyncio.gather(*cancelled, return_exceptions=True)

@@ -108,6 +108,12 @@ class Metrics:
                                           "time requests waited for another request's recompute",
                                           ["prefix"], registry=self.registry,
                                           buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.kernel_queue = Gauge("lessonserver_kernel_queue", "kernel requests waiting for room",
+                                  registry=self.registry)
+        self.kernel_queue_wait = Histogram("lessonserver_kernel_queue_wait_seconds",
+                                           "how long a queued kernel request waited",
+                                           registry=self.registry,
+                                           buckets=(.1, .5, 1, 2.5, 5, 10, 30, 60, 120))
         self._api_runs: dict[str, str] = {}    # run id -> kernel, while a client's run goes on
 
     def observe_run(self, kernel: str, result: RunResult, seconds: float) -> None:
@@ -123,6 +129,8 @@ class Metrics:
             self.limit_hits.labels(event.plugin, event.limit).inc()
         elif isinstance(event, events.StartRejected):
             self.rejected.labels(event.reason).inc()
+        elif isinstance(event, events.StartQueued):
+            self.kernel_queue_wait.observe(event.seconds)
         elif isinstance(event, events.RunStarted):
             self._api_runs[event.run_id] = event.plugin
         elif isinstance(event, events.RunEnded):
@@ -138,10 +146,12 @@ class Metrics:
     def observe_cache_lock_wait(self, prefix: str, seconds: float) -> None:
         self.cache_lock_waits.labels(prefix).observe(seconds)
 
-    def watch_kernels(self, count: Callable[[], int],
+    def watch_kernels(self, count: Callable[[], int], queued: Callable[[], int],
                       pools: Callable[[], Mapping[str, int]] = dict) -> None:
-        """`count`: kernels alive now; `pools`: warm kernels ready, by language."""
+        """`count`: kernels alive now; `queued`: requests waiting for a start; `pools`: warm
+        kernels ready, by language."""
         self.kernels.set_function(count)
+        self.kernel_queue.set_function(queued)
         self.pools.levels = pools
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -137,6 +137,8 @@ class Progress(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
     code: Mapped[str] = mapped_column(sa.Text, server_default="")
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    # The latest run as the page showed it (JSON, bounded: server/learning/last_run.py).
+    last_run: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
 
 

@@ -81,7 +81,7 @@ async def serve_api(settings):
     manager = KernelManager(settings, sandbox, plugins,
                             on_event=[KernelEventRouter(traced.append), metrics.observe_kernel_event])
     await manager.startup()
-    metrics.watch_kernels(lambda: len(manager.list()))
+    metrics.watch_kernels(lambda: len(manager.list()), lambda: manager.queue_length)
     common = Common(settings, engine, metrics,
                     NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
     limiter = CredentialLimiter(MemoryRateStore(), CredentialRules(settings.auth_per_ip,

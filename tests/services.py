@@ -103,48 +103,79 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+class PostgresServer:
+    """A fresh cluster on a free port that a test may stop and start again; `close` removes it."""
+
+    def __init__(self) -> None:
+        self.bindir = _pg_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="ls-pg-"))
+        self.data = self.root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        subprocess.run(_as_postgres([str(self.bindir / "initdb"), "-D", str(self.data), "-U",
+                                     "lessonserver", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    @property
+    def base(self) -> str:
+        return f"postgresql://lessonserver@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.root / "postgres.log", "ab") as server_log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                _as_postgres([str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                              "-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                              "-c", "max_connections=200"]),
+                stdout=subprocess.DEVNULL, stderr=server_log)
+        wait_for_port(self.port, 30, "postgres")
+
+    def create_database(self, name: str = "lessonserver") -> str:
+        """Create `name` (the port opens a moment before connections are accepted); its URL."""
+        for _ in range(50):
+            if subprocess.run([str(self.bindir / "psql"), f"{self.base}/postgres", "-qc",
+                               f"CREATE DATABASE {name}"], capture_output=True).returncode == 0:
+                return f"{self.base}/{name}"
+            time.sleep(0.1)
+        raise RuntimeError(f"could not create the test database; see {self.root / 'postgres.log'}")
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are cut, as when a database restarts under load."""
+        if self.proc and self.proc.poll() is None:
+            # pg_ctl, as the postgres user: runuser does not pass our signals on to the server.
+            subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data),
+                                         "-m", "fast", "-w"]), capture_output=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=15)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """A fresh cluster on a free port, removed afterwards. Yields its URL."""
-    bindir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="ls-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "lessonserver",
-                                 "--auth=trust", "-E", "UTF8", "--no-sync"]),
-                   check=True, stdout=subprocess.DEVNULL)
-    with open(root / "postgres.log", "wb") as server_log:  # the child keeps its own copy
-        proc = subprocess.Popen(
-            _as_postgres([str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                          "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                          "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                          "-c", "max_connections=200"]),
-            stdout=subprocess.DEVNULL, stderr=server_log)
+    server = PostgresServer()
     try:
-        wait_for_port(port, 30, "postgres")
-        base = f"postgresql://lessonserver@127.0.0.1:{port}"
-        for _ in range(50):  # the port opens a moment before connections are accepted
-            if subprocess.run([str(bindir / "psql"), f"{base}/postgres", "-qc",
-                               "CREATE DATABASE lessonserver"],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"could not create the test database; see {root / 'postgres.log'}")
-        yield f"{base}/lessonserver"
+        server.start()
+        yield server.create_database()
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-        if proc.poll() is None:
-            proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 class RedisServer:
-    """A redis-server on a free port that a test may stop and start again."""
+    """A redis-server on a free port that a test may stop and start again.
+
+    With an append-only file fsync'd every second, as the production guide runs it: queued
+    batches survive a restart (a SIGTERM'd Redis writes the file out before it exits).
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -158,7 +189,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
+             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, 15, "redis-server")
 

@@ -61,6 +61,19 @@ plt.show()
 assert squares == [0, 1, 4, 9, 16], "squares should be [0, 1, 4, 9, 16]"
 ```
 '''
+WARMUP = '''\
+---
+title: Warm-up
+slug: warmup
+kernel: python
+order: -1
+---
+```python exercise id=hi
+print("...")
+# --- expected output ---
+hi
+```
+'''
 PAID = '''\
 ---
 title: Members only
@@ -85,6 +98,7 @@ def site(tmp_path_factory, instance_name):
     (course / "course.yaml").write_text("title: Practice\ndescription: drills\n")
     (course / "practice.md").write_text(LESSON)
     (course / "members.md").write_text(PAID)
+    (course / "warmup.md").write_text(WARMUP)
     for bundled in ("sql", "shell"):          # the other two editor modes, with their kernels
         shutil.copytree(PROJECT_ROOT / "lessons" / bundled, root / "lessons" / bundled)
     env = {"LS_DATA_DIR": str(root / "data"),
@@ -263,8 +277,75 @@ def test_interrupt_button_and_timeout_stop_an_endless_loop(page):
     page.wait(lambda d: page.running("hello"), 5)
     page.wait(lambda d: not page.running("hello"), RUN_TIMEOUT + 15, "the timeout never hit")
     banner = page.banner("hello")
-    assert banner.startswith("Stopped") and f"{RUN_TIMEOUT} s" in banner, banner
+    assert banner.startswith(f"Your code ran longer than {RUN_TIMEOUT} s"), banner
+    assert "endless loop" in banner
     assert "result-stopped" in page.find(".result-banner", page.cell("hello")).get_attribute("class")
+    # The server stopped it: no KeyboardInterrupt for a key nobody pressed.
+    assert "KeyboardInterrupt" not in page.output("hello") and "looping" in page.output("hello")
+
+
+def test_tracebacks_name_the_line_of_the_learners_code(page):
+    page.open().ready()
+    for code, where, name in (("x = 1\ny = 0\nprint(x / y)", "Line 3 of your code", "ZeroDivisionError"),
+                              ("x = 1\nprint('a'\ny = 2", "Line 2 of your code", "SyntaxError")):
+        page.set_code("hello", code)
+        page.button("hello", "run").click()
+        page.banner("hello")
+        error = page.find(".output-error", page.cell("hello")).text
+        assert where in error and name in error, error
+        assert "Cell In[" not in error and "ipykernel_" not in error and ".py" not in error, error
+
+
+def test_after_a_reload_each_exercise_shows_its_last_run_and_the_badge_the_latest_state(page):
+    page.open().ready()
+    page.set_code("hello", 'print("hello")')
+    page.button("hello", "run").click()
+    assert page.banner("hello").startswith("✓")
+    assert page.find(".exercise-badge", page.cell("hello")).text == "✓ passed"
+    page.set_code("hello", "print('looping', flush=True)\nwhile True:\n    pass")
+    page.button("hello", "run").click()
+    assert page.banner("hello", timeout=RUN_TIMEOUT + 15).startswith("Your code ran longer")
+    badge = page.find(".exercise-badge", page.cell("hello"))
+    assert badge.text == "stopped (passed before)" and "badge-stopped" in badge.get_attribute("class")
+    page.set_code("add", "def add(a, b):\n    return a - b")
+    page.button("add", "run").click()
+    assert "add(2, 3) should be 5" in page.banner("add")
+
+    page.open().ready()
+    assert page.banner("hello", timeout=5).startswith(f"Your code ran longer than {RUN_TIMEOUT} s")
+    assert "looping" in page.output("hello") and "KeyboardInterrupt" not in page.output("hello")
+    badge = page.find(".exercise-badge", page.cell("hello"))
+    assert badge.text == "stopped (passed before)" and "badge-stopped" in badge.get_attribute("class")
+    assert page.progress() == "1 of 4 exercises passed"            # passed once stays counted
+    assert "add(2, 3) should be 5" in page.banner("add", timeout=5)
+    assert "AssertionError" not in page.output("add")               # the check's kernel stays hidden
+    assert not page.find(".result-banner", page.cell("ask")).is_displayed()   # never ran
+
+
+def test_passing_the_last_exercise_is_a_lesson_complete_moment_with_what_comes_next(page):
+    page.open("warmup").ready()
+    assert page.driver.find_elements(By.CSS_SELECTOR, ".lesson-complete") == []
+    page.set_code("hi", "print('no')")
+    page.button("hi", "run").click()
+    assert page.banner("hi").startswith("✗")
+    assert page.driver.find_elements(By.CSS_SELECTOR, ".lesson-complete") == []
+    page.set_code("hi", "print('hi')")
+    page.button("hi", "run").click()
+    assert page.banner("hi").startswith("✓")
+    box = page.find(".lesson-complete")
+    assert "Lesson complete" in box.text and "You passed all 1 exercise of this lesson." in box.text
+    following = page.driver.execute_script("return arguments[0].previousElementSibling", box)
+    assert following.get_attribute("data-exercise") == "hi"          # right below the run
+    nav = page.find("nav.next a")
+    link = page.find(".lesson-complete a.lesson-next")
+    assert link.get_attribute("href") == nav.get_attribute("href") and link.text == nav.text
+    assert link.text.startswith("Next: ")
+
+    page.open("warmup").ready()                     # done before: said at the top, calmly
+    box = page.find(".lesson-complete")
+    assert "✓ Lesson complete" in box.text and "just-now" not in box.get_attribute("class")
+    page.find(".lesson-complete a.lesson-next").click()
+    page.wait(lambda d: "/lessons/warmup" not in d.current_url, 10)
 
 
 def test_input_is_asked_in_the_page(page):
@@ -349,6 +430,8 @@ def test_a_dropped_socket_reconnects_and_runs_again(page):
 ])
 def test_sql_and_shell_lessons_highlight_and_pass(page, slug, exercise, code, token):
     page.open(slug).ready()
+    titles = [h1.text for h1 in page.driver.find_elements(By.CSS_SELECTOR, "h1")]
+    assert len(titles) == 1, titles                # the lesson file opens with it too: shown once
     page.set_code(exercise, code)
     line = page.find(".cm-line", page.cell(exercise))
     highlighted = [span.text for span in line.find_elements(By.CSS_SELECTOR, "span")]
@@ -371,8 +454,9 @@ def test_page_helpers_on_their_own(page):
     got = page.driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         Promise.all([import("/static/js/ansi.js"), import("/static/js/connection.js"),
-                     import("/static/js/cell.js"), import("/static/js/outputs.js")])
-        .then(([ansi, conn, cell, outputs]) => done({
+                     import("/static/js/cell.js"), import("/static/js/outputs.js"),
+                     import("/static/js/complete.js")])
+        .then(([ansi, conn, cell, outputs, complete]) => done({
           pieces: ansi.parseAnsi("\\x1b[0;31mValueError\\x1b[0m: bad \\x1b[1;32mok\\x1b[K").pieces,
           stripped: ansi.stripAnsi("\\x1b]0;title\\x07a\\x1b[38;5;200mb\\x1b[0m"),
           overwritten: outputs.overwriteLines("10%\\r50%\\r100%\\r\\ndone\\nabc\\r"),
@@ -383,6 +467,12 @@ def test_page_helpers_on_their_own(page):
           passed: cell.verdictBanner({status: "ok", verdict: {passed: true, message: "Good"}}),
           failed: cell.verdictBanner({status: "error", message: "x",
                                       verdict: {passed: false, message: "Expected 5"}}),
+          complete: [complete.isComplete({passed: 2, total: 2}), complete.isComplete({passed: "1", total: "2"}),
+                     complete.isComplete({passed: 0, total: 0})],
+          last: complete.completeNote(3, null),
+          badges: [["passed", "stopped"], ["passed", "failed"], ["passed", "passed"], ["passed", undefined],
+                   ["failed", "stopped"], ["failed", undefined], [undefined, undefined]]
+                  .map(([status, latest]) => cell.badgeWords(status, latest).text),
         }), (error) => done({error: String(error)}));
     """)
     assert got.get("error") is None, got
@@ -394,3 +484,8 @@ def test_page_helpers_on_their_own(page):
     assert got["limit"] == {"kind": "stopped", "text": "Stopped: the run took longer than the time limit."}
     assert got["passed"] == {"kind": "passed", "text": "✓ Passed: Good"}
     assert got["failed"] == {"kind": "failed", "text": "✗ Not yet: Expected 5"}
+    assert got["complete"] == [True, False, False]
+    assert got["last"] == {"done": "You passed all 3 exercises of this lesson. That was the last lesson "
+                                   "of this course.", "link": "Choose what to learn next →", "href": "/"}
+    assert got["badges"] == ["stopped (passed before)", "not passed (passed before)", "✓ passed",
+                             "✓ passed", "stopped", "not passed yet", ""]

@@ -172,9 +172,21 @@ async def test_code_that_relies_on_an_earlier_run_is_told_so(site):
 
 async def test_timeout_is_reported_in_plain_words_and_the_kernel_answers_again(site):
     page = await Page.open(site)
-    result, _ = await page.run("hello", "while True:\n    pass")
+    result, frames = await page.run("hello", "while True:\n    pass")
     assert result["status"] == "limit" and result["limit"] == "timeout"
-    assert "2" in result["message"] and not result["verdict"]["passed"]
+    assert "ran longer than 2 s" in result["message"] and not result["verdict"]["passed"]
+    assert "endless loop" in result["message"]
+    # The server interrupted it: the learner gets no KeyboardInterrupt for a key never pressed,
+    # while the run's trace keeps it.
+    assert [f for f in frames if f["type"] == "output"] == []
+    headers = {"Authorization": f"token {TOKEN}"}
+    for _ in range(100):
+        response = await site.get(f"/api/admin/runs/{result['trace']}", headers=headers)
+        if response.code == 200 and "KeyboardInterrupt" in response.body.decode():
+            break
+        await asyncio.sleep(0.1)
+    events = json.loads(response.body)["events"]
+    assert any(e["kind"] == "output" and "KeyboardInterrupt" in json.dumps(e) for e in events), events
     result, _ = await page.run("hello", "print('hello')", run="r2")
     assert result["verdict"]["passed"] is True
 
@@ -363,3 +375,40 @@ async def test_a_jupyter_clients_run_is_cut_and_listed_with_the_lesson_runs(site
     assert [e["kind"] for e in run["events"]][0] == "requested" and "limit" in [
         e["kind"] for e in run["events"]]
 
+
+
+async def test_a_reloaded_page_gets_each_exercises_last_run_in_learner_words(site):
+    page = await Page.open(site)
+    await page.run("hello", "print('hello')")
+    result, _ = await page.run("hello", "print('looping', flush=True)\nwhile True:\n    pass",
+                               run="r2")
+    assert result["limit"] == "timeout"
+    again = await page.reconnect()
+    restore, _ = await again.until("restore")
+    last = restore["exercises"]["hello"]
+    assert last["status"] == "limit" and last["verdict"]["passed"] is False
+    assert "ran longer than 2 s" in last["message"]
+    assert last["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "looping\n"}]
+    assert set(restore["exercises"]) == {"hello"}          # only exercises that ran
+    stranger = await Page.open(site)
+    await stranger.send(type="interrupt")
+    frames = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        frames.append(await stranger.until("restore", timeout=1))
+    assert frames == []                                      # nobody else's runs
+
+
+async def test_a_full_host_queues_the_run_and_shows_its_position(tmp_path, make_settings):
+    """Issue 11: past capacity a learner waits in a fair queue, told its place, not an error."""
+    async with serve_course(tmp_path, make_settings, LS_MAX_KERNELS="1",
+                            LS_RECONNECT_GRACE="0.5") as site:
+        holder = await Page.open(site)
+        await holder.run("hello", "print('hello')")          # holds the host's only kernel
+        waiting = await Page.open(site)
+        await waiting.send(type="run", run="w1", exercise="hello", code="print('hello')")
+        queued, _ = await waiting.until("queued")
+        assert queued["position"] == 1
+        holder.socket.close()                                  # its kernel goes after the grace
+        result, frames = await waiting.until("result")
+        assert result["verdict"]["passed"] is True
+        assert not [f for f in frames if f["type"] == "error"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -22,6 +23,18 @@ async def channels(api):
     conn.kernel_id = kernel_id
     yield conn
     conn.close()
+
+
+@contextlib.asynccontextmanager
+async def channels_with(api_for, **env: str):
+    """(the API, channels to a fresh python kernel) of a server with `env` settings."""
+    api = await api_for(**env)
+    kernel_id = (await api.start("python"))["id"]
+    conn = await Channels.open(api, kernel_id)
+    try:
+        yield api, conn
+    finally:
+        conn.close()
 
 
 def stream_text(messages: list[dict]) -> str:
@@ -148,10 +161,7 @@ async def test_a_kernel_death_is_followed_by_a_fresh_kernel(channels):
 
 
 async def test_an_output_flood_is_cut_per_request(api_for):
-    api = await api_for(LS_OUTPUT_LIMIT="4096")
-    kernel_id = (await api.start("python"))["id"]
-    channels = await Channels.open(api, kernel_id)
-    try:
+    async with channels_with(api_for, LS_OUTPUT_LIMIT="4096") as (api, channels):
         began = time.monotonic()
         flood = await channels.execute("while True: print('x' * 1000)")
         reply = await channels.reply_to(flood, timeout=20)
@@ -164,8 +174,6 @@ async def test_an_output_flood_is_cut_per_request(api_for):
         after = await channels.execute("print('ok')")            # the next request starts afresh
         await channels.reply_to(after)
         assert stream_text(channels.outputs(after)) == "ok\n"
-    finally:
-        channels.close()
 
 
 async def test_shutdown_says_dead_and_closes(channels, api):
@@ -195,10 +203,7 @@ async def test_socket_auth_and_ownership(api):
 
 
 async def test_a_clients_run_is_cut_at_the_run_timeout_told_and_traced(api_for):
-    api = await api_for(LS_RUN_TIMEOUT="1")
-    kernel_id = (await api.start("python"))["id"]
-    channels = await Channels.open(api, kernel_id)
-    try:
+    async with channels_with(api_for, LS_RUN_TIMEOUT="1") as (api, channels):
         began = time.monotonic()
         run = await channels.execute("import time; time.sleep(13)")
         reply = await channels.reply_to(run, timeout=10)
@@ -210,8 +215,6 @@ async def test_a_clients_run_is_cut_at_the_run_timeout_told_and_traced(api_for):
         after = await channels.execute("print('ok')")
         await channels.reply_to(after)
         assert stream_text(channels.outputs(after)) == "ok\n"
-    finally:
-        channels.close()
     kinds = [(e.kind.value, e.data.get("client"), e.data.get("limit")) for e in api.traced]
     assert ("requested", "api", None) in kinds and ("limit", None, "timeout") in kinds
     finished = [e for e in api.traced if e.kind.value == "finished"]
@@ -223,10 +226,7 @@ async def test_a_clients_run_is_cut_at_the_run_timeout_told_and_traced(api_for):
 
 
 async def test_invented_parent_ids_do_not_dodge_the_output_cap(api_for):
-    api = await api_for(LS_OUTPUT_LIMIT="4096")
-    kernel_id = (await api.start("python"))["id"]
-    channels = await Channels.open(api, kernel_id)
-    try:
+    async with channels_with(api_for, LS_OUTPUT_LIMIT="4096") as (api, channels):
         run = await channels.execute(
             "import threading\nk = get_ipython().kernel\n"
             "for n in range(50):\n"
@@ -237,5 +237,3 @@ async def test_invented_parent_ids_do_not_dodge_the_output_cap(api_for):
         forged = [m for m in channels.received if m["msg_type"] == "stream"
                   and str(m["parent_header"].get("msg_id", "")).startswith("forged")]
         assert sum(len(m["content"]["text"]) for m in forged) <= 4096
-    finally:
-        channels.close()

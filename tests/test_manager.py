@@ -7,7 +7,7 @@ import pytest
 
 from kernels import messages
 from kernels.events import (KernelAssigned, KernelDied, KernelGone, KernelRestarted,
-                            StartRejected)
+                            StartQueued, StartRejected)
 from kernels.manager import KernelManager, UnknownKernel, run_limits
 from kernels.plugins import discover
 from kernels.pool import CapacityError
@@ -280,3 +280,23 @@ async def test_a_forged_end_of_run_does_not_let_code_run_on(manager_for, recorde
     assert restarted.reason == "burning CPU while idle"
     after = await manager.execute(kernel.id, "print(1)", SHORT)
     assert after.stdout == "1\n" and "kept running after the run had ended" in after.message
+
+
+async def test_past_capacity_requests_wait_their_turn_in_order(manager_for, recorder):
+    manager = await manager_for(LS_MAX_KERNELS="1")
+    first = await manager.start("alice", "python")
+    told: dict[str, list[int]] = {"bob": [], "carol": []}
+    bob = asyncio.create_task(manager.start("bob", "python", on_queued=told["bob"].append))
+    await asyncio.sleep(0.2)
+    carol = asyncio.create_task(manager.start("carol", "python", on_queued=told["carol"].append))
+    await asyncio.sleep(0.2)
+    assert manager.queue_length == 2 and told == {"bob": [1], "carol": [2]}
+    with pytest.raises(CapacityError):                  # no way to be told a position: 429
+        await manager.start("dave", "python")
+    await manager.shutdown(first.id)
+    bobs = await asyncio.wait_for(bob, 30)
+    assert manager.get(bobs.id).owner == "bob" and not carol.done()
+    assert told["carol"] == [2, 1]
+    await manager.shutdown(bobs.id)
+    assert manager.get((await asyncio.wait_for(carol, 30)).id).owner == "carol"
+    assert len(recorder.of(StartQueued)) == 2 and manager.queue_length == 0

@@ -3,6 +3,7 @@ moving when its event happens, on a real server with real kernels (local sandbox
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import types
@@ -93,8 +94,10 @@ async def until(site, family: str, wanted: dict, timeout: float = 30):
 
 async def test_every_declared_series_moves_when_its_event_happens(tmp_path, make_settings,
                                                                   redis_url, instance_name):
+    # Three warm kernels (python, bash, sql) fill the host: a second learner's run must queue.
     async with serve_course(tmp_path, make_settings, LS_REDIS_URL=redis_url, LS_POOL_SIZE="1",
-                            LS_ANON_KERNELS="1") as site:
+                            LS_ANON_KERNELS="1", LS_MAX_KERNELS="3",
+                            LS_RECONNECT_GRACE="0") as site:
         before = await scrape(site)          # the pools are still warming
         await until(site, "lessonserver_pool_ready", {"kernel": "python"})   # warm: pool levels
         # Another process holds the catalog's recompute lease: this one waits (lock wait).
@@ -114,8 +117,14 @@ async def test_every_declared_series_moves_when_its_event_happens(tmp_path, make
         refused = await site.get("/api/kernels", method="POST", body='{"name": "python"}',
                                  headers={"Cookie": cookie, "X-XSRFToken": "x"})
         assert refused.code == 429, refused.body     # the lesson's kernel is this learner's one
-        during = await scrape(site)                  # the learner's kernel is alive now
-        page.socket.close()
+        other = await Page.open(site)                # the host is full: this run waits
+        await other.send(type="run", run="q1", exercise="hello", code="print('hello')")
+        await other.until("queued")
+        during = await scrape(site)                  # a kernel alive, a request queued
+        page.socket.close()                          # room again: the queued run goes ahead
+        waited, _ = await other.until("result")
+        assert waited["status"] == "ok"
+        other.socket.close()
         after = await until(site, "lessonserver_pool_ready", {"kernel": "python"})
 
     declared = {name for name, _, _ in Metrics().declared()}
@@ -125,6 +134,7 @@ async def test_every_declared_series_moves_when_its_event_happens(tmp_path, make
                      and after.get(name, {}) == before.get(name, {}))
     assert unmoved == [], f"declared but never recorded: {unmoved}"
     assert during["lessonserver_kernels"][("lessonserver_kernels", ())] >= 1
+    assert during["lessonserver_kernel_queue"][("lessonserver_kernel_queue", ())] == 1
     starts = during["lessonserver_kernel_start_seconds"]
     assert starts[("lessonserver_kernel_start_seconds_count",
                    (("backend", "local"), ("pool_hit", "true")))] >= 1
@@ -141,3 +151,10 @@ async def test_metrics_asks_for_its_bearer_token_when_one_is_set(tmp_path, make_
         assert (await site.get("/metrics", headers={"Authorization": "Bearer " + "m" * 31})).code == 401
         allowed = await site.get("/metrics", headers={"Authorization": "Bearer " + "m" * 32})
         assert allowed.code == 200 and b"lessonserver_kernels" in allowed.body
+
+
+async def test_healthz_asks_the_docker_engine_in_docker_mode(tmp_path, make_settings):
+    async with serve_course(tmp_path, make_settings, LS_SANDBOX="docker") as site:
+        response = await site.get("/healthz")
+        assert response.code == 200, response.body
+        assert json.loads(response.body)["checks"] == {"database": "ok", "docker": "ok"}

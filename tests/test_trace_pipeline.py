@@ -11,11 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg2
 import pytest
 import redis
-from rq import Queue
-from rq.registry import StartedJobRegistry
 
 from kernels.result import LimitHit, Output, RunResult, RunStatus
 from server.tracing.buffer import TraceBuffer
@@ -23,7 +20,6 @@ from server.tracing.events import TraceEvent, summarize
 from server.tracing.spool import Spool
 from server.tracing.tracer import RunTracer
 from tests.test_trace_support import fetch_all, fresh_postgres, migrate
-from workers import queue as jobs_queue
 from workers.queue import open_jobs
 
 LESSONSERVER = Path(sys.executable).with_name("lessonserver")
@@ -159,43 +155,6 @@ async def test_events_of_concurrent_runs_arrive_in_order_with_their_summaries(pi
                         want.event_count, pytest.approx(want.total_ms))]
     # Batched: far fewer jobs than events went through RQ.
     assert buffer.stats["sent"] == len(emitted) and len(emitted) > 150
-    await jobs.close()
-
-
-async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(pipeline):
-    settings, new_worker = pipeline
-    url = settings.database_url
-    first = new_worker()
-    buffer, jobs = await open_buffer(settings)
-    emitted, emit = recorder(buffer)
-    tracer = RunTracer(emit)
-
-    # Hold a lock that the batch's insert needs, so the worker is provably inside the batch.
-    blocker = psycopg2.connect(url)
-    blocker.cursor().execute("LOCK TABLE trace_events IN SHARE MODE")
-    await traced_run(tracer, 40)
-    await buffer.flush()
-    wait_until(lambda: fetch_all(url, "SELECT count(*) FROM pg_stat_activity WHERE "
-                                      "application_name = 'lessonserver-traces' AND "
-                                      "wait_event_type = 'Lock'") == [(1,)], 30, "worker in the batch")
-    first.kill()                                     # SIGKILL, worker and scheduler alike
-    blocker.rollback()
-    blocker.close()
-
-    connection = redis.Redis.from_url(settings.redis_url)
-    registry = StartedJobRegistry(jobs_queue.TRACES, connection=connection)
-    assert len(registry.get_job_ids(cleanup=False)) == 1   # abandoned: started, never finished
-    # RQ's maintenance re-queues a started job once its heartbeat lapsed (job timeout + 60 s);
-    # run that same clean-up at a time past the lapse instead of waiting for it.
-    registry.cleanup(timestamp=time.time() + jobs_queue.JOB_TIMEOUT + 120)
-    assert Queue(jobs_queue.TRACES, connection=connection).count == 1
-    assert stored(url) == []                         # the killed transaction left nothing
-
-    new_worker()
-    wait_until(lambda: len(stored(url)) == len(emitted), 30, "the retried batch")
-    assert sorted(stored(url)) == expected_rows(emitted)
-    assert fetch_all(url, "SELECT status, event_count FROM runs") == [("ok", len(emitted))]
-    await buffer.close()
     await jobs.close()
 
 

@@ -25,8 +25,10 @@ BILLING = "billing"
 EMAILS = "emails"
 QUEUES = (EMAILS, BILLING, TRACES)   # what `lessonserver worker` listens on, in priority order
 JOB_TIMEOUT = 60               # seconds; a batch takes milliseconds unless the database stalls
-# Immediately once (a worker died under it), then backing off while the database is away.
-RETRY_INTERVALS = (0, 2, 10, 30, 120, 600)
+# Immediately once (a worker died under it), then backing off while the database is away,
+# about ten minutes in all; then the batch waits in the failed registry for the next
+# maintenance pass, which replays it (workers/recovery.py): a batch is never given up.
+RETRY_INTERVALS = (0, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 FAILURE_TTL = 30 * 86400       # batches that exhausted their retries stay this long for a person
 RETENTION_EVERY = 3600         # seconds between retention passes
 REMINDERS_EVERY = 3600         # seconds between looks for learners to remind

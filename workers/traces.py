@@ -7,7 +7,7 @@ from typing import Any
 
 from server.tracing.buffer import BatchRejected
 from server.tracing.events import TraceEvent
-from workers import deps
+from workers import deps, recovery
 from workers.trace_store import BAD_DATA
 
 log = logging.getLogger("lessonserver.workers")
@@ -40,6 +40,8 @@ def _no_retry() -> None:
     job = get_current_job()
     if job is not None:        # None in embedded mode, where the buffer sets the batch aside
         job.retries_left = 0
+        job.meta[recovery.BAD_BATCH] = True     # and never replayed from the failed registry
+        job.save_meta()
 
 
 def purge_old_events() -> int:

@@ -2,10 +2,13 @@
 
 A SimpleWorker (no fork per job) so one database connection serves every
 batch; trace jobs are short database writes, so a crash in one is not a
-reason to isolate it. Registries are cleaned every minute, so a batch whose
-worker died (SIGKILL, OOM) is found once its heartbeat lapses and retried by
-RQ's abandoned-job handling. The loop survives Redis going away: RQ retries
-its connection, and if the worker loop itself gives up it is started again.
+reason to isolate it. The scheduler runs on a thread of this process
+(workers/scheduler.py), so nothing outlives a SIGKILL. At start and at every
+maintenance pass (a minute; an idle worker wakes every WORKER_TTL - 15 s) the
+worker takes back what dead workers left (workers/recovery.py): their started
+and dequeued batches at once, and failed batches with fresh retries. The loop
+survives Redis going away: RQ retries its connection, and if the worker loop
+itself gives up it is started again.
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from rq.job import Job, JobStatus
 
 from server import logs
 from server.config import Settings
-from workers import billing, deps, queue, reminders, traces
+from workers import billing, deps, queue, recovery, reminders, traces
+from workers.scheduler import SchedulerThread
 
 log = logging.getLogger("lessonserver.workers")
 
 MAINTENANCE_INTERVAL = 60        # seconds between registry clean-ups (abandoned jobs, retries)
+WORKER_TTL = 30                  # seconds a silent worker's record lives; an idle one wakes every 15
 RESTART_PAUSE = 2.0              # seconds before the worker loop is started again after a failure
 RETENTION_JOB_ID = "lessonserver-trace-retention"
 RECONCILE_JOB_ID = "lessonserver-billing-reconcile"
@@ -50,6 +55,8 @@ class LessonWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
+        for queue_ in self.queues:
+            recovery.recover(self.connection, queue_, self.name, len(queue.RETRY_INTERVALS))
         schedule_retention(self.connection)
         schedule_reconciliation(self.connection, self.job_deps.settings)
         schedule_reminders(self.connection)
@@ -106,16 +113,20 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         return 2
     job_deps = deps.JobDeps(settings)
     connection = redis.Redis.from_url(settings.redis_url)
+    scheduler = SchedulerThread(settings.redis_url, queue.QUEUES)
+    scheduler.start()
     try:
         while True:
             worker = LessonWorker(list(queue.QUEUES), connection=connection, job_deps=job_deps,
-                                  maintenance_interval=MAINTENANCE_INTERVAL)
+                                  maintenance_interval=MAINTENANCE_INTERVAL, worker_ttl=WORKER_TTL)
             try:
-                worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+                worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
             except redis.RedisError as exc:   # e.g. Redis away while the worker registers
                 log.warning("worker lost Redis", extra={"fields": {"error": str(exc)[:200]}})
             if burst or worker.stop_requested or _stopped_during_pause(RESTART_PAUSE):
                 return 0
     finally:
+        scheduler.stop()
         job_deps.close()
         connection.close()
+        log.info("worker stopped")

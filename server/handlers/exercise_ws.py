@@ -25,8 +25,10 @@ from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
+from server.learning import last_run
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
+from server.store import progress
 
 log = logging.getLogger("lessonserver.ws")
 
@@ -91,13 +93,27 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
     def max_message_size(self) -> int:
         return MAX_FRAME
 
-    def open(self, slug: str) -> None:
+    async def open(self, slug: str) -> None:
         self.set_nodelay(True)   # small interactive frames: Nagle + delayed ACK cost ~40 ms each
         self.send({"type": "kernel", "state": "none", "message": None})
         self.session = self.sessions.attach(self.user.id, self.lesson.slug, self.send)
         if self.session.kernel_id is not None:
             self.send({"type": "kernel", "state": "busy" if self.session.busy else "idle",
                        "message": None})
+        await self._restore()
+
+    async def _restore(self) -> None:
+        """Each exercise's last run as the page showed it, for a page that was reloaded.
+        After the frames above: the page shows it only where nothing newer ran."""
+        try:
+            stored = await progress.last_runs(self.common.engine, self.user.id, self.lesson.slug)
+        except Exception:      # the page works without it; the learner can run again
+            log.exception("could not load the last runs", extra={"fields": {"lesson": self.lesson.slug}})
+            return
+        runs = {exercise_id: snap for exercise_id, text in stored.items()
+                if (snap := last_run.parse(text)) is not None}
+        if runs:
+            self.send({"type": "restore", "exercises": runs})
 
     def send(self, frame: dict[str, Any]) -> None:
         if not self.closed:
@@ -123,6 +139,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             return
         kind = frame["type"]
         if kind == "run":
+            if session.refusing is not None:       # the server is stopping
+                self.send({"type": "error", "run": frame["run"], "message": session.refusing})
+                return
             if session.busy:
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
@@ -156,7 +175,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         """The session's kernel id, and the kernel when it was started for this run."""
         if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
             session.send({"type": "kernel", "state": "starting", "message": None})
-            kernel = await self.manager.start(session.user_id, self.lesson.kernel, owner_tier(self.user))
+            kernel = await self.manager.start(
+                session.user_id, self.lesson.kernel, owner_tier(self.user),
+                on_queued=lambda position: session.send({"type": "queued", "position": position}))
             session.kernel_id = kernel.id
             return kernel.id, kernel
         return session.kernel_id, None

@@ -27,21 +27,31 @@ async def run_check(check: Check) -> str:
 
 
 class HealthHandler(BaseHandler):
-    """200 when every configured dependency answers; 503 naming the ones that do not."""
+    """200 when every configured dependency answers; 503 naming the ones that do not.
+
+    `degraded` names the parts working around an outage (progress kept for the
+    database, traces spooled for Redis), in words, while they do.
+    """
     route = "healthz"
 
-    def initialize(self, common: Common, checks: Mapping[str, Check]) -> None:
+    def initialize(self, common: Common, checks: Mapping[str, Check],
+                   degraded: Callable[[], Mapping[str, str]] = dict) -> None:
         super().initialize(common)
         self.checks = checks
+        self.degraded = degraded
 
     async def get(self) -> None:
         names = list(self.checks)
         outcomes = await asyncio.gather(*(run_check(self.checks[n]) for n in names))
         results = dict(zip(names, outcomes))
         down = [name for name, outcome in results.items() if outcome != "ok"]
+        degraded = dict(self.degraded())
+        body = {"status": "down" if down else "degraded" if degraded else "ok", "down": down,
+                "checks": results}
+        if degraded:
+            body["degraded"] = degraded
         self.set_header("Cache-Control", "no-store")
-        json_response(self, {"status": "down" if down else "ok", "down": down, "checks": results},
-                      status=503 if down else 200)
+        json_response(self, body, status=503 if down else 200)
 
 
 

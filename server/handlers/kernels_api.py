@@ -12,7 +12,7 @@ import datetime as dt
 import http
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import tornado.web

@@ -53,6 +53,17 @@ async def get_for_user(engine: AsyncEngine, user_id: str) -> list[ProgressRow]:
     return [_row(row) for row in rows]
 
 
+async def last_runs(engine: AsyncEngine, user_id: str, lesson_slug: str) -> dict[str, str]:
+    """{exercise_id: stored latest run} of one learner in one lesson: what a reloaded page shows.
+    Only here, not in every page's rows: each may hold tens of KB."""
+    query = sa.select(Progress.exercise_id, Progress.last_run).where(
+        Progress.user_id == user_id, Progress.lesson_slug == lesson_slug,
+        Progress.last_run.is_not(None))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {exercise_id: last_run for exercise_id, last_run in rows}
+
+
 async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
                  passed: bool, code: str) -> ProgressRow:
     """Count one attempt; a passed exercise stays passed whatever comes after."""
@@ -71,3 +82,13 @@ async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_i
     async with engine.begin() as conn:
         row = (await conn.execute(stmt)).mappings().one()
     return _row(row)
+
+
+async def save_last_run(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
+                        last_run: str) -> None:
+    """Keep the latest run as the page showed it on the exercise's row (written by `record`)."""
+    stmt = sa.update(Progress).where(
+        Progress.user_id == user_id, Progress.lesson_slug == lesson_slug,
+        Progress.exercise_id == exercise_id).values(last_run=last_run)
+    async with engine.begin() as conn:
+        await conn.execute(stmt)

@@ -34,6 +34,15 @@ export function verdictBanner(msg) {
   return {kind: "failed", text: `✗ Not yet: ${verdict.message || msg.message || "the check did not pass."}`};
 }
 
+// What the badge says: the latest run's state, and that an earlier one passed if it did.
+export function badgeWords(status, latest) {
+  const before = status === "passed" ? " (passed before)" : "";
+  if (latest === "stopped") return {kind: "stopped", text: `stopped${before}`};
+  if (latest === "failed" || latest === "error") return {kind: "failed", text: `not passed${before}`};
+  if (latest === "passed" || status === "passed") return {kind: "passed", text: "✓ passed"};
+  return status === "failed" ? {kind: "failed", text: "not passed yet"} : {kind: "new", text: ""};
+}
+
 export class Cell {
   constructor(section, page, saved = {}) {
     this.section = section;
@@ -113,6 +122,7 @@ export class Cell {
 
   run() {
     if (this.runId) return;
+    this.ranHere = true;   // from now on this page's own runs are newer than any restored one
     this.runId = this.page.newRunId(this);
     this.page.drafts.flush();
     this.outputs.clear();
@@ -154,8 +164,19 @@ export class Cell {
   finished(msg) {
     const {kind, text} = verdictBanner(msg);
     this.showBanner(kind, text);
-    if (msg.verdict) this.setStatus(msg.verdict.passed ? "passed" : "failed");
+    if (msg.verdict) this.setStatus(msg.verdict.passed ? "passed" : "failed", undefined, kind);
     this.done();
+  }
+
+  // The last run before this page was loaded, as it was shown then (outputs, banner, badge).
+  restore(last) {
+    if (this.runId || this.ranHere) return;
+    this.outputs.clear();
+    for (const output of last.outputs || []) this.outputs.add(output);
+    if (last.cut) this.outputs.note("The output was longer; run the code again to see all of it.");
+    const {kind, text} = verdictBanner(last);
+    this.showBanner(kind, text);
+    this.setStatus(undefined, undefined, kind);
   }
 
   failed(message) {
@@ -177,11 +198,15 @@ export class Cell {
     this.banner.hidden = false;
   }
 
-  setStatus(status, attempts) {
+  // `status`: passed once counts for ever (the progress); `latest`: how the latest run
+  // ended (passed | failed | stopped), which is what the badge tells when known.
+  setStatus(status, attempts, latest) {
     const passed = status === "passed" || this.section.dataset.status === "passed";
-    this.section.dataset.status = passed ? "passed" : (status || "new");
-    this.badge.textContent = passed ? "✓ passed" : status === "failed" ? "not passed yet" : "";
-    this.badge.className = `exercise-badge badge-${this.section.dataset.status}`;
+    this.section.dataset.status = passed ? "passed" : (status || this.section.dataset.status || "new");
+    if (latest) this.section.dataset.latest = latest;
+    const {text, kind} = badgeWords(this.section.dataset.status, this.section.dataset.latest);
+    this.badge.textContent = text;
+    this.badge.className = `exercise-badge badge-${kind}`;
     if (attempts) this.badge.title = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
   }
 

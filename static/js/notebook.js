@@ -2,6 +2,7 @@
 // (/lessons/<slug>/ws) between them. No framework, no inline script (CSP).
 import {Cell} from "./cell.js";
 import {Connection} from "./connection.js";
+import {completeNote, isComplete} from "./complete.js";
 import {draftStore} from "./drafts.js";
 
 const STATE_WORDS = {
@@ -45,6 +46,7 @@ class Page {
       closed: (code, reason) => this.setKernel("closed", reason || "The server closed the connection."),
     });
     this.setKernel("connecting", null);
+    if (this.progressNode && isComplete(this.progressNode.dataset)) this.showComplete(null);
     this.connection.connect();
     window.addEventListener("pagehide", () => { this.drafts.flush(); this.connection.close(); });
   }
@@ -116,6 +118,15 @@ class Page {
       case "result":
         if (cell) cell.finished(msg);
         if (msg.progress) this.setProgress(msg.progress.passed, msg.progress.total);
+        if (msg.progress && isComplete(msg.progress) && msg.verdict && msg.verdict.passed) {
+          this.showComplete(cell);
+        }
+        return undefined;
+      case "restore":
+        for (const [id, last] of Object.entries(msg.exercises || {})) {
+          const restored = this.cells.get(id);
+          if (restored) restored.restore(last);
+        }
         return undefined;
       case "error": return this.error(msg, cell);
       default: return undefined;
@@ -133,6 +144,32 @@ class Page {
     this.connected = false;
     for (const cell of new Set(this.runs.values())) cell.lost();
     this.setKernel("reconnecting", null);
+  }
+
+  // `cell`: the exercise whose run completed the lesson just now (the note goes below it);
+  // null when the page opened on a completed lesson (the note goes at the top).
+  showComplete(cell) {
+    if (this.completeNode) {
+      if (!cell) return;
+      this.completeNode.remove();
+    }
+    const {done, link, href} = completeNote(this.progressNode ? this.progressNode.dataset.total : this.cells.size,
+                                            this.article.querySelector("nav.next a"));
+    const box = document.createElement("section");
+    box.className = `lesson-complete${cell ? " just-now" : ""}`;
+    box.setAttribute("role", "status");
+    box.setAttribute("aria-label", "Lesson complete");
+    const heading = document.createElement("h2");
+    heading.textContent = cell ? "🎉 Lesson complete!" : "✓ Lesson complete";
+    const text = document.createElement("p");
+    text.textContent = done;
+    const next = document.createElement("a");
+    next.className = "lesson-next";
+    next.href = href;
+    next.textContent = link;
+    box.append(heading, text, next);
+    if (cell) cell.section.after(box); else this.statusBar.after(box);
+    this.completeNode = box;
   }
 
   setProgress(passed, total) {

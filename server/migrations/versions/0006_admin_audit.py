@@ -2,7 +2,7 @@
 sorts and filters by (newest first, alone or within a user, an exercise or a status).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"   # 0005 (last run) landed on main first
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,162 @@
+"""Workers recover on their own: SIGKILL, failed batches and Redis blips, against real services."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+
+import psycopg2
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from server.tracing.tracer import RunTracer
+from tests.test_trace_pipeline import (expected_rows, open_buffer, pipeline, recorder,  # noqa: F401
+                                       stored, traced_run, wait_until)
+from tests.test_trace_support import fetch_all
+from workers import queue as jobs_queue
+from workers import traces
+
+SCHEDULER_LOCK = f"rq:scheduler-lock:{jobs_queue.TRACES}"
+
+
+def scheduler_pid(connection: redis.Redis) -> int | None:
+    owner = connection.get(SCHEDULER_LOCK)
+    if owner is None:
+        return None
+    pid = connection.hget(f"rq:scheduler:{owner.decode()}", "pid")
+    return int(pid) if pid else None
+
+
+def catch_up(new_worker, url: str, emitted: list, what: str, within: float) -> None:
+    """Start a worker; every emitted event, once, in Postgres within `within` seconds."""
+    started = time.monotonic()
+    new_worker()
+    wait_until(lambda: len(stored(url)) == len(emitted), within, what)
+    print(f"\n{what}: {len(emitted)} events in {time.monotonic() - started:.2f} s")
+    assert sorted(stored(url)) == expected_rows(emitted)
+
+
+async def steady_load(emit, stop: asyncio.Event, every: float = 0.05) -> None:
+    while not stop.is_set():
+        await traced_run(RunTracer(emit), 3)
+        await asyncio.sleep(every)
+
+
+async def test_a_sigkilled_worker_leaves_nothing_behind_and_its_successor_catches_up_in_seconds(pipeline):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    connection = redis.Redis.from_url(settings.redis_url)
+    first = new_worker()
+    wait_until(lambda: scheduler_pid(connection) == first.proc.pid, 15, "the worker's scheduler")
+    buffer, jobs = await open_buffer(settings)
+    emitted, emit = recorder(buffer)
+    stop = asyncio.Event()
+    load = asyncio.create_task(steady_load(emit, stop))
+
+    await asyncio.sleep(2)
+    first.kill()                                     # the whole process group: nothing survives
+    killed_at = time.monotonic()
+    await asyncio.sleep(2)                           # batches pile up meanwhile
+    second = new_worker()
+    await asyncio.sleep(2)
+    stop.set()
+    await load
+    await buffer.flush()
+    while len(stored(url)) < len(emitted) and time.monotonic() - killed_at < 30:
+        await asyncio.sleep(0.05)
+    caught_up = time.monotonic() - killed_at - 2     # from the restart
+    print(f"\nrecovered {len(emitted)} events {caught_up:.2f} s after the restart")
+    assert sorted(stored(url)) == expected_rows(emitted)          # all, none twice
+    assert caught_up < 15          # the backlog's drain time on a loaded CI box (70-159 s before)
+    assert connection.llen(f"rq:queue:{jobs_queue.TRACES}:intermediate") == 0
+    assert StartedJobRegistry(jobs_queue.TRACES, connection=connection).get_job_ids(cleanup=False) == []
+    wait_until(lambda: scheduler_pid(connection) == second.proc.pid, 10, "the scheduler taken over")
+    blocked = [c for c in connection.client_list() if c.get("cmd") == "blmove"]
+    assert len(blocked) <= 1                         # the new worker's own wait, no orphan's
+    await buffer.close()
+    await jobs.close()
+
+
+async def test_a_worker_killed_inside_a_batch_is_replaced_at_once_not_after_its_heartbeat(pipeline):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    first = new_worker()
+    buffer, jobs = await open_buffer(settings)
+    emitted, emit = recorder(buffer)
+    blocker = psycopg2.connect(url)                  # hold the batch inside its transaction
+    blocker.cursor().execute("LOCK TABLE trace_events IN SHARE MODE")
+    await traced_run(RunTracer(emit), 40)
+    await buffer.flush()
+    wait_until(lambda: fetch_all(url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                      "application_name = 'lessonserver-traces' AND "
+                                      "wait_event_type = 'Lock'") == [(1,)], 30, "worker in the batch")
+    first.kill()
+    blocker.rollback()
+    blocker.close()
+    catch_up(new_worker, url, emitted, "the abandoned batch, retried", 10)
+    assert fetch_all(url, "SELECT status, event_count FROM runs") == [("ok", len(emitted))]
+    await buffer.close()
+    await jobs.close()
+
+
+async def test_failed_batches_are_replayed_and_bad_ones_kept_with_their_reason(pipeline):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    connection = redis.Redis.from_url(settings.redis_url)
+    tracer_events: list = []
+    tracer = RunTracer(tracer_events.append)
+    await traced_run(tracer, 2)
+    good = [e.to_json() for e in tracer_events]
+    # As a batch that exhausted its retries while the database was away leaves it:
+    q = Queue(jobs_queue.TRACES, connection=connection)
+    job = q.enqueue(traces.write_batch, good, result_ttl=0)
+    q.remove(job)
+    FailedJobRegistry(jobs_queue.TRACES, connection=connection).add(
+        job, exc_string="psycopg2.OperationalError: connection refused")
+    bad = q.enqueue(traces.write_batch, [{"id": "b" * 32, "run_id": "r", "seq": 0, "ts": 0.0,
+                                          "kind": "no-such-kind", "data": {}}], result_ttl=0)
+    new_worker()
+    wait_until(lambda: len(stored(url)) == len(good), 15, "the failed batch replayed")
+    failed = FailedJobRegistry(jobs_queue.TRACES, connection=connection)
+    wait_until(lambda: failed.get_job_ids(cleanup=False) == [bad.id], 15, "only the bad batch failed")
+    time.sleep(1.5)                                  # and it stays there
+    assert failed.get_job_ids(cleanup=False) == [bad.id]
+    assert "no-such-kind" in Job.fetch(bad.id, connection=connection).latest_result().exc_string
+
+
+async def test_the_scheduler_survives_a_redis_restart(pipeline, redis_server):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    connection = redis.Redis.from_url(settings.redis_url)
+    worker = new_worker()
+    wait_until(lambda: scheduler_pid(connection) == worker.proc.pid, 15, "the worker's scheduler")
+    redis_server.stop()
+    time.sleep(3)
+    redis_server.start()
+    wait_until(lambda: scheduler_pid(connection) == worker.proc.pid, 15, "the scheduler back")
+    events: list = []
+    await traced_run(RunTracer(events.append), 1)
+    Queue(jobs_queue.TRACES, connection=connection).enqueue_in(
+        dt.timedelta(seconds=1), traces.write_batch, [e.to_json() for e in events], result_ttl=0)
+    wait_until(lambda: len(stored(url)) == len(events), 15, "a job scheduled after the restart")
+    assert worker.proc.poll() is None and os.getpgid(worker.proc.pid)
+
+
+async def test_batches_queued_while_the_worker_is_down_survive_a_redis_restart(pipeline, redis_server):
+    settings, new_worker = pipeline
+    url = settings.database_url
+    worker = new_worker()
+    worker.stop()                                    # no worker: batches wait in Redis
+    buffer, jobs = await open_buffer(settings)
+    emitted, emit = recorder(buffer)
+    await asyncio.gather(*(traced_run(RunTracer(emit), 5) for _ in range(20)))
+    await buffer.flush()
+    assert buffer.stats["sent"] == len(emitted) and stored(url) == []
+    redis_server.stop()                              # SIGTERM: Redis writes its AOF out
+    redis_server.start()
+    catch_up(new_worker, url, emitted, "the batches queued before Redis restarted", 20)
+    await buffer.close()
+    await jobs.close()
