@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,13 +35,13 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_outbox, admin_pages, admin_runs,
+from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
-from server.handlers.health import HealthHandler, MetricsHandler
+from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.library import Library, build_library
 from server.mail.mailer import Mailer
@@ -49,7 +50,7 @@ from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
-from workers.queue import open_jobs
+from workers.queue import QUEUES, open_jobs
 
 log = logging.getLogger("lessonserver")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -105,7 +106,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(), load_library(settings, plugins), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), load_library(settings, plugins), plugins)
     runtime.closers.append(engine.dispose)
     try:
         await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
@@ -153,7 +154,8 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
     runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
-                                  lambda: runtime.manager.queue_length)
+                                  lambda: runtime.manager.queue_length,
+                                  lambda: {n: p.ready for n, p in runtime.manager.pools.items()})
     await runtime.manager.startup()
     runtime.closers.append(runtime.manager.close)
     runtime.traces = traces
@@ -182,6 +184,9 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     checks: dict[str, Callable[[], Awaitable[None]]] = {"database": lambda: db.ping(runtime.engine)}
     if runtime.redis is not None:
         checks["redis"] = runtime.redis.ping
+    if runtime.settings.sandbox == "docker":
+        # The same engine the sandbox uses: Docker's own DOCKER_HOST convention.
+        checks["docker"] = docker_ping(os.environ.get("DOCKER_HOST"))
     return checks
 
 
@@ -237,12 +242,14 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
+            runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),
                                       "degraded": lambda: degraded_parts(runtime)}),
-        (r"/metrics", MetricsHandler, {"common": common}),
+        (r"/metrics", MetricsHandler, {"common": common, "token": settings.metrics_token}),
     ]
     return LessonApp(
         routes,

@@ -124,6 +124,8 @@ FIELDS: tuple[Field, ...] = (
           "short path for kernel connection sockets (unix paths are limited to 107 bytes)"),
     Field("LS_API_TOKEN", "api_token", _text, None,
           "token for the Jupyter-compatible API and admin; unset = generated into LS_DATA_DIR"),
+    Field("LS_METRICS_TOKEN", "metrics_token", _text, None,
+          "bearer token /metrics asks for (Authorization: Bearer ...); unset = /metrics is open"),
     Field("LS_COOKIE_SECRET", "cookie_secret", _text, None,
           "secret that signs cookies; unset = generated into LS_DATA_DIR"),
     Field("LS_POOL_SIZE", "pool_size", _int(0), "1", "warm kernels kept ready per language"),
@@ -230,6 +232,7 @@ class Settings:
     instance: str
     runtime_dir: Path
     api_token: str | None
+    metrics_token: str | None
     cookie_secret: str | None
     pool_size: int
     max_kernels: int

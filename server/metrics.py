@@ -3,13 +3,20 @@
 Every series declared here is recorded somewhere: requests by the handlers,
 runs by the exercise runner and (for Jupyter clients' runs) by the kernel
 manager's events, which also drive limit hits and refused starts; the
-kernel gauge asks the manager at scrape time; the cache series by server.cache.
+kernel gauge and the pool levels ask the manager at scrape time; the cache series by
+server.cache; kernel start durations come from KernelAssigned events.
+
+Names follow the Prometheus conventions (tests/test_metrics.py lints them): the
+`lessonserver_` prefix, base units (seconds, bytes), and no per-user labels.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kernels import events
@@ -18,8 +25,55 @@ from kernels.result import RunResult
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class Metrics:
+PREFIX = "lessonserver_"
+BASE_UNITS = ("seconds", "bytes")
+NOT_BASE_UNITS = ("ms", "milliseconds", "msec", "minutes", "hours", "kb", "kilobytes",
+                  "mb", "megabytes", "percent")
+PERSONAL_LABELS = frozenset({"user", "user_id", "owner", "email", "run_id", "kernel_id",
+                             "ip", "session", "name"})
+
+
+def name_problems(name: str, kind: str, labels: tuple[str, ...]) -> list[str]:
+    """What is wrong with a series' name and labels by the house rules; [] when nothing."""
+    problems = []
+    if not name.startswith(PREFIX):
+        problems.append(f"{name}: not prefixed {PREFIX}")
+    words = name.split("_")
+    for word in words:
+        if word in NOT_BASE_UNITS:
+            problems.append(f"{name}: '{word}' is not a base unit (use {' or '.join(BASE_UNITS)})")
+    if kind == "histogram" and words[-1] not in BASE_UNITS:
+        problems.append(f"{name}: a histogram's name ends in its unit ({', '.join(BASE_UNITS)})")
+    if kind == "counter" and name.endswith("_total"):
+        problems.append(f"{name}: the client adds _total to counters; do not name it twice")
+    for label in labels:
+        if label in PERSONAL_LABELS or "user" in label or "email" in label:
+            problems.append(f"{name}: label '{label}' could carry a person or an unbounded id")
+    return problems
+
+
+class PoolLevels(Collector):
+    """`lessonserver_pool_ready{kernel}`: warm kernels waiting in each language's pool, read at
+    scrape time from whatever `watch_pools` was given."""
+
     def __init__(self) -> None:
+        self.levels: Callable[[], Mapping[str, int]] = dict
+
+    def describe(self):
+        return [GaugeMetricFamily("lessonserver_pool_ready", "warm kernels ready in the pool",
+                                  labels=["kernel"])]
+
+    def collect(self):
+        family = GaugeMetricFamily("lessonserver_pool_ready", "warm kernels ready in the pool",
+                                   labels=["kernel"])
+        for kernel, ready in sorted(self.levels().items()):
+            family.add_metric([kernel], ready)
+        yield family
+
+
+class Metrics:
+    def __init__(self, backend: str = "local") -> None:
+        self.backend = backend                 # the sandbox that starts kernels: local or docker
         self.registry = CollectorRegistry()
         self.requests = Counter("lessonserver_http_requests", "HTTP requests served",
                                 ["method", "route", "status"], registry=self.registry)
@@ -38,6 +92,13 @@ class Metrics:
         self.rejected = Counter("lessonserver_admission_rejected",
                                 "kernel requests refused with 429 by a quota or the host's capacity",
                                 ["what"], registry=self.registry)
+        self.kernel_start_seconds = Histogram(
+            "lessonserver_kernel_start_seconds",
+            "time to hand a kernel to its owner: from the pool (pool_hit=true) or started for it",
+            ["backend", "pool_hit"], registry=self.registry,
+            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.pools = PoolLevels()
+        self.registry.register(self.pools)
         self.cache_requests = Counter("lessonserver_cache_requests", "cache look-ups by answer",
                                       ["prefix", "result"], registry=self.registry)
         self.cache_recomputes = Counter("lessonserver_cache_recomputes",
@@ -61,7 +122,10 @@ class Metrics:
 
     def observe_kernel_event(self, event: events.KernelEvent) -> None:
         """A KernelManager observer."""
-        if isinstance(event, events.KernelLimited):
+        if isinstance(event, (events.KernelAssigned, events.KernelRestarted)):
+            self.kernel_start_seconds.labels(self.backend, str(event.pool_hit).lower()).observe(
+                event.start_ms / 1000)
+        elif isinstance(event, events.KernelLimited):
             self.limit_hits.labels(event.plugin, event.limit).inc()
         elif isinstance(event, events.StartRejected):
             self.rejected.labels(event.reason).inc()
@@ -82,13 +146,24 @@ class Metrics:
     def observe_cache_lock_wait(self, prefix: str, seconds: float) -> None:
         self.cache_lock_waits.labels(prefix).observe(seconds)
 
-    def watch_kernels(self, count: Callable[[], int], queued: Callable[[], int]) -> None:
+    def watch_kernels(self, count: Callable[[], int], queued: Callable[[], int],
+                      pools: Callable[[], Mapping[str, int]] = dict) -> None:
+        """`count`: kernels alive now; `queued`: requests waiting for a start; `pools`: warm
+        kernels ready, by language."""
         self.kernels.set_function(count)
         self.kernel_queue.set_function(queued)
+        self.pools.levels = pools
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+    def declared(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(name, type, label names) of every series this registry can expose, for the lint."""
+        found = [(m._name, m._type, tuple(m._labelnames)) for m in vars(self).values()
+                 if isinstance(m, MetricWrapperBase)]
+        found += [(f.name, f.type, ("kernel",)) for f in self.pools.describe()]
+        return found
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

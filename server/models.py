@@ -142,6 +142,19 @@ class Progress(Base):
     __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
 
 
+class AdminAudit(Base):
+    """What an admin did: who (an email, or "API token"), what, to what, when. Written by
+    server/admin/audit.py, shown on /admin."""
+    __tablename__ = "admin_audit"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now(), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(320))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(200), server_default="")
+    detail: Mapped[str] = mapped_column(sa.Text, server_default="")
+    ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
+
+
 class Run(Base):
     """The summary of one traced run; written by workers/trace_store.py (plain SQL).
     No foreign keys: traces arrive in any order and outlive users and lessons."""
@@ -168,6 +181,13 @@ class Run(Base):
     total_ms: Mapped[float | None] = mapped_column(sa.Double)
     bytes_out: Mapped[int] = mapped_column(sa.BigInteger, server_default=sa.text("0"))
     event_count: Mapped[int] = mapped_column(sa.Integer, server_default=sa.text("0"))
+    # The admin runs list: newest first, alone or within one user, exercise or status.
+    __table_args__ = (sa.Index("ix_runs_requested_at", "requested_at"),
+                      sa.Index("ix_runs_user_requested", "user_id", "requested_at"),
+                      sa.Index("ix_runs_exercise_requested", "exercise_id", "requested_at"),
+                      sa.Index("ix_runs_status_requested", "status", "requested_at"),
+                      sa.Index("ix_runs_total_ms", "total_ms"),
+                      sa.Index("ix_runs_first_output_ms", "first_output_ms"))
 
 
 class TraceEvent(Base):

@@ -19,10 +19,11 @@ from server.config import PROJECT_ROOT
 from tests import services
 from tests.test_trace_support import fresh_postgres
 
-HEAD = "0005"   # the newest revision
+HEAD = "0006"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
-          "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens"}
+          "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",
+          "admin_audit"}
 
 # The trace tables as workers/trace_store.py and server/tracing/queries.py were
 # written against: the migration must create exactly these columns and indexes.
@@ -58,6 +59,12 @@ CREATE TABLE trace_events (
     kind varchar(32) NOT NULL,
     data jsonb NOT NULL);
 CREATE INDEX ix_trace_events_run_seq ON trace_events (run_id, seq);
+CREATE INDEX ix_runs_requested_at ON runs (requested_at);
+CREATE INDEX ix_runs_user_requested ON runs (user_id, requested_at);
+CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
+CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
+CREATE INDEX ix_runs_total_ms ON runs (total_ms);
+CREATE INDEX ix_runs_first_output_ms ON runs (first_output_ms);
 """
 
 

@@ -6,14 +6,14 @@ session cookie; a learner who is marked is_admin in the database gets in too.
 """
 from __future__ import annotations
 
-import urllib.parse
-
 import tornado.escape
 import tornado.web
 
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
-from server.handlers.admin_runs import BadFilter, parse_filter, token_verdict
+from server.accounts.rules import Role, role
+from server.admin import audit, display, runs as admin_runs_view
+from server.handlers.admin_runs import STATUSES, BadFilter, token_verdict
 from server.handlers.base import BaseHandler, Common, too_many
 from server.tracing import queries
 
@@ -31,12 +31,14 @@ class AdminPage(BaseHandler):
         self.api_token = api_token
         self.limiter = limiter
 
-    async def require_admin(self) -> None:
+    async def require_admin(self) -> str:
+        """The admin's name for the audit log (an email, or the token); anyone else is sent to
+        the admin sign-in and sees nothing."""
         if self.get_signed_cookie(ADMIN_COOKIE, max_age_days=SESSION_DAYS) == b"1":
-            return
+            return audit.TOKEN_ACTOR
         user = await self.load_user()
-        if user is not None and user.is_admin:
-            return
+        if role(user) is Role.ADMIN:
+            return user.email or f"admin {user.id[:8]}"
         self.redirect("/admin/login?next=" + tornado.escape.url_escape(self.request.uri))
         raise tornado.web.Finish()
 
@@ -61,6 +63,7 @@ class LoginHandler(AdminPage):
             self.render("admin_login.html", error="That is not the admin token.", next=self._next())
             return
         await self.limiter.succeeded(ip, ADMIN_ACCOUNT)     # only failures count
+        await audit.record(self.common.engine, audit.TOKEN_ACTOR, "sign-in", ip=ip)
         self.set_signed_cookie(ADMIN_COOKIE, "1", expires_days=SESSION_DAYS, httponly=True,
                                samesite="Strict", secure=self.settings_.secure_cookies)
         self.redirect(self._next())
@@ -74,13 +77,22 @@ class RunsPage(AdminPage):
         await self.require_admin()
         args = {name: self.get_query_argument(name) for name in self.request.query_arguments}
         try:
-            run_filter = parse_filter(args)
+            query = admin_runs_view.parse(args)
         except BadFilter as exc:
-            raise tornado.web.HTTPError(400, str(exc)) from None
-        runs = await queries.search_runs(self.common.engine, run_filter)
-        older = urllib.parse.urlencode({**args, "offset": run_filter.offset + run_filter.limit}) \
-            if len(runs) == run_filter.limit else None
-        self.render("admin_runs.html", runs=runs, args=args, older=older)
+            # The page again, with the form as sent and what to change; no data.
+            self.set_status(400)
+            self.render("admin_runs.html", runs=[], args=args, query=None, more=False,
+                        error=str(exc), **self.runs_helpers())
+            return
+        runs, more = await admin_runs_view.search(self.common.engine, query)
+        self.render("admin_runs.html", runs=runs, args=args, query=query, more=more, error=None,
+                    **self.runs_helpers())
+
+    @staticmethod
+    def runs_helpers() -> dict:
+        return {**display.HELPERS, "url": admin_runs_view.url, "sort_url": admin_runs_view.sort_url,
+                "statuses": (*sorted(STATUSES), *sorted(admin_runs_view.LIMITS)),
+                "sizes": admin_runs_view.PAGE_SIZES}
 
 
 class RunPage(AdminPage):
@@ -89,7 +101,9 @@ class RunPage(AdminPage):
         run = await queries.get_run(self.common.engine, run_id)
         if run is None:
             raise tornado.web.HTTPError(404, "There is no traced run with this id.")
-        self.render("admin_run.html", run=run)
+        self.render("admin_run.html", run=run,
+                    user=await admin_runs_view.user_label(self.common.engine, run["user_id"]),
+                    **display.HELPERS)
 
 
 def routes(common: Common, api_token: str | None, limiter: CredentialLimiter) -> list[tuple]:

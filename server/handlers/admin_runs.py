@@ -32,12 +32,12 @@ def parse_filter(args: Mapping[str, str]) -> RunFilter:
     if status is not None and status not in STATUSES:
         raise BadFilter(f"status must be one of {', '.join(sorted(STATUSES))}")
     return RunFilter(user=args.get("user") or None, exercise=args.get("exercise") or None,
-                     status=status, since=_time(args, "since"), until=_time(args, "until"),
-                     limit=_count(args, "limit", 50, 1, MAX_LIMIT),
-                     offset=_count(args, "offset", 0, 0, None))
+                     status=status, since=parse_time(args, "since"), until=parse_time(args, "until"),
+                     limit=parse_count(args, "limit", 50, 1, MAX_LIMIT),
+                     offset=parse_count(args, "offset", 0, 0, None))
 
 
-def _time(args: Mapping[str, str], name: str) -> dt.datetime | None:
+def parse_time(args: Mapping[str, str], name: str) -> dt.datetime | None:
     raw = args.get(name)
     if not raw:
         return None
@@ -49,7 +49,7 @@ def _time(args: Mapping[str, str], name: str) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
-def _count(args: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
+def parse_count(args: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
     raw = args.get(name)
     if raw is None or raw == "":
         return default

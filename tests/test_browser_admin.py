@@ -1,0 +1,94 @@
+"""The admin pages in real headless Chromium against a real `lessonserver serve`, with traced
+runs in its database: sign-in, the overview, the runs list at 1280 px in the viewer's zone, one
+run, a bad filter, the outbox. Screenshots go to .test-artifacts/."""
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.admin_support import FAILED, OK, TIMEOUT, TOKEN, traced
+from tests.serve_process import serve
+from tests.test_browser import ARTIFACTS, driver  # noqa: F401  (the headless Chromium fixture)
+from workers.trace_store import open_store
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, instance_name):
+    root = tmp_path_factory.mktemp("browser-admin")
+    env = {"LS_DATA_DIR": str(root / "data"), "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0",
+           "LS_API_TOKEN": TOKEN}
+    with serve(env, root / "serve.log") as base:
+        store = open_store(f"sqlite:///{root / 'data' / 'lessonserver.db'}")
+        store.write([event for i in range(60) for event in traced(
+            f"{i % 7:x}" * 32, f"exercise-with-a-long-name-{i % 5}", i / 10,
+            [OK, TIMEOUT, FAILED][i % 3], code=f"print({i})\nx = {i} / {i % 4}")])
+        store.close()
+        yield base
+
+
+def wait(driver, condition, timeout: float = 15):
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+
+
+def shoot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(height + 140, 3000))
+    driver.save_screenshot(str(ARTIFACTS / name))
+    driver.set_window_size(1280, 900)
+    assert (ARTIFACTS / name).stat().st_size > 20_000
+
+
+def test_admin_pages_in_chromium(site, driver):
+    driver.set_window_size(1280, 900)
+    driver.get("about:blank")
+    driver.delete_all_cookies()
+    driver.get_log("browser")
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    driver.get(site + "/admin")
+    assert "/admin/login" in driver.current_url                 # nothing without signing in
+    driver.find_element(By.NAME, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    wait(driver, lambda d: d.find_elements(By.ID, "by-status"))
+    assert driver.current_url.endswith("/admin")
+    driver.get(site + "/admin?range=24h")
+    status = driver.find_element(By.ID, "by-status").text
+    assert "ok 20" in status and "limit 20" in status and "error 20" in status
+    assert driver.find_element(By.ID, "error-rate").text == "33.3 %"
+    assert "API token sign-in" in driver.find_element(By.ID, "audit").text
+    shoot(driver, "admin-overview.png")
+
+    driver.get(site + "/admin/runs?size=50")
+    widths = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth,"
+        " document.querySelector('table.runs').getBoundingClientRect().right]")
+    assert widths[0] <= widths[1] and widths[2] <= widths[1], f"overflows at 1280 px: {widths}"
+    first = driver.find_element(By.CSS_SELECTOR, "table.runs tbody time")
+    assert "UTC" in first.get_attribute("title") and "Asia/Tokyo" in first.get_attribute("title")
+    assert "UTC" not in first.text and ("GMT+9" in first.text or "JST" in first.text), first.text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")) == 50
+    assert driver.find_element(By.CSS_SELECTOR, "a[rel=next]")
+    shoot(driver, "admin-runs.png")
+
+    driver.find_element(By.LINK_TEXT, "Total").click()            # sort, kept in the URL
+    assert "sort=total" in driver.current_url
+    driver.find_element(By.CSS_SELECTOR, "table.runs tbody tr a").click()
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.timeline"))
+    main = driver.find_element(By.TAG_NAME, "main").text
+    assert "None" not in main and "requested" in main and "finished" in main
+    assert len(driver.find_elements(By.CSS_SELECTOR, "ol.code li")) == 2
+    shoot(driver, "admin-run.png")
+
+    driver.get(site + "/admin/runs?status=timeout")
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")
+    assert len(rows) == 20 and all("timeout" in row.text for row in rows)
+    driver.get(site + "/admin/runs?status=slow")
+    assert "status 'slow' is not one we record" in driver.find_element(By.CSS_SELECTOR, ".notice").text
+
+    driver.get(site + "/admin/outbox")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Emails"
+    shoot(driver, "admin-outbox.png")
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
+              and "status of 400" not in entry["message"]]
+    assert errors == [], errors
