@@ -119,13 +119,12 @@ class ExerciseRunner:
         With the database away the write waits in PendingProgress, the learner is told so, and
         the count is what this run alone shows.
         """
-        write = ProgressWrite(user_id, lesson.slug, exercise.id, verdict.passed, code)
+        # What the page showed rides with the progress row, for its reload (also when spooled).
+        write = ProgressWrite(user_id, lesson.slug, exercise.id, verdict.passed, code,
+                              last_run.dumps(snapshot))
         statuses: dict[tuple[str, str], str] = {}
         if await self.progress.record(write):
             try:
-                # What the page showed, for its reload: only when the progress row is there now.
-                await progress.save_last_run(self.engine, user_id, lesson.slug, exercise.id,
-                                             last_run.dumps(snapshot))
                 statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
             except Exception as exc:
                 if not database_away(exc):

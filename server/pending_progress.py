@@ -40,6 +40,7 @@ class ProgressWrite:
     exercise_id: str
     passed: bool
     code: str
+    last_run: str | None = None   # the run as the page showed it, for a reload
 
 
 class PendingProgress:
@@ -71,7 +72,7 @@ class PendingProgress:
 
     async def _store(self, write: ProgressWrite) -> None:
         await progress.record(self.engine, write.user_id, write.lesson_slug, write.exercise_id,
-                              write.passed, write.code)
+                              write.passed, write.code, write.last_run)
 
     async def _retry_forever(self) -> None:
         while True:

@@ -50,11 +50,9 @@ async def test_the_store_keeps_the_latest_run_per_exercise_of_a_lesson(db_engine
             (user.id, "intro", "a", True, '{"n": 1}'), (user.id, "intro", "a", False, '{"n": 2}'),
             (user.id, "intro", "b", False, None),          # no record of the run
             (user.id, "other", "a", True, '{"n": 3}'), (other.id, "intro", "a", True, '{"n": 4}')):
-        await progress.record(db_engine, user_id, slug, exercise, passed, "x")
-        if snap is not None:
-            await progress.save_last_run(db_engine, user_id, slug, exercise, snap)
-    await progress.save_last_run(db_engine, user.id, "intro", "never-ran", '{"n": 5}')  # no row: no-op
+        await progress.record(db_engine, user_id, slug, exercise, passed, "x", snap)
+    await progress.record(db_engine, user.id, "intro", "a", False, "y")   # none given: kept
     assert await progress.last_runs(db_engine, user.id, "intro") == {"a": '{"n": 2}'}
     rows = {r.exercise_id: r for r in await progress.get_for_user(db_engine, user.id)
             if r.lesson_slug == "intro"}
-    assert rows["a"].status.value == "passed" and rows["a"].attempts == 2   # passed stays passed
+    assert rows["a"].status.value == "passed" and rows["a"].attempts == 3   # passed stays passed

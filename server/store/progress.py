@@ -65,30 +65,23 @@ async def last_runs(engine: AsyncEngine, user_id: str, lesson_slug: str) -> dict
 
 
 async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
-                 passed: bool, code: str) -> ProgressRow:
-    """Count one attempt; a passed exercise stays passed whatever comes after."""
+                 passed: bool, code: str, last_run: str | None = None) -> ProgressRow:
+    """Count one attempt; a passed exercise stays passed whatever comes after. `last_run` is
+    the run as the page showed it (kept for a reload), in the same statement."""
     status = Status.PASSED if passed else Status.FAILED
     stmt = upsert(engine, Progress.__table__).values(
         user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, status=status.value,
-        attempts=1, code=code, updated_at=utcnow())
+        attempts=1, code=code, updated_at=utcnow(), last_run=last_run)
+    changes = {"status": sa.case((Progress.status == Status.PASSED.value, Status.PASSED.value),
+                                 else_=stmt.excluded.status),
+               "attempts": Progress.attempts + 1,
+               "code": stmt.excluded.code,
+               "updated_at": stmt.excluded.updated_at}
+    if last_run is not None:
+        changes["last_run"] = stmt.excluded.last_run
     stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "lesson_slug", "exercise_id"],
-        set_={"status": sa.case((Progress.status == Status.PASSED.value, Status.PASSED.value),
-                                else_=stmt.excluded.status),
-              "attempts": Progress.attempts + 1,
-              "code": stmt.excluded.code,
-              "updated_at": stmt.excluded.updated_at},
+        index_elements=["user_id", "lesson_slug", "exercise_id"], set_=changes,
     ).returning(*COLUMNS)
     async with engine.begin() as conn:
         row = (await conn.execute(stmt)).mappings().one()
     return _row(row)
-
-
-async def save_last_run(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,
-                        last_run: str) -> None:
-    """Keep the latest run as the page showed it on the exercise's row (written by `record`)."""
-    stmt = sa.update(Progress).where(
-        Progress.user_id == user_id, Progress.lesson_slug == lesson_slug,
-        Progress.exercise_id == exercise_id).values(last_run=last_run)
-    async with engine.begin() as conn:
-        await conn.execute(stmt)
