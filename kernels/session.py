@@ -45,6 +45,7 @@ READY_TIMEOUT = 10.0   # seconds the first handshake may take
 REQUESTS = 1024        # client requests remembered for routing their replies
 CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
 OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
+PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner answers one
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
 
 OnOutput = Callable[[Output], Awaitable[None]]
@@ -187,6 +188,9 @@ class KernelSession:
     def _to_run(self, run: _Run, msg: KernelMessage) -> None:
         if msg.channel == "stdin":
             if run.relay is None:
+                if len(run.inputs) >= PENDING_INPUTS:   # a kernel forging requests: not kept
+                    self.dropped += 1
+                    return
                 run.inputs.append(msg)
             else:
                 run.waiting_input = True
