@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kernels.result import LimitHit
 from server.admin.display import who
 from server.handlers.admin_runs import STATUSES, BadFilter, parse_count, parse_time
-from server.tracing.queries import LIST_COLUMNS, RUNS, _db_time, _jsonable
+from server.tracing.queries import LIST_COLUMNS, RUNS, _jsonable, where_runs
 
 USERS = sa.table("users", sa.column("id"), sa.column("email"), sa.column("name"))
 LIMITS = frozenset(hit.value for hit in LimitHit)
@@ -94,15 +94,9 @@ async def search(engine: AsyncEngine, q: RunsQuery) -> tuple[list[dict[str, Any]
     query = (sa.select(*LIST_COLUMNS, USERS.c.email.label("user_email"),
                        USERS.c.name.label("user_name"))
              .select_from(RUNS.outerjoin(USERS, USERS.c.id == RUNS.c.user_id)))
-    for column, value in ((RUNS.c.user_id, q.user), (RUNS.c.exercise_id, q.exercise),
-                          (RUNS.c.status, q.status), (RUNS.c.limit_hit, q.limit),
-                          (RUNS.c.client, q.client)):
-        if value is not None:
-            query = query.where(column == value)
-    if q.since is not None:
-        query = query.where(RUNS.c.requested_at >= _db_time(engine, q.since))
-    if q.until is not None:
-        query = query.where(RUNS.c.requested_at < _db_time(engine, q.until))
+    query = where_runs(query, engine, ((RUNS.c.user_id, q.user), (RUNS.c.exercise_id, q.exercise),
+                                       (RUNS.c.status, q.status), (RUNS.c.limit_hit, q.limit),
+                                       (RUNS.c.client, q.client)), q.since, q.until)
     column = SORTS[q.sort]
     # The database's own NULL order (no NULLS LAST), so one ascending index serves both
     # directions; the tie-break follows the same direction for the same reason.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,17 +34,25 @@ class RunFilter:
     offset: int = 0
 
 
-async def search_runs(engine: AsyncEngine, f: RunFilter) -> list[dict[str, Any]]:
-    """Newest first."""
-    query = sa.select(*LIST_COLUMNS)
-    for column, value in ((RUNS.c.user_id, f.user), (RUNS.c.exercise_id, f.exercise),
-                          (RUNS.c.status, f.status)):
+def where_runs(query: sa.Select, engine: AsyncEngine, equal: Iterable[tuple[Any, Any]],
+               since: dt.datetime | None, until: dt.datetime | None) -> sa.Select:
+    """`query` narrowed to runs whose columns equal the given values (None: any) and that
+    were requested in [since, until)."""
+    for column, value in equal:
         if value is not None:
             query = query.where(column == value)
-    if f.since is not None:
-        query = query.where(RUNS.c.requested_at >= _db_time(engine, f.since))
-    if f.until is not None:
-        query = query.where(RUNS.c.requested_at < _db_time(engine, f.until))
+    if since is not None:
+        query = query.where(RUNS.c.requested_at >= _db_time(engine, since))
+    if until is not None:
+        query = query.where(RUNS.c.requested_at < _db_time(engine, until))
+    return query
+
+
+async def search_runs(engine: AsyncEngine, f: RunFilter) -> list[dict[str, Any]]:
+    """Newest first."""
+    query = where_runs(sa.select(*LIST_COLUMNS), engine,
+                       ((RUNS.c.user_id, f.user), (RUNS.c.exercise_id, f.exercise),
+                        (RUNS.c.status, f.status)), f.since, f.until)
     query = query.order_by(RUNS.c.requested_at.desc(), RUNS.c.id).limit(f.limit).offset(f.offset)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
