@@ -224,7 +224,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         send({"type": "started", "run": run_id, "exercise": exercise.id})
         send({"type": "kernel", "state": "busy", "message": None})
 
-        async def on_output(output: Output) -> None:
+        def on_output(output: Output) -> None:
             send({"type": "output", "run": run_id, "output": output.to_json()})
 
         async def on_input(prompt: str, password: bool) -> str:
