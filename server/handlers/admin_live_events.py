@@ -14,13 +14,15 @@ from server.handlers.base import Common
 from server.library import Library
 
 
-class LiveEventsPage(AdminPage):
+class LiveEventsAdmin(AdminPage):
     def initialize(self, common: Common, api_token: str | None, limiter: CredentialLimiter,
                    library: Library, live: LivePools) -> None:
         super().initialize(common, api_token, limiter)
         self.library = library
         self.live = live
 
+
+class LiveEventsPage(LiveEventsAdmin):
     async def get(self) -> None:
         await self.require_admin()
         await self.page(error=None, form={})
@@ -56,7 +58,7 @@ class LiveEventsPage(AdminPage):
                     lead_minutes=self.live.lead / 60)
 
 
-class CancelLiveEvent(LiveEventsPage):
+class CancelLiveEvent(LiveEventsAdmin):
     async def post(self, event_id: str) -> None:
         actor = await self.require_admin()
         event = await live_events.cancel(self.common.engine, int(event_id))
