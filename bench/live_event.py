@@ -66,6 +66,7 @@ async def prewarm(base: str) -> float:
 
 class Learner:
     def __init__(self) -> None:
+        self.started: float | None = None        # the kernel is the learner's: admission done
         self.first_output: float | None = None
         self.queued = False
         self.error: str | None = None
@@ -91,6 +92,8 @@ class Learner:
                 frame = json.loads(raw)
                 if frame["type"] == "queued":
                     self.queued = True
+                elif frame["type"] == "started":
+                    self.started = time.perf_counter() - began
                 elif frame["type"] == "output" and self.first_output is None:
                     self.first_output = time.perf_counter() - began
                 elif frame["type"] == "error":
@@ -104,11 +107,14 @@ class Learner:
             self.socket.close()       # the learner leaves: its kernel goes to the queue's head
 
 
-def line(label: str, sample: Sample) -> str:
-    if not sample.latencies:
+def line(label: str, learners: list[Learner]) -> str:
+    if not learners:
         return f"  {label}: none"
-    return (f"  {label}: {len(sample.latencies)} learners, first output p50 "
-            f"{sample.pct(50) * 1000:.0f} ms, p99 {sample.pct(99) * 1000:.0f} ms")
+    first = Sample(tuple(one.first_output for one in learners), 0, 1)
+    started = Sample(tuple(one.started for one in learners), 0, 1)
+    return (f"  {label}: {len(learners)} learners, first output p50 {first.pct(50) * 1000:.0f} ms,"
+            f" p99 {first.pct(99) * 1000:.0f} ms (kernel theirs, 'started': p50"
+            f" {started.pct(50) * 1000:.0f} ms, p99 {started.pct(99) * 1000:.0f} ms)")
 
 
 async def event(base: str) -> None:
@@ -125,12 +131,9 @@ async def event(base: str) -> None:
     took = time.perf_counter() - began
     load_after = os.getloadavg()
     outputs = [one for one in learners if one.first_output is not None]
-    print(line(f"{LEARNERS} learners press Run at once, all",
-               Sample(tuple(one.first_output for one in outputs), 0, took)), flush=True)
-    print(line("handed a warm kernel", Sample(tuple(
-        one.first_output for one in outputs if not one.queued), 0, took)), flush=True)
-    print(line("waited in the queue", Sample(tuple(
-        one.first_output for one in outputs if one.queued), 0, took)), flush=True)
+    print(line(f"{LEARNERS} learners press Run at once, all", outputs), flush=True)
+    print(line("handed a warm kernel", [one for one in outputs if not one.queued]), flush=True)
+    print(line("waited in the queue", [one for one in outputs if one.queued]), flush=True)
     errors: dict[str, int] = {}
     for one in learners:
         if one.error:
