@@ -19,6 +19,7 @@ from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
 from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
                                      NewLearnerLimiter)
+from server.admin.live_events import LivePools
 from server.cache import keys as cache_keys
 from server.cache.cache import Cache
 from server.cache.freshness import Policy
@@ -35,7 +36,7 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
+from server.handlers import (accounts, admin_live_events, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
@@ -77,6 +78,7 @@ class Runtime:
     jobs: object | None = None
     traces: TraceBuffer | None = None
     progress: PendingProgress | None = None
+    live: LivePools | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -116,6 +118,7 @@ async def start_runtime(settings: Settings) -> Runtime:
             runtime.closers.append(runtime.redis.aclose)
         await start_cache(runtime)
         await start_kernels(runtime)
+        start_live_events(runtime)
         await start_billing(runtime)
     except BaseException:
         await runtime.close()
@@ -166,6 +169,18 @@ async def start_kernels(runtime: Runtime) -> None:
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
+
+
+def start_live_events(runtime: Runtime) -> None:
+    """Scheduled live events size the kernel pools ahead of them (server/admin/live_events.py)."""
+    def kernel_of(slug: str) -> str | None:
+        lesson = runtime.library.catalog.lesson(slug)
+        return lesson.kernel if lesson is not None else None
+
+    runtime.live = LivePools(runtime.engine, runtime.manager, kernel_of,
+                             runtime.settings.live_lead, runtime.settings.live_every)
+    runtime.live.start()
+    runtime.closers.append(runtime.live.close)
 
 
 async def start_billing(runtime: Runtime) -> None:
@@ -242,6 +257,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *admin_live_events.routes(common, runtime.secrets.api_token, limiter, runtime.library,
+                                  runtime.live),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *accounts.routes(common, limiter, runtime.mailer),

@@ -159,6 +159,10 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_MEMBER_RUNS_PER_MINUTE", "member_runs_per_minute", _int(1),
           _kernel("member_runs_per_minute"),
           "runs per minute for a signed-in learner"),
+    Field("LS_LIVE_LEAD", "live_lead", _float(0), "600",
+          "seconds before a scheduled live event when its lesson's kernel pool starts to grow"),
+    Field("LS_LIVE_EVERY", "live_every", _float(0.1), "15",
+          "seconds between checks of the live events against the kernel pools"),
     Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), _kernel("run_timeout"),
           "wall-clock seconds per run"),
     Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), _kernel("output_limit"),
@@ -265,6 +269,8 @@ class Settings:
     member_starts_per_minute: int
     anon_runs_per_minute: int
     member_runs_per_minute: int
+    live_lead: float
+    live_every: float
     run_timeout: float
     output_limit: int
     output_messages: int
