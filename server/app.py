@@ -35,7 +35,7 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
+from server.handlers import (accounts, admin_ops, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
@@ -43,13 +43,14 @@ from server.lesson_sessions import LessonSessions
 from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
-from server.library import Library, build_library
+from server.library import Library, Shelf, build_library
 from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
+from workers.failed_jobs import FailedJobs
 from workers.queue import QUEUES, open_jobs
 
 log = logging.getLogger("lessonserver")
@@ -64,7 +65,7 @@ class Runtime:
     secrets: Secrets
     engine: AsyncEngine
     metrics: Metrics
-    library: Library
+    library: Shelf                 # the served course; a reload swaps it (admin operations)
     plugins: tuple[Plugin, ...] = ()
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
@@ -106,10 +107,10 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), load_library(settings, plugins), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), Shelf(load_library(settings, plugins)), plugins)
     runtime.closers.append(engine.dispose)
     try:
-        await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
+        await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.current.catalog))
         if settings.redis_url:
             import redis.asyncio
             runtime.redis = redis.asyncio.from_url(settings.redis_url)
@@ -190,6 +191,16 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
     return checks
 
 
+def operations(runtime: Runtime) -> admin_ops.Ops:
+    """What the operations page steers; failed jobs are kept only where RQ runs them."""
+    jobs = None
+    if not runtime.settings.embedded:
+        jobs = FailedJobs(runtime.settings.redis_url, QUEUES)
+        runtime.closers.append(jobs.close)
+    return admin_ops.Ops(runtime.manager, jobs, runtime.library, runtime.settings.lessons_dir,
+                         frozenset(p.name for p in runtime.plugins), runtime.cache)
+
+
 def degraded_parts(runtime: Runtime) -> dict[str, str]:
     """What is working around an outage now, in words, for /healthz."""
     parts = {}
@@ -244,6 +255,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
+        *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),
         *accounts.routes(common, limiter, runtime.mailer),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),

@@ -27,7 +27,7 @@ from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.learning import last_run
 from server.lesson_sessions import LessonSession, LessonSessions
-from server.library import Library
+from server.library import Shelf
 from server.store import progress
 
 log = logging.getLogger("lessonserver.ws")
@@ -62,7 +62,7 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
 class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
-    def initialize(self, common: Common, library: Library, manager: KernelManager,
+    def initialize(self, common: Common, library: Shelf, manager: KernelManager,
                    runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
         LearnerPage.initialize(self, common, library)
         self.ws_cap = ws_cap
