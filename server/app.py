@@ -19,6 +19,7 @@ from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
 from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
                                      NewLearnerLimiter)
+from server.admin.flags import FeatureFlags
 from server.cache import keys as cache_keys
 from server.cache.cache import Cache
 from server.cache.freshness import Policy
@@ -72,6 +73,7 @@ class Runtime:
     sessions: LessonSessions | None = None
     mailer: Mailer | None = None
     redis: object | None = None
+    flags: FeatureFlags | None = None
     cache: Cache | None = None
     billing: BillingProvider | None = None
     intake: Intake | None = None
@@ -116,6 +118,9 @@ async def start_runtime(settings: Settings) -> Runtime:
             runtime.redis = redis.asyncio.from_url(settings.redis_url)
             runtime.closers.append(runtime.redis.aclose)
         await start_cache(runtime)
+        runtime.flags = FeatureFlags(engine)
+        await runtime.flags.start()
+        runtime.closers.append(runtime.flags.close)
         await start_kernels(runtime)
         await start_billing(runtime)
     except BaseException:
@@ -198,7 +203,7 @@ def operations(runtime: Runtime) -> admin_ops.Ops:
         jobs = FailedJobs(runtime.settings.redis_url, QUEUES)
         runtime.closers.append(jobs.close)
     return admin_ops.Ops(runtime.manager, jobs, runtime.library, runtime.settings.lessons_dir,
-                         frozenset(p.name for p in runtime.plugins), runtime.cache)
+                         frozenset(p.name for p in runtime.plugins), runtime.cache, runtime.flags)
 
 
 def degraded_parts(runtime: Runtime) -> dict[str, str]:
@@ -247,7 +252,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, cached),
         (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
          {**pages, "manager": runtime.manager, "runner": runtime.runner,
-          "sessions": runtime.sessions, "ws_cap": ws_cap}),
+          "sessions": runtime.sessions, "ws_cap": ws_cap, "flags": runtime.flags}),
         (r"/api/lessons", LessonsApiHandler, cached),
         *billing_pages.routes(common, runtime.billing, runtime.intake),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
@@ -256,7 +261,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),
-        *accounts.routes(common, limiter, runtime.mailer),
+        *accounts.routes(common, limiter, runtime.mailer, runtime.flags),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),

@@ -155,6 +155,15 @@ class AdminAudit(Base):
     ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
 
 
+class FeatureFlag(Base):
+    """A feature flag an admin set (server/admin/flags.py); a flag without a row has its default."""
+    __tablename__ = "feature_flags"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    updated_by: Mapped[str] = mapped_column(sa.String(320), server_default="")
+
+
 class Run(Base):
     """The summary of one traced run; written by workers/trace_store.py (plain SQL).
     No foreign keys: traces arrive in any order and outlive users and lessons."""

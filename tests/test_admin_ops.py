@@ -3,22 +3,32 @@ failed RQ jobs (made by a real worker) retried and discarded, lessons reloaded f
 the check report; each action audited, XSRF-checked and refused to learners and anonymous."""
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import redis as sync_redis
 import rq
+import tornado.httpclient
+import tornado.websocket
 from rq.job import Job
+
+from server.admin import flags
 
 from server.admin import operations
 from server.course.check import CheckResult
 from server.course.model import LessonError
 from server.handlers import admin_ops
+from server.handlers.exercise_ws import RUNS_PAUSED_MESSAGE
+from server.store import accounts
 from tests.accounts_support import Client, text
 from tests.admin_support import TOKEN
+from tests.serve_process import lessonserver
 from tests.test_accounts_http import close_site, open_site, signed_up
 
 BUNDLED = Path(__file__).resolve().parent.parent / "lessons"
@@ -135,6 +145,7 @@ ROUTES = {  # every operations route, and a request that would change something
     r"/admin/pools/([a-z0-9_-]{1,64})/(drain|resume)": ("POST", "/admin/pools/bash/drain"),
     r"/admin/jobs/([a-z0-9_-]{1,64})/(retry|discard)": ("POST", "/admin/jobs/emails/discard"),
     r"/admin/lessons/reload": ("POST", "/admin/lessons/reload"),
+    r"/admin/flags/([a-z0-9_]{1,64})": ("POST", "/admin/flags/signups_open"),
 }
 
 
@@ -148,7 +159,7 @@ async def test_no_operation_is_open_to_a_learner_or_anonymous(ops_site):
     (lessons / "shell" / "09-reloaded.md").write_text(NEW_LESSON)
     for browser in (learner, Client(base)):
         for method, path in ROUTES.values():
-            response = await (browser.post(path, {"job": "x"}) if method == "POST"
+            response = await (browser.post(path, {"job": "x", "value": "off"}) if method == "POST"
                               else browser.get(path))
             assert response.code == 403 or (response.code == 302 and response.headers[
                 "Location"].startswith("/admin/login")), (path, response.code)
@@ -156,6 +167,7 @@ async def test_no_operation_is_open_to_a_learner_or_anonymous(ops_site):
     admin = await token_admin(base)
     page = text(await admin.get("/admin/operations"))
     assert '<td>bash</td><td>warming</td>' in page                   # nothing was drained
+    assert (await Client(base).get("/signup")).code == 200           # no flag was set
     assert (await Client(base).get("/lessons/shell-reloaded")).code == 404   # nor reloaded
     assert [row[1] for row in audit_rows(text(await admin.get("/admin")))] == ["sign-in"]
 
@@ -201,3 +213,78 @@ async def test_failed_jobs_are_retried_and_discarded(rq_site):
     assert ("API token", "discard-job", f"emails/{discarded}") in audit
     assert ("API token", "retry-job", f"emails/{retried}") in audit
     queue.empty()
+
+
+def test_flag_states_fall_back_to_defaults_and_toggles_name_bad_input():
+    at = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+    states = flags.states_of([("runs_paused", True, at, "root"), ("retired_flag", True, at, "x")])
+    assert set(states) == set(flags.FLAGS)
+    assert states["runs_paused"] == flags.FlagState(flags.RUNS_PAUSED, True, at, "root")
+    assert states["signups_open"] == flags.FlagState(flags.SIGNUPS_OPEN, True, None, "")
+    assert flags.parse_toggle("signups_open", "off") == (flags.SIGNUPS_OPEN, False)
+    with pytest.raises(flags.UnknownFlag, match="'nope'"):
+        flags.parse_toggle("nope", "on")
+    with pytest.raises(ValueError, match="'maybe'"):
+        flags.parse_toggle("runs_paused", "maybe")
+
+
+async def lesson_socket(base: str, slug: str = "shell-first-commands"):
+    page = await Client(base).get(f"/lessons/{slug}")
+    assert page.code == 200
+    cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+    return await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie}))
+
+
+async def frame_of_run(socket, run: str) -> dict:
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.read_message(), 10))
+        if frame.get("run") == run:
+            return frame
+
+
+async def test_flags_close_sign_ups_and_pause_runs_and_are_audited(ops_site):
+    base, engine, _ = ops_site
+    admin = await token_admin(base)
+    assert (await admin.post("/admin/flags/signups_open", {"value": "off"}, xsrf=False)).code == 403
+    assert (await admin.post("/admin/flags/signups_open", {"value": "off"})).code == 302
+    row = text(await admin.get("/admin/operations")).split('data-flag="signups_open"', 1)[1]
+    assert '<td class="flag-state">off</td>' in row.split("</tr>", 1)[0] and "by API token" in row
+    closed = await Client(base).get("/signup")
+    assert closed.code == 403 and "Sign-ups are closed for now" in text(closed)
+    refused = await Client(base).post("/signup", {"email": "new@example.org", "password": "x" * 12})
+    assert refused.code == 403 and await accounts.by_email(engine, "new@example.org") is None
+    assert (await admin.post("/admin/flags/signups_open", {"value": "on"})).code == 302
+    assert (await Client(base).get("/signup")).code == 200
+
+    assert (await admin.post("/admin/flags/runs_paused", {"value": "on"})).code == 302
+    socket = await lesson_socket(base)
+    await socket.write_message(json.dumps({"type": "run", "run": "r1", "exercise": "echo",
+                                           "code": "echo Hello, shell!"}))
+    answer = await frame_of_run(socket, "r1")
+    assert answer["type"] == "error" and answer["message"] == RUNS_PAUSED_MESSAGE
+    socket.close()
+    kernels = await admin.fetch("/api/kernels", headers=API)
+    assert json.loads(kernels.body) == []                      # no kernel was started for it
+    assert (await admin.post("/admin/flags/nope", {"value": "on"})).code == 404
+    assert (await admin.post("/admin/flags/runs_paused", {"value": "maybe"})).code == 400
+    audit = audit_rows(text(await admin.get("/admin")))
+    assert audit[:3] == [("API token", "set-flag", "runs_paused"),
+                         ("API token", "set-flag", "signups_open"),
+                         ("API token", "set-flag", "signups_open")]
+
+
+async def test_a_toggle_on_one_server_process_reaches_another_within_the_refresh(
+        rq_site, fresh_pg_url, redis_url, instance_name, tmp_path):
+    """This test's server and a `lessonserver serve` subprocess share Postgres and Redis."""
+    base, _ = rq_site
+    env = {"LS_DATABASE_URL": fresh_pg_url, "LS_REDIS_URL": redis_url, "LS_API_TOKEN": TOKEN,
+           "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0", "LS_SANDBOX": "local"}
+    with lessonserver(tmp_path, **env) as other:
+        admin = await token_admin(base)
+        for value, code in (("off", 403), ("on", 200)):
+            assert (await admin.post("/admin/flags/signups_open", {"value": value})).code == 302
+            began = time.monotonic()
+            while (await Client(other.url).get("/signup")).code != code:
+                assert time.monotonic() - began < flags.REFRESH + 2, "the other process never saw it"
+                await asyncio.sleep(0.1)

@@ -1,5 +1,6 @@
 """`/admin/operations`: live kernels (ended through the overview's action), pools to drain
-and resume, failed jobs to retry or discard, and reloading the lessons with the check report.
+and resume, failed jobs to retry or discard, feature flags to toggle, and reloading the
+lessons with the check report.
 Every action is audited before its answer; every form carries the XSRF token."""
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import tornado.web
 
 from kernels.manager import KernelManager
 from server.accounts.limiter import CredentialLimiter
-from server.admin import audit, display, operations
+from server.admin import audit, display, flags as feature_flags, operations
+from server.admin.flags import FeatureFlags
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
 from server.library import Shelf
@@ -30,6 +32,7 @@ class Ops:
     lessons_dir: Path
     kernels: frozenset[str]          # the installed plugins, which lessons may name
     cache: object | None
+    flags: FeatureFlags
 
 
 class OpsHandler(AdminPage):
@@ -55,7 +58,8 @@ class OpsHandler(AdminPage):
                     back=PAGE, pools=operations.pool_rows(manager.pools), failed=failed,
                     jobs_error=jobs_error, reload=reload,
                     lessons=operations.lesson_count(self.ops.shelf.current.catalog),
-                    lessons_dir=str(self.ops.lessons_dir), **display.HELPERS)
+                    lessons_dir=str(self.ops.lessons_dir), flags=self.ops.flags.states(),
+                    refresh=feature_flags.REFRESH, **display.HELPERS)
 
 
 class OperationsPage(OpsHandler):
@@ -111,10 +115,27 @@ class ReloadLessons(OpsHandler):
         await self.show(reload=done)
 
 
+class FlagToggle(OpsHandler):
+    """POST /admin/flags/{name} with value=on|off."""
+
+    async def post(self, name: str) -> None:
+        actor = await self.require_admin()
+        try:
+            flag, enabled = feature_flags.parse_toggle(name, self.get_body_argument("value", ""))
+        except feature_flags.UnknownFlag as exc:
+            raise tornado.web.HTTPError(404, exc.args[0]) from None
+        except ValueError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
+        await self.audited(actor, "set-flag", flag.name, "on" if enabled else "off")
+        await self.ops.flags.set(flag, enabled, actor)
+        self.redirect(PAGE)
+
+
 def routes(common: Common, api_token: str | None, limiter: CredentialLimiter,
            ops: Ops | None) -> list[tuple]:
     deps = {"common": common, "api_token": api_token, "limiter": limiter, "ops": ops}
     return [(r"/admin/operations", OperationsPage, deps),
             (r"/admin/pools/([a-z0-9_-]{1,64})/(drain|resume)", PoolAction, deps),
             (r"/admin/jobs/([a-z0-9_-]{1,64})/(retry|discard)", JobAction, deps),
-            (r"/admin/lessons/reload", ReloadLessons, deps)]
+            (r"/admin/lessons/reload", ReloadLessons, deps),
+            (r"/admin/flags/([a-z0-9_]{1,64})", FlagToggle, deps)]
