@@ -51,6 +51,7 @@ from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
+from workers import job_metrics
 from workers.failed_jobs import FailedJobs
 from workers.queue import QUEUES, open_jobs
 
@@ -153,10 +154,18 @@ async def start_kernels(runtime: Runtime) -> None:
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
     await traces.start()
     runtime.closers.append(traces.close)
+    emails = job_metrics.EmailStatsReader(settings.instance, runtime.redis)
+    await emails.start()
+    runtime.closers.append(emails.close)
+    runtime.metrics.watch_emails(emails.current, job_metrics.SECONDS_BUCKETS)
+
+    def emit(event) -> None:             # every trace event, and the first output's time
+        runtime.metrics.observe_trace(event)
+        traces.emit(event)
     kernel_settings = KernelSettings.of(settings)     # the kernel layer's part, and no more
     sandbox = create_sandbox(kernel_settings)
     runtime.closers.append(sandbox.close)
-    router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
+    router = KernelEventRouter(emit)   # also traces the runs of Jupyter clients
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
     runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
@@ -168,7 +177,7 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.progress = PendingProgress(runtime.engine, settings.data_dir / PROGRESS_SPOOL)
     await runtime.progress.start()
     runtime.closers.append(runtime.progress.close)
-    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,
+    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, emit, router,
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)

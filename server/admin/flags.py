@@ -6,8 +6,6 @@ Readers are synchronous (`on(flag)`): a WebSocket frame handler can ask without 
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -17,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.models import FeatureFlag
+from server.periodic import Every
 from server.store import upsert
 
 log = logging.getLogger("lessonserver.flags")
@@ -74,7 +73,7 @@ class FeatureFlags:
         self.engine = engine
         self.refresh = refresh
         self._states = states_of(())
-        self._task: asyncio.Task | None = None
+        self._reloads = Every(refresh, self.reload, "feature-flags")
 
     def on(self, flag: Flag) -> bool:
         return self._states[flag.name].enabled
@@ -84,7 +83,7 @@ class FeatureFlags:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._reload_forever(), name="feature-flags")
+        self._reloads.start()
 
     async def reload(self) -> None:
         """Read the rows; when the database is away the last snapshot stands."""
@@ -109,13 +108,5 @@ class FeatureFlags:
             await conn.execute(stmt)
         await self.reload()              # this process sees it at once; the others within REFRESH
 
-    async def _reload_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh)
-            await self.reload()
-
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._reloads.close()
