@@ -36,8 +36,8 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_ops, admin_outbox, admin_overview, admin_pages, admin_runs,
-                             billing as billing_pages, kernels_api)
+from server.handlers import (accounts, admin_ops, admin_outbox, admin_overview, admin_pages,
+                             admin_runs, billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
@@ -110,10 +110,12 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), Shelf(load_library(settings, plugins)), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox),
+                      Shelf(load_library(settings, plugins)), plugins)
     runtime.closers.append(engine.dispose)
     try:
-        await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.current.catalog))
+        await catalog_store.sync_catalog(
+            engine, catalog_store.entries_from(runtime.library.current.catalog))
         if settings.redis_url:
             import redis.asyncio
             runtime.redis = redis.asyncio.from_url(settings.redis_url)

@@ -91,8 +91,9 @@ class JobAction(OpsHandler):
             raise tornado.web.HTTPError(404, "Embedded mode keeps no failed jobs.")
         job_id = self.get_body_argument("job", "")
         await self.audited(actor, f"{action}-job", f"{queue}/{job_id}")
+        act = self.ops.jobs.retry if action == "retry" else self.ops.jobs.discard
         try:
-            await (self.ops.jobs.retry if action == "retry" else self.ops.jobs.discard)(queue, job_id)
+            await act(queue, job_id)
         except NoSuchJob as exc:
             raise tornado.web.HTTPError(404, str(exc)) from None
         self.redirect(PAGE)
