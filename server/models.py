@@ -166,6 +166,13 @@ class LiveEvent(Base):
     learners: Mapped[int] = mapped_column(sa.Integer)
     created_by: Mapped[str] = mapped_column(sa.String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+class FeatureFlag(Base):
+    """A feature flag an admin set (server/admin/flags.py); a flag without a row has its default."""
+    __tablename__ = "feature_flags"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    updated_by: Mapped[str] = mapped_column(sa.String(320), server_default="")
 
 
 class Run(Base):

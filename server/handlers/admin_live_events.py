@@ -11,12 +11,12 @@ from server.admin import audit, live_events
 from server.admin.live_events import LivePools
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
-from server.library import Library
+from server.library import Shelf
 
 
 class LiveEventsAdmin(AdminPage):
     def initialize(self, common: Common, api_token: str | None, limiter: CredentialLimiter,
-                   library: Library, live: LivePools) -> None:
+                   library: Shelf, live: LivePools) -> None:
         super().initialize(common, api_token, limiter)
         self.library = library
         self.live = live
@@ -33,7 +33,7 @@ class LiveEventsPage(LiveEventsAdmin):
                 for name in ("starts_at", "minutes", "lesson", "learners")}
         now = dt.datetime.now(dt.timezone.utc)
         try:
-            event = live_events.parse(form, lambda slug: self.library.catalog.lesson(slug)
+            event = live_events.parse(form, lambda slug: self.library.current.catalog.lesson(slug)
                                       is not None, now)
         except live_events.BadEvent as exc:
             self.set_status(400)
@@ -51,7 +51,7 @@ class LiveEventsPage(LiveEventsAdmin):
         now = dt.datetime.now(dt.timezone.utc)
         self.render("admin_live_events.html", error=error, form=form, now=now,
                     events=await live_events.not_over(self.common.engine, now),
-                    lessons=[lesson for course in self.library.catalog.courses
+                    lessons=[lesson for course in self.library.current.catalog.courses
                              for lesson in course.lessons],
                     pools={name: (pool.size, pool.ready)
                            for name, pool in self.live.manager.pools.items()},
@@ -71,7 +71,7 @@ class CancelLiveEvent(LiveEventsAdmin):
         self.redirect("/admin/live-events")
 
 
-def routes(common: Common, api_token: str | None, limiter: CredentialLimiter, library: Library,
+def routes(common: Common, api_token: str | None, limiter: CredentialLimiter, library: Shelf,
            live: LivePools) -> list[tuple]:
     deps = {"common": common, "api_token": api_token, "limiter": limiter, "library": library,
             "live": live}

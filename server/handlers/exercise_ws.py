@@ -28,10 +28,13 @@ from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.learning import last_run
 from server.lesson_sessions import LessonSession, LessonSessions
-from server.library import Library
+from server.admin.flags import RUNS_PAUSED, FeatureFlags
+from server.library import Shelf
 from server.store import progress
 
 log = logging.getLogger("lessonserver.ws")
+RUNS_PAUSED_MESSAGE = ("Running code is paused for a short while for maintenance. Your code is "
+                       "kept on this page; try again in a few minutes.")
 
 MAX_FRAME = 256 * 1024        # a learner's code cell, with room to spare
 INPUT_TIMEOUT = 300.0         # seconds a run may wait for the learner to answer input()
@@ -74,9 +77,11 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
 class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
-    def initialize(self, common: Common, library: Library, manager: KernelManager,
-                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
+    def initialize(self, common: Common, library: Shelf, manager: KernelManager,
+                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap,
+                   flags: FeatureFlags | None = None) -> None:
         LearnerPage.initialize(self, common, library)
+        self.flags = flags
         self.ws_cap = ws_cap
         self.manager = manager
         self.runner = runner
@@ -157,6 +162,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         if kind == "run":
             if session.refusing is not None:       # the server is stopping
                 self.send({"type": "error", "run": frame["run"], "message": session.refusing})
+                return
+            if self.flags is not None and self.flags.on(RUNS_PAUSED):   # an admin paused runs
+                self.send({"type": "error", "run": frame["run"], "message": RUNS_PAUSED_MESSAGE})
                 return
             if session.busy:
                 self.send({"type": "error", "run": frame["run"],

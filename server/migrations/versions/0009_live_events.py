@@ -1,7 +1,7 @@
 """Scheduled live events, whose lessons' kernel pools grow ahead of them.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-29
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"   # the lead re-chains the revisions of this round at merge time
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
