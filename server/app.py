@@ -29,21 +29,22 @@ from server.billing.provider import BillingProvider, open_billing
 from server.billing.watch import AccessWatch, kernel_closer
 from server.config import PROJECT_ROOT, Settings
 from server.course.loader import load_catalog
-from server.course.model import Catalog
+from server.course.model import Bounds, Catalog
 from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
 from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
-                             billing as billing_pages, kernels_api)
+                             billing as billing_pages, dev as dev_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
-from server.library import Library, build_library
+from server.dev_reload import DevReload
+from server.library import Library, Shelf, build_library
 from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
@@ -64,7 +65,7 @@ class Runtime:
     secrets: Secrets
     engine: AsyncEngine
     metrics: Metrics
-    library: Library
+    library: Shelf
     plugins: tuple[Plugin, ...] = ()
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
@@ -77,6 +78,7 @@ class Runtime:
     jobs: object | None = None
     traces: TraceBuffer | None = None
     progress: PendingProgress | None = None
+    dev: DevReload | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -89,7 +91,8 @@ class Runtime:
 
 def load_library(settings: Settings, plugins: tuple[Plugin, ...]) -> Library:
     """Parse the course; a broken lesson is logged with file and line and left out."""
-    catalog: Catalog = load_catalog(settings.lessons_dir, frozenset(p.name for p in plugins))
+    catalog: Catalog = load_catalog(settings.lessons_dir, frozenset(p.name for p in plugins),
+                                    Bounds.of(settings))
     for error in catalog.errors:
         log.error("lesson skipped", extra={"fields": {"error": str(error)}})
     lessons = sum(len(course.lessons) for course in catalog.courses)
@@ -106,7 +109,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), load_library(settings, plugins), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox),
+                      Shelf(load_library(settings, plugins)), plugins)
     runtime.closers.append(engine.dispose)
     try:
         await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
@@ -117,6 +121,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         await start_cache(runtime)
         await start_kernels(runtime)
         await start_billing(runtime)
+        if settings.dev:
+            await start_dev_reload(runtime)
     except BaseException:
         await runtime.close()
         raise
@@ -166,6 +172,18 @@ async def start_kernels(runtime: Runtime) -> None:
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
+
+
+async def start_dev_reload(runtime: Runtime) -> None:
+    """`serve --dev`: a changed lesson file is served within a second, without a restart."""
+    async def swapped(library: Library) -> None:
+        await cache_keys.catalog_changed(runtime.cache)
+        await catalog_store.sync_catalog(runtime.engine, catalog_store.entries_from(library.catalog))
+
+    runtime.dev = DevReload(runtime.library, runtime.settings.lessons_dir,
+                            lambda: load_library(runtime.settings, runtime.plugins), swapped)
+    await runtime.dev.start()
+    runtime.closers.append(runtime.dev.close)
 
 
 async def start_billing(runtime: Runtime) -> None:
@@ -239,6 +257,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
           "sessions": runtime.sessions, "ws_cap": ws_cap}),
         (r"/api/lessons", LessonsApiHandler, cached),
         *billing_pages.routes(common, runtime.billing, runtime.intake),
+        *dev_pages.routes(common, runtime.dev),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),

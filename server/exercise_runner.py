@@ -21,7 +21,7 @@ from server.course.model import Exercise, Lesson
 from server.metrics import Metrics
 from server.exercise_attempt import attempt
 from server.pending_progress import PendingProgress, ProgressWrite, database_away
-from server.exercise_steps import StepKind
+from server.exercise_steps import StepKind, run_limits
 from server.learning import last_run, messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
@@ -102,7 +102,8 @@ class ExerciseRunner:
             for output in held:               # the learner pressed Interrupt: show where it stopped
                 await on_output(messages.clean_output(output, code))
         if StepKind.LEARNER in results:
-            shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
+            shown = messages.for_learner(
+                shown, code, run_limits(self.manager.limits(lesson.kernel), exercise).timeout)
         try:
             await self.commit()
         except Exception:  # the spool's disk failed too: the verdict still goes out

@@ -103,6 +103,13 @@ class LessonHandler(LearnerPage):
 
     async def get(self, slug: str) -> None:
         self.vary_on_identity()
+        library = self.library.current if self.settings_.dev else None
+        if library is not None and slug in library.problems and library.catalog.lesson(slug) is None:
+            # `serve --dev`: the author sees why the lesson is left out, where it would be
+            self.set_header("Cache-Control", "no-store")
+            self.render("lesson_problems.html", slug=slug, errors=library.problems[slug],
+                        version=library.versions.get(slug, ""))
+            return
         if not await self.has_own_state():
             entry = await self.cache.get(keys.LESSON, slug, lambda: self.render_anonymous(slug))
             if entry.negative:
@@ -139,7 +146,8 @@ class LessonHandler(LearnerPage):
                     titles={l.slug: l.title for c in catalog.courses for l in c.lessons},
                     body=self.library.bodies[lesson.slug] if state.access.open else "",
                     saved=_saved_work(self.progress_rows, lesson) if state.access.open else {},
-                    next_lesson=_next_lesson(course, lesson.slug))
+                    next_lesson=_next_lesson(course, lesson.slug),
+                    version=self.library.versions.get(lesson.slug, "") if self.settings_.dev else "")
 
 
 def lock_status(state: progress_view.LessonState) -> int:
