@@ -121,3 +121,13 @@ async def test_a_docker_run_is_cut_at_the_exercises_own_time_limit(make_settings
     finally:
         await manager.close()
         await sandbox.close()
+
+
+def test_the_solution_opens_after_the_attempts_reveal_asks_for():
+    from server.learning.reveal import refusal
+    exercise = read_lesson(lesson("reveal=2"), "c/t.md", KERNELS).lesson.exercises[0]
+    assert refusal(exercise, 0) == "The solution opens after 2 attempts: 2 more to go."
+    assert refusal(exercise, 1) == "The solution opens after 2 attempts: 1 more to go."
+    assert refusal(exercise, 2) is None and refusal(exercise, 5) is None
+    never = read_lesson(lesson(), "c/t.md", KERNELS).lesson.exercises[0]
+    assert refusal(never, 99) == "This exercise does not show its solution."

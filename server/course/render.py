@@ -30,7 +30,7 @@ ATTRIBUTES = {
     "pre": {"class"},
     "div": {"class"},
     "details": {"class"},
-    "section": {"class", "data-exercise", "data-language"},
+    "section": {"class", "data-exercise", "data-language", "data-reveal-after"},
 }
 
 
@@ -75,7 +75,10 @@ def placeholder(exercise: Exercise) -> str:
     """Where the UI mounts the editor: the starter and the hints, never the hidden parts."""
     hints = "".join(f'<details class="hint"><summary>Hint {n}</summary><pre>{escapeHtml(hint)}</pre>'
                     f"</details>" for n, hint in enumerate(exercise.hints, start=1))
+    reveal = exercise.settings.reveal_after
+    reveal_attr = f' data-reveal-after="{reveal}"' if reveal is not None else ""
     return (f'<div class="cell"><section class="exercise" data-exercise="{escapeHtml(exercise.id)}" '
-            f'data-language="{escapeHtml(exercise.language)}"><h3>{escapeHtml(exercise.title)}</h3>'
+            f'data-language="{escapeHtml(exercise.language)}"{reveal_attr}>'
+            f'<h3>{escapeHtml(exercise.title)}</h3>'
             f'<pre class="starter"><code>{escapeHtml(exercise.starter)}</code></pre>{hints}</section>'
             f"</div>\n")

@@ -25,7 +25,7 @@ from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
-from server.learning import last_run
+from server.learning import last_run, reveal
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.library import Library
 from server.store import progress
@@ -54,6 +54,9 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
     elif frame["type"] == "input":
         if not isinstance(frame.get("value"), str):
             raise ProtocolError("an input frame needs a string 'value'")
+    elif frame["type"] == "solution":
+        if not isinstance(frame.get("exercise"), str):
+            raise ProtocolError("a solution frame needs a string 'exercise'")
     elif frame["type"] not in ("interrupt", "restart"):
         raise ProtocolError(f"unknown frame type {frame['type']!r}")
     return frame
@@ -154,6 +157,17 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             asyncio.create_task(self._control(session, self.manager.interrupt, "interrupt"))
         elif kind == "restart":
             asyncio.create_task(self._control(session, self._restart, "restart"))
+        elif kind == "solution":
+            asyncio.create_task(self._solution(frame["exercise"]))
+
+    async def _solution(self, exercise_id: str) -> None:
+        """The solution of an exercise with `reveal=N`, once the learner's row counts N attempts."""
+        exercise = self.library.catalog.exercise(self.lesson.slug, exercise_id)
+        shown = reveal.Reveal(None, f"This lesson has no exercise {exercise_id!r}.")
+        if exercise is not None:
+            shown = await reveal.reveal(self.common.engine, self.user.id, self.lesson.slug, exercise)
+        self.send({"type": "solution", "exercise": exercise_id, "solution": shown.solution,
+                   "message": shown.message})
 
     async def _restart(self, kernel_id: str) -> None:
         self.send({"type": "kernel", "state": "restarting", "message": None})

@@ -159,8 +159,11 @@ def lock_status(state: progress_view.LessonState) -> int:
 def _saved_work(rows, lesson) -> dict:
     """Each exercise's status, attempts and last submitted code, for the page's editors."""
     ids = {exercise.id for exercise in lesson.exercises}
+    shown = {exercise.id: exercise.solution for exercise in lesson.exercises}
     return {row.exercise_id: {"status": row.status.value,
-                              "attempts": row.attempts, "code": row.code}
+                              "attempts": row.attempts, "code": row.code,
+                              # a solution once shown (reveal=N) stays shown
+                              **({"solution": shown[row.exercise_id]} if row.solution_shown_at else {})}
             for row in rows if row.lesson_slug == lesson.slug and row.exercise_id in ids}
 
 

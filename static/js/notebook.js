@@ -128,6 +128,10 @@ class Page {
           if (restored) restored.restore(last);
         }
         return undefined;
+      case "solution": {
+        const asked = this.cells.get(msg.exercise);
+        return asked && asked.solution(msg);
+      }
       case "error": return this.error(msg, cell);
       default: return undefined;
     }
