@@ -76,6 +76,16 @@ class Exercise:
 
 
 @dataclasses.dataclass(frozen=True)
+class Example:
+    """A code block of the prose marked `runnable`: the learner runs it as written, in the
+    lesson's kernel, with its own output; no check, no attempt (the run is traced)."""
+    id: str          # its position among the lesson's examples, from "1"
+    language: str
+    code: str
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Lesson:
     slug: str
     title: str
@@ -88,9 +98,13 @@ class Lesson:
     body: str                        # the Markdown source without its front matter
     path: str
     course: str
+    examples: tuple[Example, ...] = ()
 
     def exercise(self, exercise_id: str) -> Exercise | None:
         return next((ex for ex in self.exercises if ex.id == exercise_id), None)
+
+    def example(self, example_id: str) -> Example | None:
+        return next((ex for ex in self.examples if ex.id == example_id), None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@ import dataclasses
 from server.course.model import Bounds, Exercise, Lesson, LessonError
 from server.course.parse import (DOES_NOT_COMPILE, Parsed, check_id, default_title, fences,
                                  first_or_raise, make_check, python_syntax_errors, read_header,
-                                 resolve_kernel, section_text, solution_rule, starter_passes,
-                                 suggest)
+                                 resolve_kernel, runnable_examples, section_text, solution_rule,
+                                 starter_passes, suggest)
 
 CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "solution",
                        "starter", "hints"})
@@ -84,10 +84,11 @@ def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: s
     # The lesson-wide limits and solution rule of the metadata (cells have no keys for them).
     exercises = [dataclasses.replace(ex, settings=solution_rule(header.defaults, ex.solution is not None))
                  for ex in exercises]
+    body = "\n\n".join(blocks) + "\n"
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
                          kernel=header.kernel, paid=header.paid, order=header.order,
                          prerequisites=header.prerequisites, exercises=tuple(exercises),
-                         body="\n\n".join(blocks) + "\n", path=path, course=course), ())
+                         body=body, path=path, course=course, examples=runnable_examples(body)), ())
 
 
 def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:

@@ -24,8 +24,8 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from server.course.model import (Bounds, Check, CheckKind, Exercise, ExerciseSettings, Lesson,
-                                 LessonError)
+from server.course.model import (Bounds, Check, CheckKind, Example, Exercise, ExerciseSettings,
+                                 Lesson, LessonError)
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 # Every front-matter key with its default, as lessons/README.md documents them.
@@ -41,6 +41,7 @@ MARKER = re.compile(r"^\s*(?:#|--) --- (" + "|".join(SECTIONS) + r") ---\s*$")
 # What an author may have meant as a marker: a comment, dashes, a word or two, dashes.
 NEAR_MARKER = re.compile(r"^\s*(#+|--|//)\s*-{2,}\s*([A-Za-z][A-Za-z _-]*?)\s*-{2,}\s*$")
 EXERCISE_KEYS = frozenset({"id", "title", "starter", *SETTING_KEYS})
+RUNNABLE = "runnable"    # `python runnable`: a prose example the learner may run, unchecked
 STARTER = ("fails", "passes")        # what the untouched starter does against the check
 BOTH_CHECKS = "exercise has both an expected output and tests: keep one check"
 # Jupyter's kernelspec names for the languages our plugins run (a notebook saved by
@@ -128,7 +129,21 @@ def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
                          kernel=header.kernel, paid=header.paid, order=header.order,
                          prerequisites=header.prerequisites, exercises=exercises, body=body,
-                         path=path, course=course), ())
+                         path=path, course=course,
+                         examples=runnable_examples(body, front.body_start)), ())
+
+
+def is_runnable(info: str) -> bool:
+    words = info.split()
+    return len(words) == 2 and words[1] == RUNNABLE
+
+
+def runnable_examples(body: str, offset: int = 0) -> tuple[Example, ...]:
+    """The prose's code blocks marked `runnable`, numbered from 1 in the order they appear
+    (the renderer numbers them the same way)."""
+    found = [token for token, closed in fences(body) if closed and is_runnable(token.info)]
+    return tuple(Example(str(n), token.info.split()[0], token.content, offset + token.map[0] + 1)
+                 for n, token in enumerate(found, start=1))
 
 
 def parse_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:

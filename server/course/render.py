@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 
 from server.course.model import Exercise, Lesson
-from server.course.parse import exercise_info
+from server.course.parse import exercise_info, is_runnable
 
 TAGS = frozenset({
     "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
@@ -30,14 +30,14 @@ ATTRIBUTES = {
     "pre": {"class"},
     "div": {"class"},
     "details": {"class"},
-    "section": {"class", "data-exercise", "data-language", "data-reveal-after"},
+    "section": {"class", "data-exercise", "data-example", "data-language", "data-reveal-after"},
 }
 
 
 def render_lesson(lesson: Lesson) -> str:
     md = MarkdownIt("commonmark", {"html": True}).enable("table")
     md.add_render_rule("fence", _fence)
-    env = {"exercises": {ex.id: ex for ex in lesson.exercises}}
+    env = {"exercises": {ex.id: ex for ex in lesson.exercises}, "examples": 0}
     tokens = _without_title(md.parse(lesson.body, env), lesson.title)
     return sanitize(md.renderer.render(tokens, md.options, env))
 
@@ -64,6 +64,12 @@ def _fence(renderer, tokens, idx, options, env) -> str:
     except ValueError:
         info = None  # the parser already refused such a lesson; show it as code
     exercise = env["exercises"].get(info.id) if info else None
+    if exercise is None and is_runnable(token.info):
+        env["examples"] += 1     # numbered as parse.runnable_examples numbers them
+        language = escapeHtml(token.info.split()[0])
+        return (f'<div class="cell"><section class="example" data-example="{env["examples"]}" '
+                f'data-language="{language}"><pre class="example-code"><code class="language-{language}">'
+                f'{escapeHtml(token.content)}</code></pre></section></div>\n')
     if exercise is None:
         language = token.info.split(None, 1)[0] if token.info.strip() else ""
         css = f' class="language-{escapeHtml(language)}"' if language else ""

@@ -36,6 +36,11 @@ MAX_FRAME = 256 * 1024        # a learner's code cell, with room to spare
 INPUT_TIMEOUT = 300.0         # seconds a run may wait for the learner to answer input()
 
 
+# The frames that run code: an exercise (checked), or a runnable example of the prose (not).
+RUNS = {"run": ("run", "exercise", "code"), "example": ("run", "example")}
+RUN_NAMES = {"run": "a run frame", "example": "an example frame"}
+
+
 class ProtocolError(ValueError):
     """A frame the client should not have sent; told to the client, the socket stays open."""
 
@@ -47,10 +52,10 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"frames must be JSON objects: {exc}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ProtocolError("frames must be JSON objects with a string 'type'")
-    if frame["type"] == "run":
-        for key in ("run", "exercise", "code"):
+    if frame["type"] in RUNS:
+        for key in RUNS[frame["type"]]:
             if not isinstance(frame.get(key), str):
-                raise ProtocolError(f"a run frame needs a string {key!r}")
+                raise ProtocolError(f"{RUN_NAMES[frame['type']]} needs a string {key!r}")
     elif frame["type"] == "input":
         if not isinstance(frame.get("value"), str):
             raise ProtocolError("an input frame needs a string 'value'")
@@ -141,7 +146,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                        "message": "This lesson is open in another tab; reload to work here."})
             return
         kind = frame["type"]
-        if kind == "run":
+        if kind in RUNS:
             if session.refusing is not None:       # the server is stopping
                 self.send({"type": "error", "run": frame["run"], "message": session.refusing})
                 return
@@ -200,10 +205,15 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         """The run belongs to the session: it goes on, and is reported, if this socket drops."""
         send = session.send
         run_id = frame["run"]
-        exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
+        example = None
+        if frame["type"] == "example":
+            lesson = self.library.catalog.lesson(self.lesson.slug)
+            example = exercise = lesson.example(frame["example"]) if lesson else None
+        else:
+            exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
         if exercise is None:
-            send({"type": "error", "run": run_id,
-                  "message": f"This lesson has no exercise {frame['exercise']!r}."})
+            what = "example" if frame["type"] == "example" else "exercise"
+            send({"type": "error", "run": run_id, "message": f"This lesson has no {what} {frame[what]!r}."})
             return
         try:   # the first run is worth keeping: the visitor gets its row now
             await self.persist_user()
@@ -257,10 +267,15 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                 session.asking = None
 
         try:
-            outcome = await self.runner.run(
-                user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
-                exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input,
-                started=started)
+            if example is not None:
+                outcome = await self.runner.run_example(
+                    user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
+                    example=example, on_output=on_output, started=started)
+            else:
+                outcome = await self.runner.run(
+                    user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
+                    exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input,
+                    started=started)
         except UnknownKernel:
             session.kernel_id = None
             send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})
@@ -272,6 +287,11 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             return
         result = outcome.result
         send({"type": "kernel", "state": "idle", "message": None})
+        if outcome.verdict is None:        # an example: its output, no verdict, no progress
+            send({"type": "result", "run": run_id, "trace": outcome.run_id, "example": example.id,
+                  "status": result.status.value,
+                  "limit": result.limit.value if result.limit else None, "message": result.message})
+            return
         send({"type": "result", "run": run_id, "trace": outcome.run_id, "exercise": exercise.id,
               "status": result.status.value, "limit": result.limit.value if result.limit else None,
               "message": result.message,

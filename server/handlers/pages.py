@@ -118,9 +118,10 @@ class LessonHandler(LearnerPage):
             if lesson is None:   # another process's answer, from a course this one lacks
                 raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
             new_visitor = not self.has_identity()
-            if lesson.exercises and new_visitor:   # its runs need an identity: a cookie, no row yet
+            runs = bool(lesson.exercises or lesson.examples)
+            if runs and new_visitor:   # its runs need an identity: a cookie, no row yet
                 await self.ensure_user()
-            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not lesson.exercises)
+            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not runs)
             return
         lesson = self.library.catalog.lesson(slug)
         if lesson is None:

@@ -1,10 +1,12 @@
-"""Per-exercise settings on the real lesson page (headless Chromium, `lessonserver serve` with
+"""Lesson features on the real lesson page (headless Chromium, `lessonserver serve` with
 local-sandbox kernels): hints come one at a time as the learner asks; the solution of an exercise
 with `reveal=2` opens only after two attempts (the server counts them), is recorded in the
-learner's progress, and is still shown after a reload."""
+learner's progress, and is still shown after a reload; runnable examples of the prose run in the
+lesson's kernel with their own output, traced, not graded and not counted."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -32,6 +34,31 @@ Second hint: change the number.
 Third hint: print(2).
 ```
 '''
+EXAMPLES = """\
+---
+title: Examples
+slug: examples
+kernel: python
+---
+Run this:
+
+```python runnable
+x = 6 * 7
+print(x)
+```
+
+The kernel keeps `x` for the next one:
+
+```python runnable
+x + 1
+```
+
+Only shown:
+
+```python
+print("not runnable")
+```
+"""
 START_TIMEOUT = 90   # a start imports ~5 s of CPU; a host shared by many test runs stretches it
 
 
@@ -40,11 +67,20 @@ def site(tmp_path_factory, instance_name):
     root = tmp_path_factory.mktemp("settings")
     (root / "lessons").mkdir()
     (root / "lessons" / "settings.md").write_text(LESSON)
+    (root / "lessons" / "examples.md").write_text(EXAMPLES)
     env = {"LS_DATA_DIR": str(root / "data"), "LS_LESSONS_DIR": str(root / "lessons"),
            "LS_SANDBOX": "local", "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0",
            "LS_RUN_TIMEOUT": "10"}
     with serve(env, root / "serve.log", START_TIMEOUT) as base:
         yield base, root / "data" / "lessonserver.db"
+
+
+def new_learner(driver, base: str, slug: str) -> LessonPage:  # noqa: F811
+    """Each test is another learner (an anonymous visitor holds one kernel)."""
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    driver.get("about:blank")
+    driver.get_log("browser")
+    return LessonPage(driver, base).open(slug).ready()
 
 
 def visible_hints(page: LessonPage) -> list[str]:
@@ -54,7 +90,7 @@ def visible_hints(page: LessonPage) -> list[str]:
 
 def test_hints_in_turn_and_the_solution_after_two_attempts(site, driver):  # noqa: F811
     base, database = site
-    page = LessonPage(driver, base).open("settings").ready()
+    page = new_learner(driver, base, "settings")
     hint = page.button("two", "hint")
     assert visible_hints(page) == [] and hint.text == "Show hint 1 of 3"
     hint.click()
@@ -88,5 +124,37 @@ def test_hints_in_turn_and_the_solution_after_two_attempts(site, driver):  # noq
 
     page.open("settings").ready()        # recorded: the reload shows it again
     assert "print(1 + 1)" in page.find("details.solution", page.cell("two")).text
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_runnable_examples_run_in_the_lessons_kernel_unchecked_and_traced(site, driver):  # noqa: F811
+    base, database = site
+    page = new_learner(driver, base, "examples")
+    examples = driver.find_elements(By.CSS_SELECTOR, "section.example[data-example]")
+    assert len(examples) == 2       # the plain block has no Run button
+    assert driver.find_elements(By.CSS_SELECTOR, "section.exercise") == []
+
+    def run(example) -> str:
+        button = example.find_element(By.CSS_SELECTOR, 'button[data-action="run"]')
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        button.click()
+        page.wait(lambda d: button.is_enabled() and example.find_element(
+            By.CSS_SELECTOR, ".output").text, 60, "the example never finished")
+        return example.find_element(By.CSS_SELECTOR, ".output").text
+
+    assert run(examples[0]) == "42"
+    assert run(examples[1]) == "43"             # the same kernel: x is still there
+    assert page.find(".kernel-bar").get_attribute("data-state") == "idle"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM progress WHERE lesson_slug = 'examples'").fetchone() == (0,)
+    traced = []
+    deadline = time.monotonic() + 15            # trace batches are written a moment later
+    while time.monotonic() < deadline and len(traced) < 2:
+        with sqlite3.connect(database) as db:
+            traced = db.execute("SELECT exercise_id, code FROM runs WHERE lesson_slug = 'examples' "
+                                "ORDER BY code").fetchall()
+        time.sleep(0.2)
+    assert traced == [(None, "x + 1\n"), (None, "x = 6 * 7\nprint(x)\n")]
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
