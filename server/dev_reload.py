@@ -62,7 +62,10 @@ class DevReload:
         library = await asyncio.to_thread(self.load)
         self.shelf.swap(library)
         self.reloads += 1
-        await self.on_swap(library)
+        try:
+            await self.on_swap(library)
+        except Exception:   # served already; only what derives from it (cache, tables) lags
+            log.exception("lessons reloaded, but the page cache or catalog tables were not refreshed")
         self._wake()
 
     def _wake(self) -> None:
