@@ -31,20 +31,22 @@ from server.billing.provider import BillingProvider, open_billing
 from server.billing.watch import AccessWatch, kernel_closer
 from server.config import PROJECT_ROOT, Settings
 from server.course.loader import load_catalog
-from server.course.model import Catalog
+from server.course.model import Bounds, Catalog
 from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
 from server.handlers import (accounts, admin_live_events, admin_ops, admin_outbox, admin_overview,
-                             admin_pages, admin_runs, billing as billing_pages, kernels_api)
+                             admin_pages, admin_runs, billing as billing_pages, dev as dev_pages,
+                             kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
+from server.dev_reload import DevReload
 from server.library import Library, Shelf, build_library
 from server.mail.mailer import Mailer
 from server.metrics import Metrics
@@ -83,6 +85,7 @@ class Runtime:
     traces: TraceBuffer | None = None
     progress: PendingProgress | None = None
     live: LivePools | None = None
+    dev: DevReload | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -95,7 +98,8 @@ class Runtime:
 
 def load_library(settings: Settings, plugins: tuple[Plugin, ...]) -> Library:
     """Parse the course; a broken lesson is logged with file and line and left out."""
-    catalog: Catalog = load_catalog(settings.lessons_dir, frozenset(p.name for p in plugins))
+    catalog: Catalog = load_catalog(settings.lessons_dir, frozenset(p.name for p in plugins),
+                                    Bounds.of(settings))
     for error in catalog.errors:
         log.error("lesson skipped", extra={"fields": {"error": str(error)}})
     lessons = sum(len(course.lessons) for course in catalog.courses)
@@ -129,6 +133,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         await start_kernels(runtime)
         start_live_events(runtime)
         await start_billing(runtime)
+        if settings.dev:
+            await start_dev_reload(runtime)
     except BaseException:
         await runtime.close()
         raise
@@ -198,6 +204,18 @@ def start_live_events(runtime: Runtime) -> None:
                              runtime.settings.live_lead, runtime.settings.live_every)
     runtime.live.start()
     runtime.closers.append(runtime.live.close)
+
+
+async def start_dev_reload(runtime: Runtime) -> None:
+    """`serve --dev`: a changed lesson file is served within a second, without a restart."""
+    async def swapped(library: Library) -> None:
+        await cache_keys.catalog_changed(runtime.cache)
+        await catalog_store.sync_catalog(runtime.engine, catalog_store.entries_from(library.catalog))
+
+    runtime.dev = DevReload(runtime.library, runtime.settings.lessons_dir,
+                            lambda: load_library(runtime.settings, runtime.plugins), swapped)
+    await runtime.dev.start()
+    runtime.closers.append(runtime.dev.close)
 
 
 async def start_billing(runtime: Runtime) -> None:
@@ -281,6 +299,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
           "sessions": runtime.sessions, "ws_cap": ws_cap, "flags": runtime.flags}),
         (r"/api/lessons", LessonsApiHandler, cached),
         *billing_pages.routes(common, runtime.billing, runtime.intake),
+        *dev_pages.routes(common, runtime.dev),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),

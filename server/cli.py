@@ -57,10 +57,13 @@ def settings() -> None:
 
 
 @main.command()
-def serve() -> None:
+@click.option("--dev", is_flag=True, help="Authoring mode (as LS_DEV=1): reload a changed lesson "
+              "within a second, show its errors on its page, refresh the open page.")
+def serve(dev: bool) -> None:
     """Serve the course, the kernel API and the admin pages (Ctrl-C stops)."""
     from server.app import serve as run_server
-    run_server(_settings())
+    settings = _settings()
+    run_server(settings.replace(dev=True) if dev else settings)
 
 
 @main.command()
@@ -150,9 +153,10 @@ def lessons_check(paths: tuple[Path, ...], kernels: tuple[str, ...], run: bool, 
     import json
     import time
     from server.course.check import check_paths
+    from server.course.model import Bounds
     started = time.monotonic()
-    settings = _settings() if run else None
-    result = check_paths(paths, frozenset(kernels) or _known_kernels())
+    settings = _settings()     # the host's bounds for exercise limits, and the sandbox for --run
+    result = check_paths(paths, frozenset(kernels) or _known_kernels(), Bounds.of(settings))
     errors = list(result.errors)
     report = result.to_json()
     if run and result.lessons:

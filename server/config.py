@@ -239,6 +239,8 @@ FIELDS: tuple[Field, ...] = (
           "(at most one per this many days); 0 = no reminders"),
     Field("LS_LOG_LEVEL", "log_level", _log_level, _kernel("log_level"),
           "DEBUG, INFO, WARNING or ERROR"),
+    Field("LS_DEV", "dev", _bool, "0",
+          "authoring mode (`serve --dev`): reload changed lessons, show their errors on their pages"),
     # Durability (issue 14)
     Field("LS_SHUTDOWN_GRACE", "shutdown_grace", _float(0), "20",
           "seconds SIGTERM lets runs in flight finish before they are interrupted"),
@@ -311,6 +313,7 @@ class Settings:
     reminder_days: int
     log_level: str
     shutdown_grace: float
+    dev: bool
 
     @property
     def embedded(self) -> bool:

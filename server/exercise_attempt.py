@@ -15,7 +15,7 @@ from kernels.manager import KernelManager
 from kernels.session import OnOutput
 from kernels.pool import CapacityError
 from kernels.quotas import Tier
-from kernels.result import RunResult
+from kernels.result import RunLimits, RunResult
 from kernels.sandbox import SandboxError
 from server import exercise_steps
 from server.course.grade import Verdict
@@ -46,8 +46,9 @@ async def attempt(manager: KernelManager, kernel_id: str, plugin: str, exercise:
     # The check's kernel is had while the learner's code runs, so the two waits overlap.
     checker = asyncio.create_task(_checker(manager, plugin, owner)) \
         if exercise.check.kind is CheckKind.TESTS else None
+    limits = exercise_steps.run_limits(manager.limits(plugin), exercise)
     try:
-        results = await _steps(manager, kernel_id, exercise_steps.plan(exercise, code),
+        results = await _steps(manager, kernel_id, exercise_steps.plan(exercise, code), limits,
                                on_output, answer if on_input is not None else None)
     except BaseException:
         _discard(manager, checker)
@@ -55,19 +56,19 @@ async def attempt(manager: KernelManager, kernel_id: str, plugin: str, exercise:
     checked: dict[StepKind, RunResult] = {}
     steps = exercise_steps.check_plan(exercise, code, results)
     if steps and checker is not None:
-        checked = await _check(manager, await checker, steps, answers, watch)
+        checked = await _check(manager, await checker, steps, limits, answers, watch)
     else:
         _discard(manager, checker)
     return Attempt(results, checked, exercise_steps.judge(exercise, results, checked))
 
 
-async def _steps(manager: KernelManager, kernel_id: str, steps: tuple[Step, ...],
+async def _steps(manager: KernelManager, kernel_id: str, steps: tuple[Step, ...], limits: RunLimits,
                  on_output: OnOutput | None, on_input: OnInput | None) -> dict[StepKind, RunResult]:
     results: dict[StepKind, RunResult] = {}
     for step in steps:
         # Hidden steps stay out of the kernel's history (In, _ih, history_request).
         results[step.kind] = result = await manager.execute(
-            kernel_id, step.code, on_output=on_output if step.visible else None,
+            kernel_id, step.code, limits, on_output=on_output if step.visible else None,
             on_input=on_input if step.kind in (StepKind.LEARNER, StepKind.REPLAY) else None,
             store_history=step.visible)
         if not exercise_steps.should_continue(step, result):
@@ -96,7 +97,7 @@ def _discard(manager: KernelManager, checker: asyncio.Task | None) -> None:
 
 
 async def _check(manager: KernelManager, kernel_id: str | None, steps: tuple[Step, ...],
-                 answers: list[str], watch: Watch | None) -> dict[StepKind, RunResult]:
+                 limits: RunLimits, answers: list[str], watch: Watch | None) -> dict[StepKind, RunResult]:
     """The check's steps in a kernel of its own, removed afterwards; {} when none was had."""
     if kernel_id is None:
         return {}
@@ -108,7 +109,7 @@ async def _check(manager: KernelManager, kernel_id: str | None, steps: tuple[Ste
     if watch is not None:
         watch(kernel_id, True)
     try:
-        return await _steps(manager, kernel_id, steps, None, again)
+        return await _steps(manager, kernel_id, steps, limits, None, again)
     finally:
         if watch is not None:
             watch(kernel_id, False)

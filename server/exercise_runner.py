@@ -18,11 +18,11 @@ from kernels.session import OnOutput
 from kernels.result import Output, RunResult, RunStatus
 from server import progress_view
 from server.course.grade import Verdict
-from server.course.model import Exercise, Lesson
+from server.course.model import Example, Exercise, Lesson
 from server.metrics import Metrics
 from server.exercise_attempt import attempt
 from server.pending_progress import PendingProgress, ProgressWrite, database_away
-from server.exercise_steps import StepKind
+from server.exercise_steps import StepKind, run_limits
 from server.learning import last_run, messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
@@ -37,7 +37,7 @@ Commit = Callable[[], Awaitable[None]]
 class Outcome:
     run_id: str
     result: RunResult         # the learner's step (or the setup's when that failed)
-    verdict: Verdict
+    verdict: Verdict | None   # None for a runnable example of the prose: it is not checked
     passed_in_lesson: int
     total_in_lesson: int
 
@@ -63,21 +63,8 @@ class ExerciseRunner:
                   run_id: str | None = None, started: ManagedKernel | None = None) -> Outcome:
         """`started`: the kernel when it was assigned for this run (its start is traced)."""
         began = time.monotonic()
-        tracer = RunTracer(self.emit, run_id)
-        tracer.requested(user_id=user_id, lesson_slug=lesson.slug, exercise_id=exercise.id,
-                         kernel=lesson.kernel, code=code)
-        if started is not None:
-            tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,
-                                   start_ms=started.start_ms)
-
-        held: list[Output] = []    # an interrupt's error waits: was it the server's own stop?
-
-        def forward(output: Output) -> None:
-            tracer.output(output)             # the trace keeps the kernel's own words
-            if messages.server_interrupt(output):
-                held.append(output)
-            else:
-                on_output(messages.clean_output(output, code))
+        tracer = self._tracer(run_id, user_id, lesson, exercise.id, code, started)
+        forward, release = _forwarding(tracer, code, on_output)
 
         def watch(checker_id: str, attach: bool) -> None:
             """The check's own kernel reports into this run's trace too."""
@@ -98,11 +85,10 @@ class ExerciseRunner:
         tracer.verdict(verdict.passed, verdict.message)
         tracer.finished(shown)
         self.metrics.observe_run(lesson.kernel, shown, time.monotonic() - began)
-        if not messages.stopped_by_server(shown):
-            for output in held:               # the learner pressed Interrupt: show where it stopped
-                on_output(messages.clean_output(output, code))
+        release(shown)
         if StepKind.LEARNER in results:
-            shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
+            shown = messages.for_learner(
+                shown, code, run_limits(self.manager.limits(lesson.kernel), exercise).timeout)
         try:
             await self.commit()
         except Exception:  # the spool's disk failed too: the verdict still goes out
@@ -110,6 +96,41 @@ class ExerciseRunner:
         verdict, passed_in = await self._save_progress(user_id, lesson, exercise, verdict, code,
                                                        last_run.snapshot(shown, verdict))
         return Outcome(tracer.run_id, shown, verdict, passed_in, len(lesson.exercises))
+
+    async def run_example(self, *, user_id: str, kernel_id: str, lesson: Lesson, example: Example,
+                          on_output: OnOutput, run_id: str | None = None,
+                          started: ManagedKernel | None = None) -> Outcome:
+        """A runnable example of the prose, as written, in the learner's kernel: traced (with no
+        exercise), never checked, never counted as an attempt. It takes no input()."""
+        began = time.monotonic()
+        tracer = self._tracer(run_id, user_id, lesson, None, example.code, started)
+        forward, release = _forwarding(tracer, example.code, on_output)
+        limits = self.manager.limits(lesson.kernel)
+        self.router.attach(kernel_id, tracer)
+        try:
+            result = await self.manager.execute(kernel_id, example.code, limits, on_output=forward)
+        finally:
+            self.router.detach(kernel_id)
+        tracer.finished(result)
+        self.metrics.observe_run(lesson.kernel, result, time.monotonic() - began)
+        release(result)
+        shown = messages.for_learner(result, example.code, limits.timeout)
+        try:
+            await self.commit()
+        except Exception:  # the spool's disk failed too: the output still goes out
+            log.exception("trace not made durable after an example")
+        return Outcome(tracer.run_id, shown, None, 0, len(lesson.exercises))
+
+    def _tracer(self, run_id: str | None, user_id: str, lesson: Lesson, exercise_id: str | None,
+                code: str, started: ManagedKernel | None) -> RunTracer:
+        """`started`: the kernel when it was assigned for this run (its start is traced)."""
+        tracer = RunTracer(self.emit, run_id)
+        tracer.requested(user_id=user_id, lesson_slug=lesson.slug, exercise_id=exercise_id,
+                         kernel=lesson.kernel, code=code)
+        if started is not None:
+            tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,
+                                   start_ms=started.start_ms)
+        return tracer
 
     async def _save_progress(self, user_id: str, lesson: Lesson, exercise: Exercise,
                              verdict: Verdict, code: str,
@@ -135,3 +156,25 @@ class ExerciseRunner:
         if not statuses:
             statuses = {(lesson.slug, exercise.id): "passed" if verdict.passed else "failed"}
         return verdict, progress_view.passed_in(lesson, statuses)
+
+
+def _forwarding(tracer: RunTracer, code: str, on_output: OnOutput
+                ) -> tuple[OnOutput, Callable[[RunResult], None]]:
+    """(forward, release): forward traces each output in the kernel's own words and passes it on
+    cleaned, except an interrupt's error, which waits: was it the server's own stop (a timeout,
+    told in plain words instead) or the learner's Interrupt (release shows where it stopped)?"""
+    held: list[Output] = []
+
+    def forward(output: Output) -> None:
+        tracer.output(output)
+        if messages.server_interrupt(output):
+            held.append(output)
+        else:
+            on_output(messages.clean_output(output, code))
+
+    def release(shown: RunResult) -> None:
+        if not messages.stopped_by_server(shown):
+            for output in held:
+                on_output(messages.clean_output(output, code))
+
+    return forward, release

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import re
 
-from kernels.result import RunResult, RunStatus
+from kernels.result import RunLimits, RunResult, RunStatus
 from server.course.grade import Verdict, grade
 from server.course.model import CheckKind, Exercise
 
@@ -34,6 +34,16 @@ class Step:
     @property
     def visible(self) -> bool:
         return self.kind is StepKind.LEARNER
+
+
+def run_limits(host: RunLimits, exercise: Exercise) -> RunLimits:
+    """The host's limits for the lesson's kernel, with the exercise's own timeout and memory where
+    it sets them (the parser has kept them within the host's bounds; a plugin's stricter limit
+    still wins)."""
+    own = exercise.settings
+    return dataclasses.replace(
+        host, timeout=min(host.timeout, own.timeout) if own.timeout else host.timeout,
+        memory_mb=min(host.memory_mb, own.memory_mb) if own.memory_mb else host.memory_mb)
 
 
 def plan(exercise: Exercise, code: str) -> tuple[Step, ...]:

@@ -139,6 +139,8 @@ class Progress(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     # The latest run as the page showed it (JSON, bounded: server/learning/last_run.py).
     last_run: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # When the learner was first shown the exercise's solution (`reveal=N` in the lesson).
+    solution_shown_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     __table_args__ = (sa.CheckConstraint("status IN ('passed', 'failed')", name="ck_progress_status"),)
 
 

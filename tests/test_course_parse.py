@@ -298,8 +298,8 @@ def test_every_error_in_a_file_is_reported_in_line_order_with_hints():
          "did you mean `# --- expected output ---`?"),
         (17, "the solution does not compile: '[' was never closed (exercise 'sq')", None),
         (20, "bad exercise info string 'python exercize id=two': write `python exercise id=<id>`", None),
-        (24, "bad exercise field 'ids=three': use id=<id>, title=\"...\" and starter=passes "
-             "(did you mean `id`?)", None),
+        (24, "bad exercise field 'ids=three': use id=<id>, title=\"...\", starter=passes, "
+             "timeout=<seconds>, memory=<MiB> or reveal=<attempts> (did you mean `id`?)", None),
         (28, "bad starter 'maybe': it must be fails (the default) or passes", None),
     ]
     assert read_lesson(MANY, PATH, KERNELS).lesson is None

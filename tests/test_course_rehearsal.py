@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from server.cli import main
 from server.config import PROJECT_ROOT
-from kernels.result import Output, RunResult, RunStatus
+from kernels.result import Output, RunLimits, RunResult, RunStatus
 from server.course.grade import Verdict
 from server.course.model import Check, CheckKind, Exercise, Lesson
 from server.course.rehearsal import Rehearsal, problems, rehearse
@@ -245,6 +245,9 @@ class FlakyHost:
     async def start(self, owner: str, plugin: str, tier=None):
         self.started += 1
         return type("Kernel", (), {"id": f"k{self.started}"})
+
+    def limits(self, plugin: str) -> RunLimits:
+        return RunLimits()
 
     async def execute(self, kernel_id: str, code: str, limits=None, on_output=None, on_input=None,
                       store_history=True):

@@ -19,7 +19,7 @@ from server.config import PROJECT_ROOT
 from tests import services
 from tests.test_trace_support import fresh_postgres
 
-HEAD = "0009"   # the newest revision
+HEAD = "0010"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",

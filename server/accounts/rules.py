@@ -69,13 +69,15 @@ class ExerciseProgress:
     attempts: int
     code: str
     updated_at: dt.datetime
+    last_run: str | None = None                  # the newest run as the page showed it
+    solution_shown_at: dt.datetime | None = None  # first shown the solution (reveal=N)
 
 
 def merge_progress(account: Iterable[ExerciseProgress],
                    anonymous: Iterable[ExerciseProgress]) -> list[ExerciseProgress]:
     """The account's rows after taking in an anonymous learner's: attempts add up, an exercise
-    passed by either stays passed, and the newer submission's code is kept. Only rows that change
-    are returned."""
+    passed by either stays passed, the newer submission's code is kept with its last run, and a
+    solution shown to either stays shown. Only rows that change are returned."""
     mine = {(row.lesson_slug, row.exercise_id): row for row in account}
     changed = []
     for row in anonymous:
@@ -84,7 +86,9 @@ def merge_progress(account: Iterable[ExerciseProgress],
             changed.append(row)
             continue
         newer = row if row.updated_at > old.updated_at else old
+        shown = [at for at in (old.solution_shown_at, row.solution_shown_at) if at is not None]
         changed.append(dataclasses.replace(
             newer, attempts=old.attempts + row.attempts,
-            status="passed" if "passed" in (old.status, row.status) else "failed"))
+            status="passed" if "passed" in (old.status, row.status) else "failed",
+            solution_shown_at=min(shown) if shown else None))
     return changed

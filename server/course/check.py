@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from server.course.loader import PARSERS, load_catalog
-from server.course.model import Catalog, Lesson, LessonError
+from server.course.model import Bounds, Catalog, Lesson, LessonError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,8 @@ class CheckResult:
                 "errors": [error.to_json() for error in self.errors]}
 
 
-def check_paths(paths: Iterable[Path], known_kernels: frozenset[str]) -> CheckResult:
+def check_paths(paths: Iterable[Path], known_kernels: frozenset[str],
+                bounds: Bounds = Bounds()) -> CheckResult:
     """A folder is read as the server reads LS_LESSONS_DIR; a file is read with its course
     folder (so its prerequisites resolve) and only its own errors and its course's are kept."""
     lessons: dict[str, Lesson] = {}
@@ -30,14 +31,14 @@ def check_paths(paths: Iterable[Path], known_kernels: frozenset[str]) -> CheckRe
     errors: list[LessonError] = []
     for path in paths:
         if path.is_dir():
-            catalog = load_catalog(path, known_kernels)
+            catalog = load_catalog(path, known_kernels, bounds)
             keep = None
         elif path.suffix not in PARSERS:
             errors.append(LessonError(str(path), None, "not a lesson file: lessons end in "
                                       + " or ".join(sorted(PARSERS))))
             continue
         else:
-            catalog = load_catalog(path.parent, known_kernels)
+            catalog = load_catalog(path.parent, known_kernels, bounds)
             keep = {str(path.parent / path.name), str(path.parent / "course.yaml")}
         _collect(catalog, keep, lessons, courses, errors)
     if not lessons and not errors:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from server.course.model import Catalog, Course, Lesson, LessonError
+from server.course.model import Bounds, Catalog, Course, Lesson, LessonError
 from server.course.notebook import read_notebook
 from server.course.parse import front_matter, read_lesson, suggest
 
@@ -36,13 +36,15 @@ class _CourseHeader:
     order: int
 
 
-def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
+def load_catalog(root: str | Path, known_kernels: frozenset[str], bounds: Bounds = Bounds()) -> Catalog:
+    """`bounds`: the host's ceilings for an exercise's own limits."""
     root = Path(root)
     errors: list[LessonError] = []
     headers: list[_CourseHeader] = []
     lessons: list[Lesson] = []
     texts: dict[str, str] = {}
     failed: set[str] = set()   # stems of files that did not parse: most likely their slugs
+    left_out: list[tuple[str, str]] = []
     for folder in _course_folders(root):
         files = lesson_files(folder)
         if not files and not (folder / "course.yaml").exists():
@@ -59,20 +61,36 @@ def load_catalog(root: str | Path, known_kernels: frozenset[str]) -> Catalog:
             except (OSError, UnicodeDecodeError) as exc:
                 errors.append(LessonError(path, None, f"cannot read: {exc}"))
                 failed.add(file.stem)
+                left_out.append((file.stem, path))
                 continue
-            parsed = PARSERS[file.suffix](texts[path], path, known_kernels, headers[-1].slug)
+            parsed = PARSERS[file.suffix](texts[path], path, known_kernels, headers[-1].slug, bounds)
             errors.extend(parsed.errors)
             if parsed.lesson is None:
                 failed.add(file.stem)
+                left_out.append((_slug_of(texts[path], file), path))
             else:
                 lessons.append(parsed.lesson)
     kept, cross = _cross_checks(lessons, texts, failed)
     errors.extend(cross)
+    kept_paths = {lesson.path for lesson in kept}
+    left_out.extend((l.slug, l.path) for l in lessons if l.path not in kept_paths)
     courses = tuple(
         Course(h.slug, h.title, h.description,
                tuple(sorted((l for l in kept if l.course == h.slug), key=lambda l: (l.order, l.slug))))
         for h in sorted(headers, key=lambda h: (h.order, h.slug)))
-    return Catalog(courses, tuple(errors))
+    return Catalog(courses, tuple(errors), tuple(left_out))
+
+
+def _slug_of(text: str, file: Path) -> str:
+    """The slug a broken lesson file asks for: its front matter's, else its stem."""
+    if file.suffix == ".md":
+        try:
+            data = front_matter(text, str(file)).data
+        except LessonError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("slug"), str):
+            return data["slug"]
+    return file.stem
 
 
 def _course_folders(root: Path) -> list[Path]:

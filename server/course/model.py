@@ -34,6 +34,32 @@ class Check:
 
 
 @dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The host's ceilings for an exercise's own limits (LS_RUN_TIMEOUT, LS_MEMORY_MB): a lesson
+    asking for more is refused with its file and line, never silently given less."""
+    timeout: float = 10.0
+    memory_mb: int = 256
+
+    @classmethod
+    def of(cls, settings) -> "Bounds":
+        """From the server's Settings (or anything with run_timeout and memory_mb)."""
+        return cls(timeout=settings.run_timeout, memory_mb=settings.memory_mb)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExerciseSettings:
+    """An exercise's own limits and solution rule, from its fence or the lesson's front matter."""
+    timeout: float | None = None       # seconds per run; None: the host's
+    memory_mb: int | None = None       # MiB; None: the host's
+    reveal_after: int | None = None    # failed attempts after which the solution may be shown
+
+    def over(self, defaults: "ExerciseSettings") -> "ExerciseSettings":
+        """These settings, the lesson's defaults where this one says nothing."""
+        return ExerciseSettings(*(mine if mine is not None else theirs for mine, theirs in
+                                  zip(dataclasses.astuple(self), dataclasses.astuple(defaults))))
+
+
+@dataclasses.dataclass(frozen=True)
 class Exercise:
     id: str
     title: str
@@ -46,6 +72,17 @@ class Exercise:
     solution: str | None = None      # hidden reference solution, run by `lessons check --run`
     starter_passes: bool = False     # the untouched starter passes its check on purpose
     solution_line: int = 0           # line of the solution marker (cell number in a notebook)
+    settings: ExerciseSettings = ExerciseSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A code block of the prose marked `runnable`: the learner runs it as written, in the
+    lesson's kernel, with its own output; no check, no attempt (the run is traced)."""
+    id: str          # its position among the lesson's examples, from "1"
+    language: str
+    code: str
+    line: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +98,13 @@ class Lesson:
     body: str                        # the Markdown source without its front matter
     path: str
     course: str
+    examples: tuple[Example, ...] = ()
 
     def exercise(self, exercise_id: str) -> Exercise | None:
         return next((ex for ex in self.exercises if ex.id == exercise_id), None)
+
+    def example(self, example_id: str) -> Example | None:
+        return next((ex for ex in self.examples if ex.id == example_id), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +119,10 @@ class Course:
 class Catalog:
     courses: tuple[Course, ...]
     errors: tuple[LessonError, ...] = ()
+    # (slug, path) of each lesson file left out because of an error, so that `serve --dev`
+    # can show the errors at the lesson's own address (the slug is the file's stem when
+    # the front matter cannot tell it).
+    left_out: tuple[tuple[str, str], ...] = ()
 
     # Pages look lessons up per request; the index is built once per catalog.
     @functools.cached_property

@@ -17,17 +17,21 @@ from typing import Any
 
 import nbformat
 
-from server.course.model import Exercise, Lesson, LessonError
+import dataclasses
+
+from server.course.model import Bounds, Exercise, Lesson, LessonError
 from server.course.parse import (DOES_NOT_COMPILE, Parsed, check_id, default_title, fences,
                                  first_or_raise, make_check, python_syntax_errors, read_header,
-                                 resolve_kernel, section_text, starter_passes, suggest)
+                                 resolve_kernel, runnable_examples, section_text, solution_rule,
+                                 starter_passes, suggest)
 
 CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "solution",
                        "starter", "hints"})
 WHERE = 'the notebook metadata under "lessonserver" (`lessonserver lessons import NOTEBOOK` writes it)'
 
 
-def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Parsed:
+def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "",
+                  bounds: Bounds = Bounds()) -> Parsed:
     try:
         json.loads(text)
     except ValueError as exc:
@@ -47,7 +51,7 @@ def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: s
     kernelspec = nb.metadata.get("kernelspec") or {}
     if isinstance(meta, dict) and "kernel" not in meta and kernelspec.get("name"):
         meta["kernel"] = kernelspec["name"]
-    header = read_header(meta, PurePath(path).stem, known_kernels, report, WHERE)
+    header = read_header(meta, PurePath(path).stem, known_kernels, report, WHERE, bounds)
     blocks: list[str] = []
     exercises: list[Exercise] = []
     kernel = meta.get("kernel") if isinstance(meta, dict) else None
@@ -77,10 +81,14 @@ def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: s
             blocks.append(_fence(f"{language} exercise id={exercise.id}", exercise.starter))
     if errors or header is None:
         return Parsed(None, tuple(errors))
+    # The lesson-wide limits and solution rule of the metadata (cells have no keys for them).
+    exercises = [dataclasses.replace(ex, settings=solution_rule(header.defaults, ex.solution is not None))
+                 for ex in exercises]
+    body = "\n\n".join(blocks) + "\n"
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
                          kernel=header.kernel, paid=header.paid, order=header.order,
                          prerequisites=header.prerequisites, exercises=tuple(exercises),
-                         body="\n\n".join(blocks) + "\n", path=path, course=course), ())
+                         body=body, path=path, course=course, examples=runnable_examples(body)), ())
 
 
 def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:

@@ -2,7 +2,8 @@
 
 Format (lessons/README.md is the author's guide): YAML front matter between `---`
 lines, then Markdown. A fenced block whose info string is
-`<language> exercise id=<id> [title="..."] [starter=fails|passes]` is an exercise;
+`<language> exercise id=<id> [title="..."] [starter=fails|passes] [timeout=5s] [memory=128M]
+[reveal=3]` is an exercise (the last three may also be lesson-wide front-matter keys);
 inside it the starter code comes first, then marker lines (`# --- setup ---`,
 `# --- expected output ---` or `# --- tests ---`, `# --- solution ---`,
 `# --- hint ---`; `-- ---` works as the prefix too, for SQL) open the hidden sections.
@@ -23,17 +24,24 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from server.course.model import Check, CheckKind, Exercise, Lesson, LessonError
+from server.course.model import (Bounds, Check, CheckKind, Example, Exercise, ExerciseSettings,
+                                 Lesson, LessonError)
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 # Every front-matter key with its default, as lessons/README.md documents them.
-HEADER_KEYS = frozenset({"title", "slug", "order", "kernel", "access", "prerequisites", "summary"})
+# An exercise's own limits and solution rule: in its fence, or for every exercise of the lesson
+# in the front matter (the fence wins).
+SETTING_KEYS = frozenset({"timeout", "memory", "reveal"})
+HEADER_KEYS = frozenset({"title", "slug", "order", "kernel", "access", "prerequisites", "summary",
+                         *SETTING_KEYS})
+MIN_MEMORY_MB = 32   # as LS_MEMORY_MB: below this a kernel does not start
 ACCESS = ("free", "paid")
 SECTIONS = ("setup", "expected output", "tests", "solution", "hint")
 MARKER = re.compile(r"^\s*(?:#|--) --- (" + "|".join(SECTIONS) + r") ---\s*$")
 # What an author may have meant as a marker: a comment, dashes, a word or two, dashes.
 NEAR_MARKER = re.compile(r"^\s*(#+|--|//)\s*-{2,}\s*([A-Za-z][A-Za-z _-]*?)\s*-{2,}\s*$")
-EXERCISE_KEYS = frozenset({"id", "title", "starter"})
+EXERCISE_KEYS = frozenset({"id", "title", "starter", *SETTING_KEYS})
+RUNNABLE = "runnable"    # `python runnable`: a prose example the learner may run, unchecked
 STARTER = ("fails", "passes")        # what the untouched starter does against the check
 BOTH_CHECKS = "exercise has both an expected output and tests: keep one check"
 # Jupyter's kernelspec names for the languages our plugins run (a notebook saved by
@@ -57,6 +65,7 @@ class Header:
     paid: bool
     prerequisites: tuple[str, ...]
     summary: str
+    defaults: ExerciseSettings = ExerciseSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +82,7 @@ class ExerciseInfo:
     id: str
     title: str
     starter_passes: bool = False
+    settings: Mapping[str, str] = dataclasses.field(default_factory=dict)  # raw SETTING_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +106,8 @@ def resolve_kernel(name: str, known_kernels: frozenset[str]) -> str | None:
     return alias if alias in known_kernels else None
 
 
-def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Parsed:
+def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "",
+                bounds: Bounds = Bounds()) -> Parsed:
     errors: list[LessonError] = []
     try:
         front = front_matter(text, path)
@@ -106,17 +117,33 @@ def read_lesson(text: str, path: str, known_kernels: frozenset[str], course: str
     def report(key: str | None, message: str, hint: str | None = None) -> None:
         errors.append(LessonError(path, front.key_lines.get(key, 1) if key else 1, message, hint))
 
-    header = read_header(front.data, PurePath(path).stem, known_kernels, report, "the front matter")
+    header = read_header(front.data, PurePath(path).stem, known_kernels, report, "the front matter",
+                         bounds)
     lines = text.splitlines()
     body = "\n".join(lines[front.body_start:]) + ("\n" if front.body_start < len(lines) else "")
     # Hidden code runs in the lesson's kernel, whatever the fence's language says.
-    exercises = _exercises(body, front.body_start, path, errors, header.kernel if header else None)
+    exercises = _exercises(body, front.body_start, path, errors, header.kernel if header else None,
+                           bounds, header.defaults if header else ExerciseSettings())
     if errors or header is None:
         return Parsed(None, tuple(sorted(errors, key=lambda error: error.line or 0)))
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
                          kernel=header.kernel, paid=header.paid, order=header.order,
                          prerequisites=header.prerequisites, exercises=exercises, body=body,
-                         path=path, course=course), ())
+                         path=path, course=course,
+                         examples=runnable_examples(body, front.body_start)), ())
+
+
+def is_runnable(info: str) -> bool:
+    words = info.split()
+    return len(words) == 2 and words[1] == RUNNABLE
+
+
+def runnable_examples(body: str, offset: int = 0) -> tuple[Example, ...]:
+    """The prose's code blocks marked `runnable`, numbered from 1 in the order they appear
+    (the renderer numbers them the same way)."""
+    found = [token for token, closed in fences(body) if closed and is_runnable(token.info)]
+    return tuple(Example(str(n), token.info.split()[0], token.content, offset + token.map[0] + 1)
+                 for n, token in enumerate(found, start=1))
 
 
 def parse_lesson(text: str, path: str, known_kernels: frozenset[str], course: str = "") -> Lesson:
@@ -163,7 +190,7 @@ def front_matter(text: str, path: str) -> FrontMatter:
 
 
 def read_header(data: Any, stem: str, known_kernels: frozenset[str], report: Report,
-                where: str) -> Header | None:
+                where: str, bounds: Bounds = Bounds()) -> Header | None:
     """Validate the header keys, shared by Markdown front matter and notebook metadata;
     every problem is reported, and the Header comes back only when there is none.
     `where` names the place a missing key goes, for the message."""
@@ -209,11 +236,14 @@ def read_header(data: Any, stem: str, known_kernels: frozenset[str], report: Rep
     summary = data.get("summary") or ""
     if not isinstance(summary, str):
         bad("summary", "summary must be text")
+    defaults, problems = exercise_settings({k: data[k] for k in SETTING_KEYS if k in data}, bounds)
+    for key, message in problems:
+        bad(key, message)
     if count:
         return None
     return Header(title=title.strip(), slug=slug, order=order,
                   kernel=resolve_kernel(kernel, known_kernels) or kernel, paid=access == "paid",
-                  prerequisites=tuple(prerequisites), summary=summary.strip())
+                  prerequisites=tuple(prerequisites), summary=summary.strip(), defaults=defaults)
 
 
 def exercise_info(info: str) -> ExerciseInfo | None:
@@ -242,13 +272,66 @@ def exercise_info(info: str) -> ExerciseInfo | None:
                              f"title=\"{fields['title']} {part}...\"")
         if not sep or key not in EXERCISE_KEYS:
             hint = suggest(key, EXERCISE_KEYS)
-            raise ValueError(f"bad exercise field {part!r}: use id=<id>, title=\"...\" and "
-                             f"starter=passes" + (f" ({hint})" if hint else ""))
+            raise ValueError(f"bad exercise field {part!r}: use id=<id>, title=\"...\", "
+                             f"starter=passes, timeout=<seconds>, memory=<MiB> or reveal=<attempts>"
+                             + (f" ({hint})" if hint else ""))
         fields[key] = value
     ex_id = fields.get("id", "")
     check_id(ex_id)
     return ExerciseInfo(words[0], ex_id, fields.get("title") or default_title(ex_id),
-                        starter_passes(fields.get("starter")))
+                        starter_passes(fields.get("starter")),
+                        {key: fields[key] for key in SETTING_KEYS if key in fields})
+
+
+SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s?\s*$")
+MEBIBYTES = re.compile(r"^\s*(\d+)\s*(?:m|mb|mib)?\s*$", re.I)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Limit:
+    """How an exercise writes one of its limits, and the host's bound on it."""
+    pattern: re.Pattern
+    number: Callable[[str], float]
+    smallest: float
+    bound: str            # the Bounds field
+    unit: str
+    setting: str          # the host's setting that sets the bound
+    how: str              # for the error: how to write it
+
+
+LIMITS = {"timeout": _Limit(SECONDS, float, 0.001, "timeout", "s", "LS_RUN_TIMEOUT",
+                            "seconds, like timeout=5 or 2.5s"),
+          "memory": _Limit(MEBIBYTES, int, MIN_MEMORY_MB, "memory_mb", "MiB", "LS_MEMORY_MB",
+                           f"MiB, {MIN_MEMORY_MB} or more, like memory=128 or 128M")}
+
+
+def exercise_settings(raw: Mapping[str, object], bounds: Bounds
+                      ) -> tuple[ExerciseSettings, list[tuple[str, str]]]:
+    """`timeout`, `memory` and `reveal` as values, within the host's bounds; with (key, message)
+    for each one that is malformed or beyond them (a lesson is refused, never given less)."""
+    problems: list[tuple[str, str]] = []
+    values: dict[str, float | int | None] = {"timeout": None, "memory": None, "reveal": None}
+    for key, given in raw.items():
+        text = str(given) if isinstance(given, (str, int, float)) and not isinstance(given, bool) else ""
+        limit = LIMITS.get(key)
+        if limit is not None:
+            match = limit.pattern.match(text)
+            value = limit.number(match[1]) if match else 0
+            ceiling = getattr(bounds, limit.bound)
+            if value < limit.smallest:
+                problems.append((key, f"bad {key} {given!r}: write {limit.how}"))
+            elif value > ceiling:
+                problems.append((key, f"{key} {value:g} {limit.unit} is beyond this server's limit "
+                                      f"of {ceiling:g} {limit.unit} ({limit.setting})"))
+            else:
+                values[key] = value
+        elif key == "reveal":
+            if not text.isdigit() or int(text) < 1:
+                problems.append((key, f"bad reveal {given!r}: write the number of attempts after "
+                                      "which the solution may be shown, like reveal=3"))
+            else:
+                values[key] = int(text)
+    return ExerciseSettings(values["timeout"], values["memory"], values["reveal"]), problems
 
 
 def starter_passes(value: object) -> bool:
@@ -323,7 +406,8 @@ def fences(markdown: str) -> Iterator[tuple[Token, bool]]:
 
 
 def _exercises(body: str, offset: int, path: str, errors: list[LessonError],
-               kernel: str | None) -> tuple[Exercise, ...]:
+               kernel: str | None, bounds: Bounds = Bounds(),
+               defaults: ExerciseSettings = ExerciseSettings()) -> tuple[Exercise, ...]:
     exercises: list[Exercise] = []
     seen: set[str] = set()
     for token, closed in fences(body):
@@ -343,7 +427,8 @@ def _exercises(body: str, offset: int, path: str, errors: list[LessonError],
             errors.append(LessonError(path, line, f"duplicate exercise id {info.id!r}"))
             continue
         seen.add(info.id)
-        exercise = _exercise(info, token.content, line, path, errors, kernel or info.language)
+        exercise = _exercise(info, token.content, line, path, errors, kernel or info.language,
+                             bounds, defaults)
         if exercise is not None:
             exercises.append(exercise)
     return tuple(exercises)
@@ -365,11 +450,16 @@ class _Section:
 
 
 def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
-              errors: list[LessonError], runs_as: str) -> Exercise | None:
+              errors: list[LessonError], runs_as: str, bounds: Bounds = Bounds(),
+              defaults: ExerciseSettings = ExerciseSettings()) -> Exercise | None:
     before = len(errors)
 
     def error(line: int, message: str, hint: str | None = None) -> None:
         errors.append(LessonError(path, line, f"{message} (exercise {info.id!r})", hint))
+
+    own, problems = exercise_settings(info.settings, bounds)
+    for _, message in problems:
+        error(fence_line, message)
 
     sections: dict[str, _Section] = {"starter": _Section(fence_line)}
     hints: list[_Section] = []
@@ -414,6 +504,9 @@ def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
         error(first + line - 1, f"{DOES_NOT_COMPILE[part]}: {message}")
     if "solution" in sections and not sections["solution"].text.strip():
         error(sections["solution"].line, "solution section is empty")
+    if own.reveal_after is not None and "solution" not in sections:
+        error(fence_line, f"reveal={own.reveal_after} shows the solution, but there is none",
+              "add a `# --- solution ---` section")
     if len(errors) > before or check is None:
         return None
     return Exercise(id=info.id, title=info.title, language=info.language,
@@ -422,7 +515,13 @@ def _exercise(info: ExerciseInfo, content: str, fence_line: int, path: str,
                     hints=tuple(filter(None, (hint.text for hint in hints))), line=fence_line,
                     solution=sections["solution"].text if "solution" in sections else None,
                     starter_passes=info.starter_passes,
-                    solution_line=sections["solution"].line if "solution" in sections else 0)
+                    solution_line=sections["solution"].line if "solution" in sections else 0,
+                    settings=solution_rule(own.over(defaults), "solution" in sections))
+
+
+def solution_rule(settings: ExerciseSettings, has_solution: bool) -> ExerciseSettings:
+    """A lesson-wide `reveal` applies only to the exercises that have a solution to show."""
+    return settings if has_solution else dataclasses.replace(settings, reveal_after=None)
 
 
 def section_text(lines: list[str] | None) -> str | None:

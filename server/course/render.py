@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 
 from server.course.model import Exercise, Lesson
-from server.course.parse import exercise_info
+from server.course.parse import exercise_info, is_runnable
 
 TAGS = frozenset({
     "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
@@ -30,14 +30,14 @@ ATTRIBUTES = {
     "pre": {"class"},
     "div": {"class"},
     "details": {"class"},
-    "section": {"class", "data-exercise", "data-language"},
+    "section": {"class", "data-exercise", "data-example", "data-language", "data-reveal-after"},
 }
 
 
 def render_lesson(lesson: Lesson) -> str:
     md = MarkdownIt("commonmark", {"html": True}).enable("table")
     md.add_render_rule("fence", _fence)
-    env = {"exercises": {ex.id: ex for ex in lesson.exercises}}
+    env = {"exercises": {ex.id: ex for ex in lesson.exercises}, "examples": 0}
     tokens = _without_title(md.parse(lesson.body, env), lesson.title)
     return sanitize(md.renderer.render(tokens, md.options, env))
 
@@ -64,6 +64,12 @@ def _fence(renderer, tokens, idx, options, env) -> str:
     except ValueError:
         info = None  # the parser already refused such a lesson; show it as code
     exercise = env["exercises"].get(info.id) if info else None
+    if exercise is None and is_runnable(token.info):
+        env["examples"] += 1     # numbered as parse.runnable_examples numbers them
+        language = escapeHtml(token.info.split()[0])
+        return (f'<div class="cell"><section class="example" data-example="{env["examples"]}" '
+                f'data-language="{language}"><pre class="example-code"><code class="language-{language}">'
+                f'{escapeHtml(token.content)}</code></pre></section></div>\n')
     if exercise is None:
         language = token.info.split(None, 1)[0] if token.info.strip() else ""
         css = f' class="language-{escapeHtml(language)}"' if language else ""
@@ -75,7 +81,10 @@ def placeholder(exercise: Exercise) -> str:
     """Where the UI mounts the editor: the starter and the hints, never the hidden parts."""
     hints = "".join(f'<details class="hint"><summary>Hint {n}</summary><pre>{escapeHtml(hint)}</pre>'
                     f"</details>" for n, hint in enumerate(exercise.hints, start=1))
+    reveal = exercise.settings.reveal_after
+    reveal_attr = f' data-reveal-after="{reveal}"' if reveal is not None else ""
     return (f'<div class="cell"><section class="exercise" data-exercise="{escapeHtml(exercise.id)}" '
-            f'data-language="{escapeHtml(exercise.language)}"><h3>{escapeHtml(exercise.title)}</h3>'
+            f'data-language="{escapeHtml(exercise.language)}"{reveal_attr}>'
+            f'<h3>{escapeHtml(exercise.title)}</h3>'
             f'<pre class="starter"><code>{escapeHtml(exercise.starter)}</code></pre>{hints}</section>'
             f"</div>\n")

@@ -26,7 +26,7 @@ from server.accounts.connections import PerIpCap
 from server.exercise_runner import ExerciseRunner
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
-from server.learning import last_run
+from server.learning import last_run, reveal
 from server.lesson_sessions import LessonSession, LessonSessions
 from server.admin.flags import RUNS_PAUSED, FeatureFlags
 from server.library import Shelf
@@ -48,6 +48,11 @@ def kernel_tag(kernel_id: str) -> str:
     return hashlib.sha256(kernel_id.encode()).hexdigest()[:16]
 
 
+# The frames that run code: an exercise (checked), or a runnable example of the prose (not).
+RUNS = {"run": ("run", "exercise", "code"), "example": ("run", "example")}
+RUN_NAMES = {"run": "a run frame", "example": "an example frame"}
+
+
 class ProtocolError(ValueError):
     """A frame the client should not have sent; told to the client, the socket stays open."""
 
@@ -59,16 +64,19 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"frames must be JSON objects: {exc}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ProtocolError("frames must be JSON objects with a string 'type'")
-    if frame["type"] == "run":
-        for key in ("run", "exercise", "code"):
+    if frame["type"] in RUNS:
+        for key in RUNS[frame["type"]]:
             if not isinstance(frame.get(key), str):
-                raise ProtocolError(f"a run frame needs a string {key!r}")
+                raise ProtocolError(f"{RUN_NAMES[frame['type']]} needs a string {key!r}")
     elif frame["type"] == "input":
         if not isinstance(frame.get("value"), str):
             raise ProtocolError("an input frame needs a string 'value'")
     elif frame["type"] == "hello":
         if not isinstance(frame.get("session"), str):
             raise ProtocolError("a hello frame needs a string 'session'")
+    elif frame["type"] == "solution":
+        if not isinstance(frame.get("exercise"), str):
+            raise ProtocolError("a solution frame needs a string 'exercise'")
     elif frame["type"] not in ("interrupt", "restart"):
         raise ProtocolError(f"unknown frame type {frame['type']!r}")
     return frame
@@ -159,7 +167,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                        "message": "This lesson is open in another tab; reload to work here."})
             return
         kind = frame["type"]
-        if kind == "run":
+        if kind in RUNS:
             if session.refusing is not None:       # the server is stopping
                 self.send({"type": "error", "run": frame["run"], "message": session.refusing})
                 return
@@ -178,6 +186,17 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             asyncio.create_task(self._control(session, self.manager.interrupt, "interrupt"))
         elif kind == "restart":
             asyncio.create_task(self._control(session, self._restart, "restart"))
+        elif kind == "solution":
+            asyncio.create_task(self._solution(frame["exercise"]))
+
+    async def _solution(self, exercise_id: str) -> None:
+        """The solution of an exercise with `reveal=N`, once the learner's row counts N attempts."""
+        exercise = self.library.catalog.exercise(self.lesson.slug, exercise_id)
+        shown = reveal.Reveal(None, f"This lesson has no exercise {exercise_id!r}.")
+        if exercise is not None:
+            shown = await reveal.reveal(self.common.engine, self.user.id, self.lesson.slug, exercise)
+        self.send({"type": "solution", "exercise": exercise_id, "solution": shown.solution,
+                   "message": shown.message})
 
     def _hello(self, session: LessonSession, had: str) -> None:
         """The page had a kernel: if this process does not hold it (the page's process went
@@ -220,10 +239,15 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         """The run belongs to the session: it goes on, and is reported, if this socket drops."""
         send = session.send
         run_id = frame["run"]
-        exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
+        example = None
+        if frame["type"] == "example":
+            lesson = self.library.catalog.lesson(self.lesson.slug)
+            example = exercise = lesson.example(frame["example"]) if lesson else None
+        else:
+            exercise = self.library.catalog.exercise(self.lesson.slug, frame["exercise"])
         if exercise is None:
-            send({"type": "error", "run": run_id,
-                  "message": f"This lesson has no exercise {frame['exercise']!r}."})
+            what = "example" if frame["type"] == "example" else "exercise"
+            send({"type": "error", "run": run_id, "message": f"This lesson has no {what} {frame[what]!r}."})
             return
         try:   # the first run is worth keeping: the visitor gets its row now
             await self.persist_user()
@@ -281,10 +305,15 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                 session.asking = None
 
         try:
-            outcome = await self.runner.run(
-                user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
-                exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input,
-                started=started)
+            if example is not None:
+                outcome = await self.runner.run_example(
+                    user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
+                    example=example, on_output=on_output, started=started)
+            else:
+                outcome = await self.runner.run(
+                    user_id=session.user_id, kernel_id=kernel_id, lesson=self.lesson,
+                    exercise=exercise, code=frame["code"], on_output=on_output, on_input=on_input,
+                    started=started)
         except UnknownKernel:
             session.kernel_id = None
             send({"type": "error", "run": run_id, "message": "The kernel was shut down; run again."})
@@ -296,6 +325,11 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             return
         result = outcome.result
         send({"type": "kernel", "state": "idle", "message": None})
+        if outcome.verdict is None:        # an example: its output, no verdict, no progress
+            send({"type": "result", "run": run_id, "trace": outcome.run_id, "example": example.id,
+                  "status": result.status.value,
+                  "limit": result.limit.value if result.limit else None, "message": result.message})
+            return
         send({"type": "result", "run": run_id, "trace": outcome.run_id, "exercise": exercise.id,
               "status": result.status.value, "limit": result.limit.value if result.limit else None,
               "message": result.message,

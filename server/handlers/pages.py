@@ -103,6 +103,13 @@ class LessonHandler(LearnerPage):
 
     async def get(self, slug: str) -> None:
         self.vary_on_identity()
+        library = self.library.current if self.settings_.dev else None
+        if library is not None and slug in library.problems and library.catalog.lesson(slug) is None:
+            # `serve --dev`: the author sees why the lesson is left out, where it would be
+            self.set_header("Cache-Control", "no-store")
+            self.render("lesson_problems.html", slug=slug, errors=library.problems[slug],
+                        version=library.versions.get(slug, ""))
+            return
         if not await self.has_own_state():
             entry = await self.cache.get(keys.LESSON, slug, lambda: self.render_anonymous(slug))
             if entry.negative:
@@ -111,9 +118,10 @@ class LessonHandler(LearnerPage):
             if lesson is None:   # another process's answer, from a course this one lacks
                 raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
             new_visitor = not self.has_identity()
-            if lesson.exercises and new_visitor:   # its runs need an identity: a cookie, no row yet
+            runs = bool(lesson.exercises or lesson.examples)
+            if runs and new_visitor:   # its runs need an identity: a cookie, no row yet
                 await self.ensure_user()
-            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not lesson.exercises)
+            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not runs)
             return
         lesson = self.library.catalog.lesson(slug)
         if lesson is None:
@@ -139,7 +147,8 @@ class LessonHandler(LearnerPage):
                     titles={l.slug: l.title for c in catalog.courses for l in c.lessons},
                     body=self.library.bodies[lesson.slug] if state.access.open else "",
                     saved=_saved_work(self.progress_rows, lesson) if state.access.open else {},
-                    next_lesson=_next_lesson(course, lesson.slug))
+                    next_lesson=_next_lesson(course, lesson.slug),
+                    version=self.library.versions.get(lesson.slug, "") if self.settings_.dev else "")
 
 
 def lock_status(state: progress_view.LessonState) -> int:
@@ -151,8 +160,11 @@ def lock_status(state: progress_view.LessonState) -> int:
 def _saved_work(rows, lesson) -> dict:
     """Each exercise's status, attempts and last submitted code, for the page's editors."""
     ids = {exercise.id for exercise in lesson.exercises}
+    shown = {exercise.id: exercise.solution for exercise in lesson.exercises}
     return {row.exercise_id: {"status": row.status.value,
-                              "attempts": row.attempts, "code": row.code}
+                              "attempts": row.attempts, "code": row.code,
+                              # a solution once shown (reveal=N) stays shown
+                              **({"solution": shown[row.exercise_id]} if row.solution_shown_at else {})}
             for row in rows if row.lesson_slug == lesson.slug and row.exercise_id in ids}
 
 

@@ -116,7 +116,8 @@ async def carry_over(engine: AsyncEngine, anonymous_id: str, user_id: str) -> in
             stmt = upsert(engine, Progress.__table__)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["user_id", "lesson_slug", "exercise_id"],
-                set_={name: stmt.excluded[name] for name in ("status", "attempts", "code", "updated_at")})
+                set_={name: stmt.excluded[name] for name in ("status", "attempts", "code", "updated_at",
+                                                             "last_run", "solution_shown_at")})
             await conn.execute(stmt, [{"user_id": user_id, **dataclasses.asdict(row)} for row in merged])
         await conn.execute(sa.update(Run).where(Run.user_id == anonymous_id).values(user_id=user_id))
         await conn.execute(sa.delete(Progress).where(Progress.user_id == anonymous_id))

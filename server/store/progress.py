@@ -31,6 +31,7 @@ class ProgressRow:
     attempts: int
     code: str             # the learner's latest submission, passing or not
     updated_at: dt.datetime
+    solution_shown_at: dt.datetime | None = None   # first shown the solution (reveal=N)
 
 
 COLUMNS = tuple(getattr(Progress, f.name) for f in dataclasses.fields(ProgressRow))
@@ -62,6 +63,20 @@ async def last_runs(engine: AsyncEngine, user_id: str, lesson_slug: str) -> dict
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return {exercise_id: last_run for exercise_id, last_run in rows}
+
+
+async def mark_solution_shown(engine: AsyncEngine, user_id: str, lesson_slug: str,
+                              exercise_id: str) -> ProgressRow | None:
+    """Record that the learner was shown the solution (the first time counts); None when the
+    learner has no row for the exercise (no attempt yet)."""
+    stmt = (sa.update(Progress)
+            .where(Progress.user_id == user_id, Progress.lesson_slug == lesson_slug,
+                   Progress.exercise_id == exercise_id)
+            .values(solution_shown_at=sa.func.coalesce(Progress.solution_shown_at, utcnow()))
+            .returning(*COLUMNS))
+    async with engine.begin() as conn:
+        row = (await conn.execute(stmt)).mappings().one_or_none()
+    return _row(row) if row is not None else None
 
 
 async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_id: str,

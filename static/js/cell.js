@@ -89,6 +89,72 @@ export class Cell {
     editorBox.after(bar, this.banner, this.stdin, this.outputNode);
     this.setStatus(saved.status, saved.attempts);
     this.interruptButton.disabled = true;
+    this.buildHints();
+    this.attempts = saved.attempts || 0;
+    this.revealAfter = Number(this.section.dataset.revealAfter || 0);
+    if (this.revealAfter) this.buildSolution(saved.solution);
+  }
+
+  // Hints come one at a time, in order, each when the learner asks for the next.
+  buildHints() {
+    this.hints = [...this.section.querySelectorAll("details.hint")];
+    if (!this.hints.length) return;
+    for (const hint of this.hints) hint.hidden = true;
+    this.shownHints = 0;
+    this.hintButton = el("button", {type: "button", class: "btn-hint", "data-action": "hint"});
+    this.hintButton.addEventListener("click", () => this.nextHint());
+    this.hints[this.hints.length - 1].after(this.hintButton);
+    this.labelHintButton();
+  }
+
+  nextHint() {
+    const hint = this.hints[this.shownHints];
+    if (!hint) return;
+    this.shownHints += 1;
+    hint.hidden = false;
+    hint.open = true;
+    this.labelHintButton();
+  }
+
+  labelHintButton() {
+    const total = this.hints.length;
+    this.hintButton.hidden = this.shownHints >= total;
+    this.hintButton.textContent = total === 1 ? "Show a hint" : `Show hint ${this.shownHints + 1} of ${total}`;
+  }
+
+  // `reveal=N`: after N attempts the learner may ask for the solution (the server counts them).
+  buildSolution(solution) {
+    const bar = el("div", {class: "solution-bar"});
+    this.solutionButton = el("button", {type: "button", class: "btn-solution", "data-action": "solution"},
+                             "Show the solution");
+    this.solutionButton.addEventListener("click", () => this.page.send({type: "solution", exercise: this.id}));
+    this.solutionNote = el("span", {class: "solution-note", "aria-live": "polite"});
+    bar.append(this.solutionButton, " ", this.solutionNote);
+    this.solutionBox = el("details", {class: "solution", open: ""});
+    this.solutionBox.hidden = true;
+    this.outputNode.after(bar, this.solutionBox);
+    if (solution) this.showSolution(solution); else this.updateSolutionButton();
+  }
+
+  updateSolutionButton() {
+    if (!this.solutionButton || this.solutionShown) return;
+    const left = this.revealAfter - this.attempts;
+    this.solutionButton.disabled = left > 0;
+    this.solutionNote.textContent = left > 0
+      ? `It opens after ${this.revealAfter} attempt${this.revealAfter === 1 ? "" : "s"} (${left} more).` : "";
+  }
+
+  showSolution(code) {
+    this.solutionShown = true;
+    this.solutionBox.replaceChildren(el("summary", {}, "Solution"), el("pre", {class: "solution-code"}, code));
+    this.solutionBox.hidden = false;
+    this.solutionButton.hidden = true;
+    this.solutionNote.textContent = "";
+  }
+
+  solution(msg) {
+    if (msg.solution) this.showSolution(msg.solution);
+    else if (this.solutionNote) this.solutionNote.textContent = msg.message || "";
   }
 
   button(bar, label, name, action, title) {
@@ -164,7 +230,11 @@ export class Cell {
   finished(msg) {
     const {kind, text} = verdictBanner(msg);
     this.showBanner(kind, text);
-    if (msg.verdict) this.setStatus(msg.verdict.passed ? "passed" : "failed", undefined, kind);
+    if (msg.verdict) {
+      this.setStatus(msg.verdict.passed ? "passed" : "failed", undefined, kind);
+      this.attempts += 1;    // each judged run is an attempt in the learner's progress
+      this.updateSolutionButton();
+    }
     this.done();
   }
 

@@ -4,6 +4,7 @@ import {Cell} from "./cell.js";
 import {Connection} from "./connection.js";
 import {completeNote, isComplete} from "./complete.js";
 import {draftStore} from "./drafts.js";
+import {ExampleCell} from "./example.js";
 
 const STATE_WORDS = {
   none: "not started (it starts on your first run)", connecting: "connecting…", starting: "starting", idle: "idle", busy: "busy",
@@ -38,6 +39,8 @@ class Page {
       const cell = new Cell(section, this, saved[section.dataset.exercise] || {});
       this.cells.set(cell.id, cell);
     }
+    this.examples = [...article.querySelectorAll("section.example[data-example]")]
+      .map((section) => new ExampleCell(section, this));
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.connection = new Connection(`${scheme}//${location.host}/lessons/${encodeURIComponent(this.slug)}/ws`, {
       open: () => this.opened(),
@@ -132,6 +135,10 @@ class Page {
           if (restored) restored.restore(last);
         }
         return undefined;
+      case "solution": {
+        const asked = this.cells.get(msg.exercise);
+        return asked && asked.solution(msg);
+      }
       case "error": return this.error(msg, cell);
       default: return undefined;
     }
@@ -194,7 +201,7 @@ class Page {
 
 function main() {
   const article = document.querySelector("article.lesson[data-lesson]");
-  if (!article || !article.querySelector("section.exercise[data-exercise]")) return;
+  if (!article || !article.querySelector("section.exercise[data-exercise], section.example[data-example]")) return;
   const page = new Page(article);
   // A hook for tests and the curious: the editors by exercise id.
   window.lessonserver = {

@@ -1,0 +1,133 @@
+"""Per-exercise settings: the parser reads timeout, memory and reveal from the fence or the front
+matter within the host's bounds (or refuses the lesson at the line), and a real Docker run is cut
+at the exercise's own time limit with the plain message."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kernels.manager import KernelManager
+from kernels.plugins import discover
+from kernels.quotas import Tier
+from kernels.result import LimitHit, RunLimits, RunStatus
+from kernels.sandbox import create_sandbox
+from server.course.model import Bounds, ExerciseSettings
+from server.course.parse import read_lesson
+from server.exercise_attempt import attempt
+from server.exercise_steps import StepKind, run_limits
+from server.learning import messages
+from tests import services
+
+KERNELS = frozenset({"python"})
+BOUNDS = Bounds(timeout=10, memory_mb=256)
+
+
+def lesson(fence: str = "", header: str = "", solution: bool = True) -> str:
+    return (f"---\ntitle: T\nkernel: python\n{header}---\n"
+            f"```python exercise id=loop {fence}\n"
+            "x = 1\n"
+            "# --- expected output ---\n"
+            "1\n"
+            + ("# --- solution ---\nprint(1)\n" if solution else "")
+            + "```\n")
+
+
+def settings(text: str) -> ExerciseSettings:
+    parsed = read_lesson(text, "c/t.md", KERNELS, bounds=BOUNDS)
+    assert parsed.errors == (), parsed.errors
+    return parsed.lesson.exercises[0].settings
+
+
+def errors(text: str) -> list[str]:
+    return [str(error) for error in read_lesson(text, "c/t.md", KERNELS, bounds=BOUNDS).errors]
+
+
+@pytest.mark.parametrize("fence, expected", [
+    ("", ExerciseSettings()),
+    ("timeout=3", ExerciseSettings(timeout=3.0)),
+    ("timeout=2.5s memory=128M reveal=2", ExerciseSettings(2.5, 128, 2)),
+    ("memory=64MiB", ExerciseSettings(memory_mb=64)),
+    ("timeout=10 memory=256", ExerciseSettings(10.0, 256)),     # the bounds themselves
+])
+def test_the_fence_gives_an_exercise_its_own_settings(fence, expected):
+    assert settings(lesson(fence)) == expected
+
+
+def test_the_front_matter_gives_every_exercise_defaults_and_the_fence_wins():
+    header = "timeout: 4\nmemory: 100\nreveal: 5\n"
+    assert settings(lesson("", header)) == ExerciseSettings(4.0, 100, 5)
+    assert settings(lesson("timeout=2 reveal=1", header)) == ExerciseSettings(2.0, 100, 1)
+    # a lesson-wide reveal concerns only the exercises that have a solution to show
+    assert settings(lesson("", header, solution=False)) == ExerciseSettings(4.0, 100, None)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (lesson("timeout=30"), "c/t.md:5: timeout 30 s is beyond this server's limit of 10 s "
+                           "(LS_RUN_TIMEOUT) (exercise 'loop')"),
+    (lesson("memory=4096"), "c/t.md:5: memory 4096 MiB is beyond this server's limit of 256 MiB "
+                            "(LS_MEMORY_MB) (exercise 'loop')"),
+    (lesson("timeout=soon"), "c/t.md:5: bad timeout 'soon': write seconds, like timeout=5 or 2.5s "
+                             "(exercise 'loop')"),
+    (lesson("memory=8"), "c/t.md:5: bad memory '8': write MiB, 32 or more, like memory=128 or 128M "
+                         "(exercise 'loop')"),
+    (lesson("reveal=0"), "c/t.md:5: bad reveal '0': write the number of attempts after which the "
+                         "solution may be shown, like reveal=3 (exercise 'loop')"),
+    (lesson("reveal=2", solution=False), "c/t.md:5: reveal=2 shows the solution, but there is none "
+                                         "(exercise 'loop') (add a `# --- solution ---` section)"),
+    (lesson("", "order: 1\ntimeout: 11\n"), "c/t.md:5: timeout 11 s is beyond this server's limit "
+                                             "of 10 s (LS_RUN_TIMEOUT)"),
+    (lesson("timout=3"), "c/t.md:5: bad exercise field 'timout=3': use id=<id>, title=\"...\", "
+                         "starter=passes, timeout=<seconds>, memory=<MiB> or reveal=<attempts> "
+                         "(did you mean `timeout`?)"),
+])
+def test_settings_beyond_the_host_or_malformed_refuse_the_lesson_at_their_line(text, expected):
+    assert errors(text) == [expected]
+
+
+def test_the_run_limits_are_the_hosts_with_the_exercises_own():
+    parsed = read_lesson(lesson("timeout=3 memory=64"), "c/t.md", KERNELS, bounds=BOUNDS)
+    exercise = parsed.lesson.exercises[0]
+    host = RunLimits(timeout=10, memory_mb=256, output_bytes=1000)
+    assert run_limits(host, exercise) == RunLimits(timeout=3, memory_mb=64, output_bytes=1000)
+    # a plugin's stricter limit still wins over the exercise's
+    assert run_limits(RunLimits(timeout=2, memory_mb=48), exercise).timeout == 2
+    plain = read_lesson(lesson(), "c/t.md", KERNELS).lesson.exercises[0]
+    assert run_limits(host, plain) == host
+
+
+@pytest.mark.docker
+async def test_a_docker_run_is_cut_at_the_exercises_own_time_limit(make_settings):
+    services.ensure_docker()
+    endless = read_lesson(lesson("timeout=2"), "c/t.md", KERNELS, bounds=BOUNDS).lesson.exercises[0]
+    settings = make_settings(LS_SANDBOX="docker", LS_RUN_TIMEOUT="10")
+    sandbox = create_sandbox(settings)
+    manager = KernelManager(settings, sandbox, discover())
+    await manager.startup()
+    try:
+        kernel = await manager.start("limits-test", "python", Tier.EXEMPT)
+        code = "while True:\n    pass\n"
+        started = time.monotonic()
+        done = await attempt(manager, kernel.id, "python", endless, code, owner="limits-test")
+        took = time.monotonic() - started
+        result = done.results[StepKind.LEARNER]
+        assert (result.status, result.limit) == (RunStatus.LIMIT, LimitHit.TIMEOUT)
+        assert 2 <= took < 8, took          # the host's 10 s never came into it
+        shown = messages.for_learner(result, code, run_limits(manager.limits("python"), endless).timeout)
+        assert shown.message.startswith("Your code ran longer than 2 s, so it was stopped. "
+                                        "Is there an endless loop?"), shown.message
+        assert not any("KeyboardInterrupt" in str(o.to_json()) for o in shown.outputs)
+        assert not done.verdict.passed
+    finally:
+        await manager.close()
+        await sandbox.close()
+
+
+def test_the_solution_opens_after_the_attempts_reveal_asks_for():
+    from server.learning.reveal import refusal
+    exercise = read_lesson(lesson("reveal=2"), "c/t.md", KERNELS).lesson.exercises[0]
+    assert refusal(exercise, 0) == "The solution opens after 2 attempts: 2 more to go."
+    assert refusal(exercise, 1) == "The solution opens after 2 attempts: 1 more to go."
+    assert refusal(exercise, 2) is None and refusal(exercise, 5) is None
+    never = read_lesson(lesson(), "c/t.md", KERNELS).lesson.exercises[0]
+    assert refusal(never, 99) == "This exercise does not show its solution."
