@@ -37,6 +37,7 @@ from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
 from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
+from server.handlers import admin_learning
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
@@ -242,6 +243,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *admin_learning.routes(common, runtime.secrets.api_token, limiter, runtime.library),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *accounts.routes(common, limiter, runtime.mailer),

@@ -187,7 +187,10 @@ class Run(Base):
                       sa.Index("ix_runs_exercise_requested", "exercise_id", "requested_at"),
                       sa.Index("ix_runs_status_requested", "status", "requested_at"),
                       sa.Index("ix_runs_total_ms", "total_ms"),
-                      sa.Index("ix_runs_first_output_ms", "first_output_ms"))
+                      sa.Index("ix_runs_first_output_ms", "first_output_ms"),
+                      # The learning pages: one lesson's runs per exercise and learner, in order.
+                      sa.Index("ix_runs_lesson_learner", "lesson_slug", "exercise_id", "user_id",
+                               "requested_at", "verdict"))
 
 
 class TraceEvent(Base):

@@ -19,7 +19,7 @@ from server.config import PROJECT_ROOT
 from tests import services
 from tests.test_trace_support import fresh_postgres
 
-HEAD = "0006"   # the newest revision
+HEAD = "0007"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",
@@ -65,6 +65,7 @@ CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
 CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
 CREATE INDEX ix_runs_total_ms ON runs (total_ms);
 CREATE INDEX ix_runs_first_output_ms ON runs (first_output_ms);
+CREATE INDEX ix_runs_lesson_learner ON runs (lesson_slug, exercise_id, user_id, requested_at, verdict);
 """
 
 
