@@ -37,7 +37,7 @@ from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
 from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
                              billing as billing_pages, kernels_api)
-from server.handlers import admin_learning
+from server.handlers import admin_learning, admin_users
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
@@ -244,6 +244,7 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
         *admin_learning.routes(common, runtime.secrets.api_token, limiter, runtime.library),
+        *admin_users.routes(common, runtime.secrets.api_token, limiter),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *accounts.routes(common, limiter, runtime.mailer),

@@ -155,6 +155,18 @@ class AdminAudit(Base):
     ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
 
 
+class AccessGrant(Base):
+    """Paid access an admin gave by hand, until a time (a revoke deletes the row; the audit log
+    keeps both). Read by the access rule next to the subscription."""
+    __tablename__ = "access_grants"
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    until: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    granted_by: Mapped[str] = mapped_column(sa.String(320))
+    granted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    reason: Mapped[str] = mapped_column(sa.Text, server_default="")
+
+
 class Run(Base):
     """The summary of one traced run; written by workers/trace_store.py (plain SQL).
     No foreign keys: traces arrive in any order and outlive users and lessons."""

@@ -23,7 +23,7 @@ HEAD = "0007"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",
-          "admin_audit"}
+          "admin_audit", "access_grants"}
 
 # The trace tables as workers/trace_store.py and server/tracing/queries.py were
 # written against: the migration must create exactly these columns and indexes.
