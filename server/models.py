@@ -200,9 +200,11 @@ class Run(Base):
                       sa.Index("ix_runs_status_requested", "status", "requested_at"),
                       sa.Index("ix_runs_total_ms", "total_ms"),
                       sa.Index("ix_runs_first_output_ms", "first_output_ms"),
-                      # The learning pages: one lesson's runs per exercise and learner, in order.
+                      # The learning pages: one lesson's runs per exercise and learner, in order,
+                      # with what they read, so Postgres answers from the index alone.
                       sa.Index("ix_runs_lesson_learner", "lesson_slug", "exercise_id", "user_id",
-                               "requested_at", "verdict"))
+                               "requested_at", postgresql_include=["verdict", "status", "limit_hit",
+                                                                   "id"]))
 
 
 class TraceEvent(Base):

@@ -12,6 +12,7 @@ from kernels.result import Output, RunResult, RunStatus
 from server.admin import learning
 from server.admin.learning import FailureRow, LearnerRow, LessonBucket
 from server.handlers.admin_learning import seconds
+from server.store import progress, users
 from server.tracing.tracer import RunTracer
 from tests.test_exercise_ws import TOKEN, Page, serve_course
 from workers.trace_store import open_store
@@ -125,8 +126,20 @@ async def test_the_sql_shell_groups_runs_alike_on_both_databases(db_engine):
         FailureRow("a", "u2", "NameError", "name 'x' is not defined", None, 1),
         FailureRow("b", "u1", "limit", None, None, 1),
         FailureRow("b", "u2", "check failed", None, None, 1)]
-    buckets = sorted(await learning.lesson_buckets(db_engine), key=lambda b: (b.lesson_slug, b.exercises_passed))
-    assert buckets == [LessonBucket("intro", 0, 1, 2, 2), LessonBucket("intro", 1, 1, 5, 2),
+
+
+async def test_the_lessons_index_groups_learners_progress(db_engine):
+    for user in ("u1", "u2", "u3"):
+        await users.create_anonymous(db_engine, user)
+    for user, lesson, exercise, passed in (
+            ("u1", "intro", "a", False), ("u1", "intro", "a", True), ("u1", "intro", "a", False),
+            ("u1", "intro", "b", False), ("u2", "intro", "a", False), ("u2", "intro", "b", False),
+            ("u3", "other", "a", True)):
+        await progress.record(db_engine, user, lesson, exercise, passed, "x")
+    buckets = sorted(await learning.lesson_buckets(db_engine),
+                     key=lambda b: (b.lesson_slug, b.exercises_passed))
+    # intro: u2 passed none of 2 (2 runs), u1 passed 1 of 2 (4 runs, a pass stays a pass)
+    assert buckets == [LessonBucket("intro", 0, 1, 2, 2), LessonBucket("intro", 1, 1, 4, 2),
                        LessonBucket("other", 1, 1, 1, 1)]
 
 

@@ -65,7 +65,8 @@ CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
 CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
 CREATE INDEX ix_runs_total_ms ON runs (total_ms);
 CREATE INDEX ix_runs_first_output_ms ON runs (first_output_ms);
-CREATE INDEX ix_runs_lesson_learner ON runs (lesson_slug, exercise_id, user_id, requested_at, verdict);
+CREATE INDEX ix_runs_lesson_learner ON runs (lesson_slug, exercise_id, user_id, requested_at)
+    INCLUDE (verdict, status, limit_hit, id);
 """
 
 

@@ -4,10 +4,12 @@ how long it took, which errors stopped them, and where learners stop.
 Pure aggregates over plain rows (one row per learner and exercise, one per error group), and
 the thin SQL behind them. The database groups the runs (a lesson may have millions); Python
 only sees one row per learner and exercise of one lesson, or one per lesson on the index page.
-Only runs of a lesson page count (a Jupyter client's runs have no lesson).
+Only runs of a lesson page count (a Jupyter client's runs have no lesson). The lessons index
+reads the progress rows instead (see lesson_buckets).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime as dt
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.learning.messages import TEMP_IN_MESSAGE
-from server.models import TraceEvent as TraceEventRow, UtcDateTime
+from server.models import Progress, TraceEvent as TraceEventRow, UtcDateTime
 from server.tracing.queries import RUNS
 
 TOP_ERRORS = 5                  # error groups shown per exercise
@@ -200,16 +202,16 @@ def lesson_stats(buckets: Iterable[LessonBucket],
 # --- the SQL shell ------------------------------------------------------------------------
 
 EVENTS = TraceEventRow.__table__
-PASSED = RUNS.c.verdict == "passed"
 
 
 async def learner_rows(engine: AsyncEngine, lesson_slug: str) -> list[LearnerRow]:
-    """One row per learner and exercise of the lesson (the runs grouped in SQL; the index
-    ix_runs_lesson_learner gives them in order, so the window needs no sort)."""
+    """One row per learner and exercise of the lesson (the runs grouped in SQL). The index
+    ix_runs_lesson_learner holds every column read, in the window's order: an index-only scan,
+    no sort (runs at the same microsecond are numbered in any order)."""
     numbered = (sa.select(RUNS.c.exercise_id, RUNS.c.user_id, RUNS.c.requested_at, RUNS.c.verdict,
                           sa.func.row_number().over(
                               partition_by=(RUNS.c.exercise_id, RUNS.c.user_id),
-                              order_by=(RUNS.c.requested_at, RUNS.c.id)).label("n"))
+                              order_by=RUNS.c.requested_at).label("n"))
                 .where(RUNS.c.lesson_slug == lesson_slug, RUNS.c.user_id.is_not(None),
                        RUNS.c.exercise_id.is_not(None), RUNS.c.requested_at.is_not(None))
                 .subquery())
@@ -220,8 +222,7 @@ async def learner_rows(engine: AsyncEngine, lesson_slug: str) -> list[LearnerRow
                                       UtcDateTime()),
                        sa.func.min(numbered.c.n).filter(passed))
              .group_by(numbered.c.exercise_id, numbered.c.user_id))
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await _all(engine, query)
     return [LearnerRow(*row) for row in rows]
 
 
@@ -244,32 +245,31 @@ async def failure_rows(engine: AsyncEngine, lesson_slug: str) -> list[FailureRow
                      sa.or_(RUNS.c.status == "limit",
                             sa.and_(RUNS.c.status == "ok", RUNS.c.verdict == "failed")))
               .group_by(RUNS.c.exercise_id, RUNS.c.user_id, kind))
-    async with engine.connect() as conn:
-        failed = (await conn.execute(errors)).all()
-        stopped = (await conn.execute(others)).all()
+    failed, stopped = await asyncio.gather(_all(engine, errors), _all(engine, others))
     return ([FailureRow(ex, user, name, message, line, n) for ex, user, name, message, line, n in failed]
             + [FailureRow(ex, user, name, None, None, n) for ex, user, name, n in stopped])
 
 
+async def _all(engine: AsyncEngine, query: sa.Select) -> list[sa.Row]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
 async def lesson_buckets(engine: AsyncEngine) -> list[LessonBucket]:
-    """Learners per lesson, bucketed by how many of its exercises they passed: three nested
-    groupings in SQL, so the index page reads a few rows per lesson whatever the runs."""
-    pairs = (sa.select(RUNS.c.lesson_slug, RUNS.c.user_id, RUNS.c.exercise_id,
-                       sa.func.count().label("runs"),
-                       sa.func.max(sa.case((PASSED, 1), else_=0)).label("passed"))
-             .where(RUNS.c.lesson_slug.is_not(None), RUNS.c.user_id.is_not(None),
-                    RUNS.c.exercise_id.is_not(None))
-             .group_by(RUNS.c.lesson_slug, RUNS.c.exercise_id, RUNS.c.user_id).subquery())
-    learners = (sa.select(pairs.c.lesson_slug, pairs.c.user_id,
-                          sa.func.sum(pairs.c.passed).label("passed"),
-                          sa.func.sum(pairs.c.runs).label("runs"),
+    """Learners per lesson, bucketed by how many of its exercises they passed, from the progress
+    rows (one per learner and exercise, a tenth of the runs or less, and carried over when an
+    anonymous learner signs up): two nested groupings in SQL, a few rows per lesson out."""
+    passed = sa.case((Progress.status == "passed", 1), else_=0)
+    learners = (sa.select(Progress.lesson_slug, Progress.user_id,
+                          sa.func.sum(passed).label("passed"),
+                          sa.func.sum(Progress.attempts).label("runs"),
                           sa.func.count().label("tried"))
-                .group_by(pairs.c.lesson_slug, pairs.c.user_id).subquery())
+                .group_by(Progress.lesson_slug, Progress.user_id).subquery())   # a hash, not the
+    # primary key's order: on Postgres a sequential read beats a walk of the key at 100k rows
     query = (sa.select(learners.c.lesson_slug, learners.c.passed, sa.func.count(),
                        sa.func.sum(learners.c.runs), sa.func.sum(learners.c.tried))
              .group_by(learners.c.lesson_slug, learners.c.passed))
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await _all(engine, query)
     return [LessonBucket(slug, int(passed), int(n), int(runs), int(tried))
             for slug, passed, n, runs, tried in rows]
 
@@ -283,5 +283,8 @@ class LessonReport:
 
 async def lesson_report(engine: AsyncEngine, lesson_slug: str,
                         exercises: Sequence[tuple[str, str]]) -> LessonReport:
-    stats = exercise_stats(await learner_rows(engine, lesson_slug), exercises)
-    return LessonReport(stats, funnel(stats), common_errors(await failure_rows(engine, lesson_slug)))
+    """The lesson page's numbers; its queries run at once, each on its own connection."""
+    learners, failures = await asyncio.gather(learner_rows(engine, lesson_slug),
+                                              failure_rows(engine, lesson_slug))
+    stats = exercise_stats(learners, exercises)
+    return LessonReport(stats, funnel(stats), common_errors(failures))
