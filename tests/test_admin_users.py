@@ -136,6 +136,7 @@ async def test_a_granted_learner_runs_a_paid_lesson_until_the_grant_is_revoked(t
             assert result["verdict"]["passed"] is True
             assert "paid: granted until" in text(await admin.get("/admin/users?q=ada"))
 
+            assert (await admin.post(f"/admin/users/{user_id}/revoke", xsrf=False)).code == 403
             assert (await admin.post(f"/admin/users/{user_id}/revoke")).code == 302
             await page.send(type="run", run="r2", exercise="x", code="print(1)")
             refused, _ = await page.until("error")
