@@ -66,6 +66,8 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     email_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     reminders_off_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)   # unsubscribed
+    # The admin users list pages newest first.
+    __table_args__ = (sa.Index("ix_users_created", "created_at", "id"),)
 
 
 class Session(Base):

@@ -178,3 +178,11 @@ async def test_a_users_page_lists_their_billing_events(db_engine):
     assert [u.email for u in listed] == ["ada@example.org"] and not more
     assert (await users.search(db_engine, users.UsersQuery("a_a")))[0] == []   # _ is not a wildcard
     assert (await users.one(db_engine, ada.id)).status == "active"
+    for n in range(users.PAGE_SIZE):
+        await accounts.create(db_engine, f"p{n}@example.org", None)
+    first, more = await users.search(db_engine, users.UsersQuery())
+    second, last = await users.search(db_engine, users.UsersQuery(page=2))
+    assert (len(first), more, len(second), last) == (users.PAGE_SIZE, True, 1, False)
+    assert len({u.id for u in first + second}) == users.PAGE_SIZE + 1          # no row twice
+    assert [u.created_at for u in first + second] == sorted(
+        (u.created_at for u in first + second), reverse=True)                   # newest first

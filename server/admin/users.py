@@ -112,9 +112,13 @@ def grant_until(raw: str | None, now: dt.datetime) -> dt.datetime:
 LIST_COLUMNS = (UserTable.id, UserTable.email, UserTable.is_admin, UserTable.created_at,
                 SubscriptionRow.status, SubscriptionRow.current_period_start,
                 SubscriptionRow.updated_at, SubscriptionRow.current_period_end, GrantRow.until)
-JOINED = (sa.select(*LIST_COLUMNS).select_from(
-    UserTable.__table__.outerjoin(SubscriptionRow, SubscriptionRow.user_id == UserTable.id)
-    .outerjoin(GrantRow, GrantRow.user_id == UserTable.id)))
+
+
+def _joined(users_from: Any) -> sa.Select:
+    """Each user in `users_from` with their subscription and grant, if any."""
+    return sa.select(*LIST_COLUMNS).select_from(
+        users_from.outerjoin(SubscriptionRow, SubscriptionRow.user_id == UserTable.id)
+        .outerjoin(GrantRow, GrantRow.user_id == UserTable.id))
 
 
 def _escape_like(text: str) -> str:
@@ -122,18 +126,20 @@ def _escape_like(text: str) -> str:
 
 
 async def search(engine: AsyncEngine, q: UsersQuery) -> tuple[list[UserLine], bool]:
-    """One page of users, newest first, and whether a next page exists."""
-    query = JOINED
+    """One page of users, newest first, and whether a next page exists. The page's ids come
+    first (ix_users_created, walked backwards), and only its rows are joined to billing."""
+    page = sa.select(UserTable.id)
     if q.role == "accounts":
-        query = query.where(UserTable.email.is_not(None))
+        page = page.where(UserTable.email.is_not(None))
     elif q.role == "admins":
-        query = query.where(UserTable.is_admin.is_(True))
+        page = page.where(UserTable.is_admin.is_(True))
     elif q.role == "anonymous":
-        query = query.where(UserTable.email.is_(None), UserTable.is_admin.is_(False))
+        page = page.where(UserTable.email.is_(None), UserTable.is_admin.is_(False))
     if q.q:      # addresses are stored lower-cased
-        query = query.where(UserTable.email.like(f"%{_escape_like(q.q)}%", escape="\\"))
-    query = (query.order_by(UserTable.created_at.desc(), UserTable.id)
-             .limit(PAGE_SIZE + 1).offset(q.offset))
+        page = page.where(UserTable.email.like(f"%{_escape_like(q.q)}%", escape="\\"))
+    newest = (UserTable.created_at.desc(), UserTable.id.desc())
+    page = page.order_by(*newest).limit(PAGE_SIZE + 1).offset(q.offset).subquery()
+    query = _joined(UserTable.__table__.join(page, page.c.id == UserTable.id)).order_by(*newest)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [UserLine(*row) for row in rows[:PAGE_SIZE]], len(rows) > PAGE_SIZE
@@ -141,7 +147,8 @@ async def search(engine: AsyncEngine, q: UsersQuery) -> tuple[list[UserLine], bo
 
 async def one(engine: AsyncEngine, user_id: str) -> UserLine | None:
     async with engine.connect() as conn:
-        row = (await conn.execute(JOINED.where(UserTable.id == user_id))).first()
+        row = (await conn.execute(_joined(UserTable.__table__).where(UserTable.id == user_id))
+               ).first()
     return None if row is None else UserLine(*row)
 
 

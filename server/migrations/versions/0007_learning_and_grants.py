@@ -1,5 +1,6 @@
-"""Access granted by hand (an admin opens paid lessons to a user until a date), and the index the
-learning pages read a lesson's runs by (per exercise and learner, in time order).
+"""Access granted by hand (an admin opens paid lessons to a user until a date); the index the
+learning pages read a lesson's runs by (per exercise and learner, in time order); and the one the
+admin users list pages by (newest first).
 
 Revision ID: 0007
 Revises: 0006
@@ -32,8 +33,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_runs_lesson_learner", "runs", LESSON_INDEX,
                     postgresql_include=LESSON_INDEX_READS)
+    op.create_index("ix_users_created", "users", ["created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_users_created", "users")
     op.drop_index("ix_runs_lesson_learner", "runs")
     op.drop_table("access_grants")
