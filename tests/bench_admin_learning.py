@@ -1,10 +1,11 @@
-"""The learning pages' time at 100,000 users and 1,000,000 runs on Postgres, over HTTP.
+"""The learning and users pages' time at 100,000 users and 1,000,000 runs on Postgres, over HTTP.
 
 `python -m tests.bench_admin_learning` (a throwaway Postgres cluster; the runs of
 tests.bench_admin_runs, plus an error output traced for each failed run and the progress rows
 those runs would have left). The served course
 has one lesson whose exercises are the seeded ones, so its page reads real rows.
-Prints the median and worst of 10 requests for the lessons index and one lesson's page."""
+Prints the median and worst of 10 requests for the lessons index, one lesson's page, and the
+users list (first, deep and searched pages)."""
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,8 @@ FROM runs GROUP BY user_id, lesson_slug, exercise_id;
 # What autovacuum does soon after a bulk insert (it sets the visibility map that lets Postgres
 # answer from an index alone); without it the first minutes after seeding read the heap.
 SETTLE = "VACUUM (ANALYZE) runs; VACUUM (ANALYZE) progress; VACUUM (ANALYZE) trace_events"
-PAGES = ["/admin/learning", f"/admin/learning/lesson-{LESSON}"]
+PAGES = ["/admin/learning", f"/admin/learning/lesson-{LESSON}", "/admin/users",
+         "/admin/users?page=500", "/admin/users?q=learner4242", "/admin/users?role=all&page=1000"]
 
 
 def write_course(root: Path) -> None:
