@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import re
 
-import pytest
 
 from kernels.result import Output, RunResult, RunStatus
 from server.admin import learning

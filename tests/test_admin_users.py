@@ -4,7 +4,6 @@ when the grant is revoked, and the audit log says who did what and when."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 
 import pytest
