@@ -39,6 +39,12 @@ def lesson_access(*, paid: bool, prerequisites: Iterable[str], completed: frozen
     return LessonAccess(Lock.OPEN)
 
 
+def paid_access(subscribed: bool, granted_until: dt.datetime | None, now: float) -> bool:
+    """Whether paid lessons are open: a subscription that grants access, or access an admin
+    granted by hand that has not run out (a grant ends at its time, not a day later)."""
+    return subscribed or (granted_until is not None and now < granted_until.timestamp())
+
+
 def subscribed(status: str | None, period_start: dt.datetime | None, updated_at: dt.datetime | None,
                now: float, grace_days: float) -> bool:
     """Whether the learner's stored subscription opens paid lessons now (the billing machine's

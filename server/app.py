@@ -37,9 +37,9 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_live_events, admin_ops, admin_outbox, admin_overview,
-                             admin_pages, admin_runs, billing as billing_pages, dev as dev_pages,
-                             kernels_api)
+from server.handlers import (accounts, admin_learning, admin_live_events, admin_ops, admin_outbox,
+                             admin_overview, admin_pages, admin_runs, admin_users,
+                             billing as billing_pages, dev as dev_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
@@ -305,6 +305,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
         *admin_live_events.routes(common, runtime.secrets.api_token, limiter, runtime.library,
                                   runtime.live),
+        *admin_learning.routes(common, runtime.secrets.api_token, limiter, runtime.library),
+        *admin_users.routes(common, runtime.secrets.api_token, limiter),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),

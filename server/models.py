@@ -66,6 +66,8 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     email_verified_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     reminders_off_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)   # unsubscribed
+    # The admin users list pages newest first.
+    __table_args__ = (sa.Index("ix_users_created", "created_at", "id"),)
 
 
 class Session(Base):
@@ -168,6 +170,8 @@ class LiveEvent(Base):
     learners: Mapped[int] = mapped_column(sa.Integer)
     created_by: Mapped[str] = mapped_column(sa.String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+
+
 class FeatureFlag(Base):
     """A feature flag an admin set (server/admin/flags.py); a flag without a row has its default."""
     __tablename__ = "feature_flags"
@@ -175,6 +179,18 @@ class FeatureFlag(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
     updated_by: Mapped[str] = mapped_column(sa.String(320), server_default="")
+
+
+class AccessGrant(Base):
+    """Paid access an admin gave by hand, until a time (a revoke deletes the row; the audit log
+    keeps both). Read by the access rule next to the subscription."""
+    __tablename__ = "access_grants"
+    user_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    until: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    granted_by: Mapped[str] = mapped_column(sa.String(320))
+    granted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    reason: Mapped[str] = mapped_column(sa.Text, server_default="")
 
 
 class Run(Base):
@@ -209,7 +225,12 @@ class Run(Base):
                       sa.Index("ix_runs_exercise_requested", "exercise_id", "requested_at"),
                       sa.Index("ix_runs_status_requested", "status", "requested_at"),
                       sa.Index("ix_runs_total_ms", "total_ms"),
-                      sa.Index("ix_runs_first_output_ms", "first_output_ms"))
+                      sa.Index("ix_runs_first_output_ms", "first_output_ms"),
+                      # The learning pages: one lesson's runs per exercise and learner, in order,
+                      # with what they read, so Postgres answers from the index alone.
+                      sa.Index("ix_runs_lesson_learner", "lesson_slug", "exercise_id", "user_id",
+                               "requested_at", postgresql_include=["verdict", "status", "limit_hit",
+                                                                   "id"]))
 
 
 class TraceEvent(Base):

@@ -12,7 +12,9 @@ import rq
 import redis as sync_redis
 
 from server.admin import overview
-from server.handlers import admin_outbox, admin_overview, admin_pages, admin_runs
+from server.handlers import admin_learning, admin_outbox, admin_overview, admin_pages, admin_runs
+from server.handlers import admin_users
+from server.store import grants
 from tests.admin_support import TOKEN, admin_site  # noqa: F401 (fixture)
 from tests.accounts_support import text
 
@@ -122,13 +124,20 @@ ROUTES = {  # every admin route, and a request that would show or change somethi
     r"/admin/kernels/([0-9a-zA-Z-]{1,64})/end": ("POST", "/admin/kernels/{kernel}/end"),
     r"/api/admin/runs": ("GET", "/api/admin/runs"),
     r"/api/admin/runs/([0-9a-f]{32})": ("GET", "/api/admin/runs/{run}"),
+    r"/admin/learning": ("GET", "/admin/learning"),
+    r"/admin/learning/([A-Za-z0-9_-]+)": ("GET", "/admin/learning/values-and-printing"),
+    r"/admin/users": ("GET", "/admin/users?q=ada"),
+    r"/admin/users/([0-9a-zA-Z]{1,64})": ("GET", "/admin/users/{user}"),
+    r"/admin/users/([0-9a-zA-Z]{1,64})/grant": ("POST", "/admin/users/{user}/grant"),
+    r"/admin/users/([0-9a-zA-Z]{1,64})/revoke": ("POST", "/admin/users/{user}/revoke"),
 }
 OPEN = {r"/admin/login"}          # the sign-in form itself
 
 
 def test_the_authorization_test_covers_every_admin_route():
-    declared = [pattern for module in (admin_pages, admin_outbox)
+    declared = [pattern for module in (admin_pages, admin_outbox, admin_users)
                 for pattern, *_ in module.routes(None, None, None)]
+    declared += [p for p, *_ in admin_learning.routes(None, None, None, None)]
     declared += [p for p, *_ in admin_overview.routes(None, None, None, None)]
     declared += [p for p, *_ in admin_runs.routes(api_token=None, engine=None)]
     assert set(declared) - OPEN == set(ROUTES)
@@ -142,9 +151,10 @@ async def test_no_admin_route_shows_data_to_a_learner_or_anonymous(admin_site, w
                                            headers=api)
     kernel_id = json.loads(started.body)["id"]
     for method, path in ROUTES.values():
-        path = path.format(run=admin_site.runs["carol"], kernel=kernel_id)
+        path = path.format(run=admin_site.runs["carol"], kernel=kernel_id,
+                           user=admin_site.learner_id)
         if method == "POST":
-            response = await browser.post(path, {})
+            response = await browser.post(path, {"until": "2099-01-01"})
         else:
             response = await browser.get(path)
         body = text(response)
@@ -152,9 +162,20 @@ async def test_no_admin_route_shows_data_to_a_learner_or_anonymous(admin_site, w
             response.code == 302 and response.headers["Location"].startswith("/admin/login")), \
             (who, path, response.code)
         for secret in (admin_site.runs["carol"], "ZeroDivisionError", "root@example.org",
-                       "anonymous cccccccc", kernel_id):
+                       "anonymous cccccccc", kernel_id, "ada@example.org", "Values and printing"):
             assert secret not in body, (who, path, secret)
     still = await admin_site.admin.fetch("/api/kernels", headers=api)
     assert kernel_id in still.body.decode()        # no POST got through
     audit = text(await admin_site.admin.get("/admin")).split('id="audit"', 1)[1]
-    assert "end-kernel" not in audit
+    assert "end-kernel" not in audit and "grant-access" not in audit
+    assert await grants.get(admin_site.engine, admin_site.learner_id) is None
+
+
+async def test_every_admin_page_answers_an_admin(admin_site):
+    """So that the test above cannot pass on routes that answer nobody."""
+    api = {"Authorization": f"token {TOKEN}"}
+    for method, path in ROUTES.values():
+        if method == "GET":
+            path = path.format(run=admin_site.runs["carol"], user=admin_site.learner_id)
+            response = await admin_site.admin.fetch(path, headers=api if "/api/" in path else None)
+            assert response.code == 200, (path, response.code)

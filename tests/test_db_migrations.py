@@ -23,7 +23,8 @@ HEAD = "0010"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",
-          "admin_audit", "live_events", "feature_flags"}
+          "admin_audit", "live_events", "feature_flags",
+          "access_grants"}
 
 # The trace tables as workers/trace_store.py and server/tracing/queries.py were
 # written against: the migration must create exactly these columns and indexes.
@@ -65,6 +66,8 @@ CREATE INDEX ix_runs_exercise_requested ON runs (exercise_id, requested_at);
 CREATE INDEX ix_runs_status_requested ON runs (status, requested_at);
 CREATE INDEX ix_runs_total_ms ON runs (total_ms);
 CREATE INDEX ix_runs_first_output_ms ON runs (first_output_ms);
+CREATE INDEX ix_runs_lesson_learner ON runs (lesson_slug, exercise_id, user_id, requested_at)
+    INCLUDE (verdict, status, limit_hit, id);
 """
 
 

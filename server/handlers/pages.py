@@ -19,7 +19,7 @@ from server.cache.cache import Cache, Computed
 from server.cache.freshness import Entry
 from server.handlers.base import BaseHandler, Common
 from server.library import Shelf
-from server.store import progress, subscriptions
+from server.store import grants, progress, subscriptions
 
 PRIVATE = "private, no-cache"
 
@@ -60,9 +60,11 @@ class LearnerPage(CachedAnswers):
         rows = await progress.get_for_user(self.common.engine, user.id)
         self.progress_rows = rows
         sub = await subscriptions.get(self.common.engine, user.id)
-        subscribed = sub is not None and access.subscribed(
-            sub.status, sub.current_period_start, sub.updated_at, time.time(),
-            self.settings_.billing_grace_days)
+        grant = await grants.get(self.common.engine, user.id)
+        now = time.time()
+        subscribed = access.paid_access(sub is not None and access.subscribed(
+            sub.status, sub.current_period_start, sub.updated_at, now,
+            self.settings_.billing_grace_days), grant and grant.until, now)
         return progress_view.statuses_of(rows), subscribed, user.is_admin
 
     async def lesson_state(self, lesson) -> progress_view.LessonState:
