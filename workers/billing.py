@@ -1,4 +1,5 @@
-"""Billing jobs: process one stored Stripe event; reconcile with Stripe once a day.
+"""Billing jobs: process one stored Stripe event (and email the learner what it changed);
+reconcile with Stripe once a day.
 
 RQ calls these plain functions with ids only; each opens the server's own
 async stack (the same tables and store modules) for the length of the job.
@@ -20,12 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import db
 from server.billing import processing
 from server.billing.events import parse_event
-from server.billing.machine import EventKind
+from server.billing.machine import Effect, EventKind
+from server.billing.notices import notices_of
 from server.billing.provider import BillingProvider, open_billing
 from server.config import Settings
-from server.store import subscriptions as store
+from server.store import accounts, subscriptions as store
 from server.store.subscriptions import EventStatus
-from workers import deps
+from workers import deps, emails
 
 log = logging.getLogger("lessonserver.billing")
 DAY = 86400
@@ -61,6 +63,9 @@ async def _process_event(settings: Settings, event_id: str) -> str:
             event = parse_event(stored.payload)
             effects = await processing.process_event(engine, provider, event,
                                                      settings.billing_grace_days)
+            # Before it counts as processed: a queue that is away fails the job, and its retry
+            # sends what it can again (at most once per trigger).
+            await _send_emails(settings, engine, effects, event_id)
         except processing.UnknownLearner as exc:   # retrying now cannot help; a redelivery may
             await store.mark_failed(engine, event_id, str(exc))
             return EventStatus.FAILED.value
@@ -74,6 +79,23 @@ async def _process_event(settings: Settings, event_id: str) -> str:
     return EventStatus.PROCESSED.value
 
 
+async def _send_emails(settings: Settings, engine: AsyncEngine, effects: tuple[Effect, ...],
+                       reported_by: str) -> int:
+    """Email each learner what the effects tell them; returns how many were queued now."""
+    notices = notices_of(effects, reported_by)
+    if not notices:
+        return 0
+    sent = 0
+    async with emails.job_mailer(settings, engine) as mailer:
+        for notice in notices:
+            account = await accounts.by_id(engine, notice.user_id)
+            if account is None:             # no address (or deleted meanwhile): nobody to tell
+                continue
+            sent += await mailer.send(notice.kind, account.email, trigger=notice.trigger,
+                                      user_id=notice.user_id)
+    return sent
+
+
 def reconcile() -> dict[str, int]:
     """Repair what webhooks missed: re-read recent subscriptions, re-run unfinished events."""
     return asyncio.run(_reconcile(deps.current().settings))
@@ -84,9 +106,11 @@ async def _reconcile(settings: Settings) -> dict[str, int]:
     async with _opened(settings) as (engine, provider):
         for snapshot in await provider.recent_subscriptions(time.time() - RECONCILE_WINDOW):
             try:
-                await processing.apply_snapshot(engine, EventKind.RECONCILED, snapshot,
-                                                settings.billing_grace_days)
+                effects = await processing.apply_snapshot(engine, EventKind.RECONCILED, snapshot,
+                                                          settings.billing_grace_days)
                 counts["subscriptions"] += 1
+                await _send_emails(settings, engine, effects,
+                                   f"reconciled:{snapshot.subscription_id}:{snapshot.observed_at}")
             except processing.UnknownLearner:   # another site's, or a deleted account's
                 counts["unknown"] += 1
         stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
@@ -99,3 +123,4 @@ async def _reconcile(settings: Settings) -> dict[str, int]:
                 counts["failed"] += 1
     log.info("billing reconciled", extra={"fields": counts})
     return counts
+
