@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import db, logs
 from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
+from server.accounts.deletion import AccountDeletion
 from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
                                      NewLearnerLimiter)
 from server.cache import keys as cache_keys
@@ -244,7 +245,9 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
-        *accounts.routes(common, limiter, runtime.mailer),
+        *accounts.routes(common, limiter, runtime.mailer, AccountDeletion(
+            runtime.engine, kernel_closer(runtime.manager),
+            runtime.jobs.send_subscription_cancel if runtime.billing else None)),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),

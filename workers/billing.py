@@ -1,5 +1,5 @@
 """Billing jobs: process one stored Stripe event (and email the learner what it changed);
-reconcile with Stripe once a day.
+reconcile with Stripe once a day; cancel the subscription of a deleted account.
 
 RQ calls these plain functions with ids only; each opens the server's own
 async stack (the same tables and store modules) for the length of the job.
@@ -34,12 +34,17 @@ DAY = 86400
 RECONCILE_WINDOW = 3 * DAY       # Stripe redelivers for up to 3 days; look back at least as far
 
 
-@contextlib.asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, BillingProvider]]:
+def _provider(settings: Settings) -> BillingProvider:
     provider = open_billing(settings)
     if provider is None:
         raise RuntimeError("billing is not configured (LS_STRIPE_SECRET_KEY, LS_STRIPE_PRICE, "
                            "LS_STRIPE_WEBHOOK_SECRET)")
+    return provider
+
+
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, BillingProvider]]:
+    provider = _provider(settings)
     engine = db.create_engine(settings)
     try:
         yield engine, provider
@@ -124,3 +129,14 @@ async def _reconcile(settings: Settings) -> dict[str, int]:
     log.info("billing reconciled", extra={"fields": counts})
     return counts
 
+
+def cancel_subscription(subscription_id: str) -> str:
+    """Cancel the subscription of a deleted account at the provider; raises (RQ retries) while the
+    provider is away. Safe to run twice: an ended subscription is left as it is."""
+    return asyncio.run(_cancel_subscription(deps.current().settings, subscription_id))
+
+
+async def _cancel_subscription(settings: Settings, subscription_id: str) -> str:
+    await _provider(settings).cancel_subscription(subscription_id)
+    log.info("subscription canceled: account deleted", extra={"fields": {"subscription": subscription_id}})
+    return "canceled"

@@ -86,6 +86,18 @@ class RQJobs:
                                description=f"stripe event {event_id}")
             for event_id in event_ids])
 
+    async def send_subscription_cancel(self, subscription_id: str) -> None:
+        """Queue the cancellation of a deleted account's subscription, retried like an event."""
+        await asyncio.to_thread(self._enqueue_subscription_cancel, subscription_id)
+
+    def _enqueue_subscription_cancel(self, subscription_id: str) -> None:
+        from rq import Retry
+        self._billing.enqueue(
+            billing.cancel_subscription, subscription_id, job_id=f"cancel-{subscription_id}",
+            job_timeout=BILLING_TIMEOUT, result_ttl=3600, failure_ttl=FAILURE_TTL,
+            description=f"cancel subscription {subscription_id}",
+            retry=Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS)))
+
     async def send_email(self, email_id: str, message: dict[str, str]) -> None:
         """Queue one logged email (server/mail/mailer.py records it first)."""
         await asyncio.to_thread(self._enqueue_email, email_id, message)
@@ -136,9 +148,16 @@ class InlineJobs:
     async def send_billing_events(self, event_ids: list[str]) -> None:
         """Processed after the answer to Stripe; a failure stays `failed` for a redelivery."""
         for event_id in event_ids:
-            task = asyncio.create_task(self._run_logged(billing.process_event, event_id))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._in_background(billing.process_event, event_id)
+
+    async def send_subscription_cancel(self, subscription_id: str) -> None:
+        """Run after the answer; a failure is logged for a person (no queue to retry it here)."""
+        self._in_background(billing.cancel_subscription, subscription_id)
+
+    def _in_background(self, func: Callable[..., Any], *args: Any) -> None:
+        task = asyncio.create_task(self._run_logged(func, *args))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _run_logged(self, func: Callable[..., Any], *args: Any) -> None:
         try:

@@ -45,6 +45,9 @@ class BillingProvider(Protocol):
     async def recent_subscriptions(self, since: float) -> list[Snapshot]:
         """Subscriptions created or changed since `since` (epoch seconds), for the reconciliation."""
 
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        """End the subscription now (its account is deleted); one already ended or gone is done."""
+
 
 def open_billing(settings: Settings) -> BillingProvider | None:
     """The configured provider, or None when billing is not configured."""

@@ -14,7 +14,7 @@ from typing import Any
 import stripe
 
 from server.billing.events import BadEvent, event_of, snapshot_of
-from server.billing.machine import Snapshot
+from server.billing.machine import FINAL, Snapshot
 from server.billing.provider import BadSignature, BillingUnavailable, CheckoutRequest
 
 TOLERANCE = 300            # seconds a signature stays valid (Stripe's default)
@@ -92,6 +92,19 @@ class StripeBilling:
                                           or event.type in SUBSCRIPTION_EVENTS):
                 ids.append(event.subscription_id)
         return [await self.subscription(sub_id) for sub_id in dict.fromkeys(ids)]
+
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        try:
+            current = await self.subscription(subscription_id)
+        except BillingUnavailable as exc:
+            if getattr(exc.__cause__, "code", None) == "resource_missing":
+                return               # gone at Stripe: nothing bills any more
+            raise
+        if current.status in FINAL:
+            return                   # a retried job, or the learner canceled first
+        # Stripe's defaults: no final invoice, no proration.
+        await self._call("cancel the subscription", self.client.v1.subscriptions.cancel,
+                         subscription_id)
 
     def _events_since(self, since: int) -> list[dict[str, Any]]:
         listed = self.client.v1.events.list({"created": {"gte": since}, "limit": 100})
