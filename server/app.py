@@ -18,8 +18,8 @@ from server import db, logs
 from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
 from server.accounts.deletion import AccountDeletion
-from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
-                                     NewLearnerLimiter)
+from server.accounts.limiter import CredentialLimiter, CredentialRules, NewLearnerLimiter
+from server.accounts.redis_rates import open_rate_store
 from server.cache import keys as cache_keys
 from server.cache.cache import Cache
 from server.cache.freshness import Policy
@@ -223,13 +223,14 @@ class LessonApp(tornado.web.Application):
 
 def make_app(runtime: Runtime) -> tornado.web.Application:
     settings = runtime.settings
-    # Per process, like the credential limiter below (a Redis store would share them).
+    # One budget for every `serve` process when there is Redis (server/accounts/redis_rates.py).
+    rates = open_rate_store(settings.redis_url, settings.instance)
+    runtime.closers.append(rates.close)
     common = Common(settings, runtime.engine, runtime.metrics,
-                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
+                    NewLearnerLimiter(rates, settings.new_learners_per_ip))
     pages = {"common": common, "library": runtime.library}
     cached = {**pages, "cache": runtime.cache}
-    # Per process: with several `serve` processes, a Redis RateStore takes MemoryRateStore's place.
-    limiter = CredentialLimiter(MemoryRateStore(),
+    limiter = CredentialLimiter(rates,
                                 CredentialRules(settings.auth_per_ip, settings.auth_per_account))
     ws_cap = PerIpCap(settings.ws_per_ip)
     routes = [
