@@ -30,6 +30,8 @@ class CheckoutRequest:
 
 
 class BillingProvider(Protocol):
+    hosted_origins: tuple[str, ...]   # where checkout_url and portal_url send the browser
+
     def verify_webhook(self, body: bytes, signature: str | None) -> None:
         """Raise BadSignature unless `signature` signs exactly `body`, recently."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import stripe
 
@@ -20,7 +21,13 @@ from server.billing.provider import BadSignature, BillingUnavailable, CheckoutRe
 TOLERANCE = 300            # seconds a signature stays valid (Stripe's default)
 TIMEOUT = 10               # seconds per HTTP request to Stripe
 NETWORK_RETRIES = 2
+HOSTED_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")   # Checkout, portal
 SUBSCRIPTION_EVENTS = frozenset({"checkout.session.completed", "invoice.paid", "invoice.payment_failed"})
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class StripeBilling:
@@ -28,6 +35,8 @@ class StripeBilling:
                  api_base: str | None = None) -> None:
         self.price = price
         self.webhook_secret = webhook_secret
+        # A local Stripe (LS_STRIPE_API_BASE) serves its hosted pages from its own origin.
+        self.hosted_origins = HOSTED_ORIGINS + ((origin(api_base),) if api_base else ())
         self.client = stripe.StripeClient(
             secret_key, base_addresses={"api": api_base} if api_base else None,
             max_network_retries=NETWORK_RETRIES, http_client=stripe.RequestsClient(timeout=TIMEOUT))
