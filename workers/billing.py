@@ -1,4 +1,4 @@
-"""Billing jobs: process one stored Stripe event (and email the learner what it changed);
+"""Billing jobs: process stored Stripe events (and email the learners what they changed);
 reconcile with Stripe once a day; cancel the subscription of a deleted account.
 
 RQ calls these plain functions with ids only; each opens the server's own
@@ -52,32 +52,53 @@ async def _opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, Billin
         await engine.dispose()
 
 
+def process_events(event_ids: list[str]) -> dict[str, str]:
+    """Apply stored webhook events, in order; returns each one's status. The webhook queues one
+    job per batch it stored (one enqueue, not one per event). If any event fails, the job raises
+    once the others are done, and RQ's retry skips those already processed."""
+    return asyncio.run(_process_events(deps.current().settings, event_ids))
+
+
 def process_event(event_id: str) -> str:
-    """Apply a stored webhook event; returns its status."""
-    return asyncio.run(_process_event(deps.current().settings, event_id))
+    """One event: for jobs queued before events were batched."""
+    return process_events([event_id])[event_id]
 
 
-async def _process_event(settings: Settings, event_id: str) -> str:
+async def _process_events(settings: Settings, event_ids: list[str]) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    failed: Exception | None = None
     async with _opened(settings) as (engine, provider):
-        stored = await store.load_event(engine, event_id)
-        if stored is None or stored.payload is None:
-            return "unknown"            # its receipt was rolled back: Stripe delivers it again
-        if stored.status is EventStatus.PROCESSED:
-            return stored.status.value
-        try:
-            event = parse_event(stored.payload)
-            effects = await processing.process_event(engine, provider, event,
-                                                     settings.billing_grace_days)
-            # Before it counts as processed: a queue that is away fails the job, and its retry
-            # sends what it can again (at most once per trigger).
-            await _send_emails(settings, engine, effects, event_id)
-        except processing.UnknownLearner as exc:   # retrying now cannot help; a redelivery may
-            await store.mark_failed(engine, event_id, str(exc))
-            return EventStatus.FAILED.value
-        except Exception:
-            await store.mark_failed(engine, event_id, traceback.format_exc(limit=5))
-            raise
-        await store.mark_processed(engine, event_id)
+        for event_id in event_ids:
+            try:
+                statuses[event_id] = await _process_event(settings, engine, provider, event_id)
+            except Exception as exc:        # marked failed with its reason; the rest go on
+                statuses[event_id], failed = EventStatus.FAILED.value, exc
+    if failed is not None:
+        raise failed
+    return statuses
+
+
+async def _process_event(settings: Settings, engine: AsyncEngine, provider: BillingProvider,
+                         event_id: str) -> str:
+    stored = await store.load_event(engine, event_id)
+    if stored is None or stored.payload is None:
+        return "unknown"            # its receipt was rolled back: Stripe delivers it again
+    if stored.status is EventStatus.PROCESSED:
+        return stored.status.value
+    try:
+        event = parse_event(stored.payload)
+        effects = await processing.process_event(engine, provider, event,
+                                                 settings.billing_grace_days)
+        # Before it counts as processed: a queue that is away fails the job, and its retry
+        # sends what it can again (at most once per trigger).
+        await _send_emails(settings, engine, effects, event_id)
+    except processing.UnknownLearner as exc:   # retrying now cannot help; a redelivery may
+        await store.mark_failed(engine, event_id, str(exc))
+        return EventStatus.FAILED.value
+    except Exception:
+        await store.mark_failed(engine, event_id, traceback.format_exc(limit=5))
+        raise
+    await store.mark_processed(engine, event_id)
     for effect in effects:   # access ends through the stored row; servers close kernels from it
         log.info("billing effect", extra={"fields": {"event": event_id, "effect": type(effect).__name__,
                                                      "user": effect.user_id}})
@@ -121,7 +142,7 @@ async def _reconcile(settings: Settings) -> dict[str, int]:
         stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
         for event_id in await store.unfinished_events(engine, stale):
             try:
-                await _process_event(settings, event_id)
+                await _process_event(settings, engine, provider, event_id)
                 counts["events"] += 1
             except Exception:                     # stays failed, with its reason, for a person
                 log.exception("billing event failed again", extra={"fields": {"event": event_id}})
