@@ -295,7 +295,7 @@ class DockerSandbox(Sandbox):
             return 0
         cgroup = box.cgroup
         return await procs.kill_strays(lambda: procs.stats_of(procs.read_cgroup_pids(cgroup)),
-                                       box.own)
+                                       box.own, in_thread=False)
 
     async def cpu_seconds(self, kernel: SandboxKernel) -> float:
         box = self._kernels.get(kernel.id)

@@ -202,9 +202,12 @@ class KernelManager:
     def admit_run(self, owner: str) -> quotas.Refusal | None:
         """Count one run of `owner`, or say why it may not run now (its runs per minute)."""
         use = self._owner(owner)
+        quota = self.quotas.of(use.tier)
+        if quota is None:             # exempt (the API token, tools): nothing to count
+            return None
         now = self.clock()
         use.runs = quotas.recent(use.runs, now)
-        refusal = quotas.may_run(self.quotas.of(use.tier), use.runs, now)
+        refusal = quotas.may_run(quota, use.runs, now)
         if refusal is None:
             use.runs = (*use.runs, now)
         else:

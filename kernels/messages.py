@@ -110,16 +110,22 @@ def to_parts(header: Mapping[str, Any], parent: Mapping[str, Any], metadata: Map
     return [_dumps(header), _dumps(parent), _dumps(metadata), _dumps(content)]
 
 
-def ws_frame(msg: KernelMessage) -> str:
-    """The JSON text frame Jupyter Server writes to a WebSocket client (no binary buffers)."""
-    header = (msg.raw_header or _dumps(msg.header)).decode(errors="replace")
-    parent = (msg.raw_parent or _dumps(msg.parent)).decode(errors="replace")
-    return ('{"header":' + header + ',"parent_header":' + parent
-            + ',"metadata":' + msg.raw_metadata.decode(errors="replace")
-            + ',"content":' + msg.raw_content.decode(errors="replace")
-            + ',"msg_id":' + json.dumps(msg.header.get("msg_id"))
-            + ',"msg_type":' + json.dumps(msg.msg_type)
-            + ',"channel":' + json.dumps(msg.channel) + ',"buffers":[]}')
+def _utf8(raw: bytes) -> bytes:
+    """`raw` as valid UTF-8 (a kernel's bytes are not trusted to be), copied only if not."""
+    if raw.isascii():
+        return raw
+    return raw.decode(errors="replace").encode()
+
+
+def ws_frame(msg: KernelMessage) -> bytes:
+    """The JSON frame Jupyter Server writes to a WebSocket client (no binary buffers), as
+    UTF-8 bytes: Tornado sends them as a text frame without decoding and re-encoding."""
+    return b"".join((
+        b'{"header":', _utf8(msg.raw_header or _dumps(msg.header)),
+        b',"parent_header":', _utf8(msg.raw_parent or _dumps(msg.parent)),
+        b',"metadata":', _utf8(msg.raw_metadata), b',"content":', _utf8(msg.raw_content),
+        b',"msg_id":', _dumps(msg.header.get("msg_id")), b',"msg_type":', _dumps(msg.msg_type),
+        b',"channel":', _dumps(msg.channel), b',"buffers":[]}'))
 
 
 def new_header(msg_type: str, session: str = "lessonserver", username: str = "lessonserver") -> dict:

@@ -86,6 +86,7 @@ class Pool:
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._drained = False             # an operator stopped it: no hand-outs, no refills
 
     @property
     def ready(self) -> int:
@@ -94,6 +95,22 @@ class Pool:
     @property
     def starting(self) -> int:
         return self._starting
+
+    @property
+    def drained(self) -> bool:
+        return self._drained
+
+    def drain(self) -> None:
+        """Hand out and keep no warm kernels (callers get cold starts) until `resume()`:
+        for an operator replacing an image or freeing the host."""
+        self._drained = True
+        while self._ready:
+            self._spawn(self._discard(self._ready.pop()))
+
+    def resume(self) -> None:
+        """Warm kernels again, up to `size`."""
+        self._drained = False
+        self.refill()
 
     async def acquire(self) -> tuple[SandboxKernel, bool]:
         """A kernel for one caller: warm from the pool (True) or started now (False)."""
@@ -115,7 +132,7 @@ class Pool:
 
     def refill(self) -> None:
         """Start kernels in the background until the pool is full (or the host is)."""
-        while (not self._closed and time.monotonic() >= self._paused_until
+        while (not self._closed and not self._drained and time.monotonic() >= self._paused_until
                and self.ready + self._starting < self.size and self._room()):
             self._starting += 1
             self._spawn(self._start_one())
@@ -142,7 +159,7 @@ class Pool:
             return
         self._starting -= 1
         self._failures = 0
-        if self._closed or self.ready >= self.size:
+        if self._closed or self._drained or self.ready >= self.size:
             await self._discard(kernel)
             return
         self._ready.append(kernel)

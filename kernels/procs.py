@@ -100,14 +100,16 @@ def kill(proc: Proc) -> bool:
     return False
 
 
-async def kill_strays(listing: Callable[[], list[Stat]], own: frozenset[Proc]) -> int:
+async def kill_strays(listing: Callable[[], list[Stat]], own: frozenset[Proc], *,
+                      in_thread: bool = True) -> int:
     """Kill what `listing()` shows beyond `own` until nothing new is left; return how many.
 
-    Rounds, because a stray may fork while we kill it. `listing` runs in a thread.
+    Rounds, because a stray may fork while we kill it. `listing` runs in a thread unless
+    it is known to be cheap (a cgroup's few pids: less than the hop to a thread costs).
     """
     killed: set[Proc] = set()
     for _ in range(KILL_ROUNDS):
-        found = strays(await asyncio.to_thread(listing), own)
+        found = strays(await asyncio.to_thread(listing) if in_thread else listing(), own)
         if not found:
             break
         killed.update(p for p in found if kill(p))

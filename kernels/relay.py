@@ -2,9 +2,12 @@
 
 The channels WebSocket holds a Relay; the kernel manager attaches it to the
 kernel's current session and moves it to the replacement when the kernel is
-restarted or dies. Kernel -> client messages wait in a bounded outbox: a
-client that stops reading is disconnected once its backlog passes the bound,
-instead of growing the server. Client -> kernel messages sent while no
+restarted or dies. Kernel -> client messages are written at once, from the
+kernel's reader, into the client's connection (`deliver_to`): no task hop on
+the way. What the connection has not flushed yet is counted, and a client
+that stops reading is disconnected once its backlog passes the bound, instead
+of growing the server. Before a connection is given (and in tests) messages
+wait in a bounded outbox instead. Client -> kernel messages sent while no
 session is attached (a restart in progress) wait in a short bounded list.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kernels.messages import ClientMessage, KernelMessage
@@ -21,9 +25,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKLOG_BYTES = 8 * 1024 * 1024     # unread bytes a client may leave before it is dropped
+BACKLOG_BYTES = 8 * 1024 * 1024     # unflushed bytes a client may leave before it is dropped
 BACKLOG_MESSAGES = 10_000
 PENDING = 256                       # client messages kept while the kernel restarts
+
+# Writes one message to the client; returns a future that resolves once it is flushed
+# (None when it already is). Raises ConnectionError when the client is gone.
+Write = Callable[[KernelMessage], "asyncio.Future[None] | None"]
+Closed = Callable[[str], None]
 
 
 class Relay:
@@ -36,8 +45,11 @@ class Relay:
         self.close_reason: str | None = None
         self.dropped = 0                          # client messages refused while restarting
         self._out: collections.deque[tuple[KernelMessage, int]] = collections.deque()
-        self._bytes = 0
+        self._bytes = 0                           # queued here or written and not yet flushed
+        self._unflushed = 0                       # messages written and not yet flushed
         self._wake = asyncio.Event()
+        self._write: Write | None = None
+        self._on_close: Closed | None = None
         self._pending: collections.deque[ClientMessage] = collections.deque()
 
     # --- kernel -> client ---------------------------------------------------------
@@ -46,15 +58,49 @@ class Relay:
         if self.closed:
             return
         size = len(msg.raw_content) + len(msg.raw_metadata) + 200
-        if self._bytes + size > self.backlog_bytes or len(self._out) >= self.backlog_messages:
+        if self._bytes + size > self.backlog_bytes \
+                or len(self._out) + self._unflushed >= self.backlog_messages:
             self.close("the client did not read its messages fast enough")
             return
-        self._out.append((msg, size))
         self._bytes += size
-        self._wake.set()
+        if self._write is None:
+            self._out.append((msg, size))
+            self._wake.set()
+        else:
+            self._send(msg, size)
+
+    def _send(self, msg: KernelMessage, size: int) -> None:
+        assert self._write is not None
+        try:
+            flushed = self._write(msg)
+        except ConnectionError:
+            self._bytes -= size
+            self.close("the client went away")
+            return
+        if flushed is None:
+            self._bytes -= size
+            return
+        self._unflushed += 1
+        flushed.add_done_callback(lambda done: self._flushed(done, size))
+
+    def _flushed(self, done: asyncio.Future, size: int) -> None:
+        self._bytes -= size
+        self._unflushed -= 1
+        if not done.cancelled() and done.exception() is not None:   # retrieved: the client is gone
+            self.close("the client went away")
+
+    def deliver_to(self, write: Write, on_close: Closed) -> None:
+        """Write every message to the client as it comes (what waited goes first); call
+        `on_close(reason)` once the relay closes."""
+        self._write, self._on_close = write, on_close
+        while self._out and self._write is not None:
+            self._send(*self._out.popleft())
+        if self.closed:
+            self._on_close, callback = None, self._on_close
+            callback(self.close_reason or "closed")
 
     async def get(self) -> KernelMessage | None:
-        """The next message for the client; None once the relay is closed and drained."""
+        """The next queued message (no connection given); None once closed and drained."""
         while not self._out:
             if self.closed:
                 return None
@@ -94,3 +140,6 @@ class Relay:
         if self.session is not None:
             self.session.detach(self)
         self._wake.set()
+        if self._on_close is not None:
+            self._on_close, callback = None, self._on_close
+            callback(reason)

@@ -48,7 +48,7 @@ OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_outp
 PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner answers one
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
 
-OnOutput = Callable[[Output], Awaitable[None]]
+OnOutput = Callable[[Output], None]   # called from the kernel's reader: must not block
 OnInput = Callable[[str, bool], Awaitable[str]]
 
 
@@ -75,7 +75,7 @@ class _Run:
     started: bool = False                 # the kernel said busy for it
     waiting_input: bool = False           # a relayed input_request is unanswered
     told: bool = False                    # its client was told why output stopped
-    pending: collections.deque = dataclasses.field(default_factory=collections.deque)
+    on_output: OnOutput | None = None     # a lesson run's outputs, handed on as they arrive
     inputs: collections.deque = dataclasses.field(default_factory=collections.deque)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -120,6 +120,7 @@ class KernelSession:
         self._tasks: set[asyncio.Task] = set()
         self._readers = [asyncio.create_task(self._read(name)) for name in CHANNELS]
         self._exited = asyncio.create_task(self._watch())
+        self._exited.add_done_callback(self._wake_runs)   # however it ends
         self._ready = False
         self._closed = False
 
@@ -133,9 +134,11 @@ class KernelSession:
 
     async def _watch(self) -> KernelExit:
         self.exit = await self.sandbox.wait(self.kernel)
+        return self.exit
+
+    def _wake_runs(self, _: object = None) -> None:
         for run in self._runs.values():
             run.wake.set()
-        return self.exit
 
     # --- reading and routing ----------------------------------------------------
 
@@ -206,14 +209,13 @@ class KernelSession:
             run.state, outputs = fold.fold(run.state, msg.as_dict())
             if kind in OUTPUT_KINDS:
                 if run.relay is None:
-                    run.pending.extend(outputs)
+                    self._hand_on(run, outputs)
                 else:
                     self._relay_outputs(run, msg, outputs)
             elif run.relay is not None:
                 self._broadcast(msg) if msg.channel == "iopub" else run.relay.put(msg)
             # A client's run is relayed here; its supervisor wakes only for what it acts on.
-            if run.state.capped != was_capped or run.state.done \
-                    or (outputs and run.relay is None):
+            if run.state.capped != was_capped or run.state.done:
                 run.wake.set()
             return
         if run.relay is not None:               # comms, clear, anything else of a client's run
@@ -301,27 +303,25 @@ class KernelSession:
         msg_id = self._send_raw("shell", "execute_request", {
             "code": code, "silent": False, "store_history": store_history,
             "user_expressions": {}, "allow_stdin": on_input is not None, "stop_on_error": True})
-        run = _Run(msg_id, fold.start(limits, msg_id))
+        run = _Run(msg_id, fold.start(limits, msg_id), on_output=on_output)
         self._runs[msg_id] = run
         try:
-            return await self._supervise(run, on_output, on_input, started_at_send=True)
+            return await self._supervise(run, on_input, started_at_send=True)
         finally:
             self._end(run)
 
-    async def _deliver(self, run: _Run, on_output: OnOutput | None) -> OnOutput | None:
-        while run.pending:
-            output = run.pending.popleft()
-            if on_output is None:
-                continue
+    def _hand_on(self, run: _Run, outputs: tuple[Output, ...]) -> None:
+        """A lesson run's outputs go out from the reader, in order, without a task hop."""
+        for output in outputs:
+            if run.on_output is None:
+                return
             try:
-                await on_output(output)
+                run.on_output(output)
             except Exception:  # a closed socket must not leave the run without limits
                 log.exception("kernel %s: on_output failed; not forwarding more", self.kernel.id)
-                on_output = None
-        return on_output
+                run.on_output = None
 
-    async def _supervise(self, run: _Run, on_output: OnOutput | None = None,
-                         on_input: OnInput | None = None, *,
+    async def _supervise(self, run: _Run, on_input: OnInput | None = None, *,
                          started_at_send: bool = False) -> RunResult:
         """Wait for the run's end, enforcing its limits; the result, whatever happened."""
         loop = asyncio.get_running_loop()
@@ -330,7 +330,6 @@ class KernelSession:
         paused: float | None = None
         deadline = loop.time() + limits.timeout if started_at_send else None
         while True:
-            on_output = await self._deliver(run, on_output)
             if run.state.done:
                 break
             if self._closed:
@@ -383,14 +382,20 @@ class KernelSession:
         return fold.finish(run.state, timed_out=timed_out)
 
     async def _sleep(self, run: _Run, timeout: float | None) -> bool:
-        """True when the run was woken (or the kernel ended) before `timeout`."""
-        waker = asyncio.ensure_future(run.wake.wait())
-        try:
-            done, _ = await asyncio.wait({waker, self._exited}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waker.cancel()
-        return bool(done)
+        """True when the run was woken (a message, the kernel's end, close) before `timeout`.
+
+        A timer, not a task: the reader wakes a run several times per execution, and the
+        kernel's end wakes every run (see `_watch`)."""
+        if run.wake.is_set():
+            return True
+        timer = None
+        if timeout is not None:
+            timer = asyncio.get_running_loop().call_later(timeout, run.wake.set)
+        await run.wake.wait()
+        if timer is None:
+            return True
+        timer.cancel()
+        return timer.when() > asyncio.get_running_loop().time()
 
     def _exit_result(self) -> KernelExit | None:
         if self._exited.cancelled() or self._exited.exception() is not None:
@@ -509,8 +514,7 @@ class KernelSession:
         if self._closed:
             return
         self._closed = True
-        for run in self._runs.values():
-            run.wake.set()                        # wakes a run in progress
+        self._wake_runs()                         # wakes a run in progress
         for relay in list(self._relays):
             relay.attach(None)
         self._relays.clear()

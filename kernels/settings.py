@@ -3,7 +3,8 @@
 `kernels/` imports nothing from `server/`: the server builds this from its
 Settings (`KernelSettings.of(settings)` takes the fields of the same name from
 any object), and the kernel layer's constructors accept either and keep only
-this. Defaults match the server's, for tools that start kernels on their own.
+this. Its defaults are the server's too (server/config.py reads them from here), and
+serve tools that start kernels on their own.
 """
 from __future__ import annotations
 

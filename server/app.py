@@ -20,6 +20,8 @@ from server.accounts.connections import PerIpCap
 from server.accounts.deletion import AccountDeletion
 from server.accounts.limiter import CredentialLimiter, CredentialRules, NewLearnerLimiter
 from server.accounts.redis_rates import open_rate_store
+from server.admin.live_events import LivePools
+from server.admin.flags import FeatureFlags
 from server.cache import keys as cache_keys
 from server.cache.cache import Cache
 from server.cache.freshness import Policy
@@ -36,21 +38,23 @@ from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
 from server.exercise_runner import ExerciseRunner
-from server.handlers import (accounts, admin_outbox, admin_overview, admin_pages, admin_runs,
-                             billing as billing_pages, kernels_api)
+from server.handlers import (accounts, admin_live_events, admin_ops, admin_outbox, admin_overview,
+                             admin_pages, admin_runs, billing as billing_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
 from server.lesson_sessions import LessonSessions
 from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
-from server.library import Library, build_library
+from server.library import Library, Shelf, build_library
 from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
+from workers import job_metrics
+from workers.failed_jobs import FailedJobs
 from workers.queue import QUEUES, open_jobs
 
 log = logging.getLogger("lessonserver")
@@ -65,19 +69,21 @@ class Runtime:
     secrets: Secrets
     engine: AsyncEngine
     metrics: Metrics
-    library: Library
+    library: Shelf                 # the served course; a reload swaps it (admin operations)
     plugins: tuple[Plugin, ...] = ()
     manager: KernelManager | None = None
     runner: ExerciseRunner | None = None
     sessions: LessonSessions | None = None
     mailer: Mailer | None = None
     redis: object | None = None
+    flags: FeatureFlags | None = None
     cache: Cache | None = None
     billing: BillingProvider | None = None
     intake: Intake | None = None
     jobs: object | None = None
     traces: TraceBuffer | None = None
     progress: PendingProgress | None = None
+    live: LivePools | None = None
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
     async def close(self) -> None:
@@ -107,16 +113,22 @@ async def start_runtime(settings: Settings) -> Runtime:
         await asyncio.to_thread(db.upgrade, settings)
     engine = db.create_engine(settings)
     plugins = discover()
-    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox), load_library(settings, plugins), plugins)
+    runtime = Runtime(settings, secrets, engine, Metrics(backend=settings.sandbox),
+                      Shelf(load_library(settings, plugins)), plugins)
     runtime.closers.append(engine.dispose)
     try:
-        await catalog_store.sync_catalog(engine, catalog_store.entries_from(runtime.library.catalog))
+        await catalog_store.sync_catalog(
+            engine, catalog_store.entries_from(runtime.library.current.catalog))
         if settings.redis_url:
             import redis.asyncio
             runtime.redis = redis.asyncio.from_url(settings.redis_url)
             runtime.closers.append(runtime.redis.aclose)
         await start_cache(runtime)
+        runtime.flags = FeatureFlags(engine)
+        await runtime.flags.start()
+        runtime.closers.append(runtime.flags.close)
         await start_kernels(runtime)
+        start_live_events(runtime)
         await start_billing(runtime)
     except BaseException:
         await runtime.close()
@@ -148,10 +160,18 @@ async def start_kernels(runtime: Runtime) -> None:
     traces = TraceBuffer.for_settings(settings, jobs.send_trace_batch)
     await traces.start()
     runtime.closers.append(traces.close)
+    emails = job_metrics.EmailStatsReader(settings.instance, runtime.redis)
+    await emails.start()
+    runtime.closers.append(emails.close)
+    runtime.metrics.watch_emails(emails.current, job_metrics.SECONDS_BUCKETS)
+
+    def emit(event) -> None:             # every trace event, and the first output's time
+        runtime.metrics.observe_trace(event)
+        traces.emit(event)
     kernel_settings = KernelSettings.of(settings)     # the kernel layer's part, and no more
     sandbox = create_sandbox(kernel_settings)
     runtime.closers.append(sandbox.close)
-    router = KernelEventRouter(traces.emit)   # also traces the runs of Jupyter clients
+    router = KernelEventRouter(emit)   # also traces the runs of Jupyter clients
     runtime.manager = KernelManager(kernel_settings, sandbox, runtime.plugins,
                                     on_event=[router, runtime.metrics.observe_kernel_event])
     runtime.metrics.watch_kernels(lambda: len(runtime.manager.list()),
@@ -163,10 +183,22 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.progress = PendingProgress(runtime.engine, settings.data_dir / PROGRESS_SPOOL)
     await runtime.progress.start()
     runtime.closers.append(runtime.progress.close)
-    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, traces.emit, router,
+    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, emit, router,
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.closers.append(runtime.sessions.close)
+
+
+def start_live_events(runtime: Runtime) -> None:
+    """Scheduled live events size the kernel pools ahead of them (server/admin/live_events.py)."""
+    def kernel_of(slug: str) -> str | None:
+        lesson = runtime.library.current.catalog.lesson(slug)
+        return lesson.kernel if lesson is not None else None
+
+    runtime.live = LivePools(runtime.engine, runtime.manager, kernel_of,
+                             runtime.settings.live_lead, runtime.settings.live_every)
+    runtime.live.start()
+    runtime.closers.append(runtime.live.close)
 
 
 async def start_billing(runtime: Runtime) -> None:
@@ -189,6 +221,16 @@ def health_checks(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
         # The same engine the sandbox uses: Docker's own DOCKER_HOST convention.
         checks["docker"] = docker_ping(os.environ.get("DOCKER_HOST"))
     return checks
+
+
+def operations(runtime: Runtime) -> admin_ops.Ops:
+    """What the operations page steers; failed jobs are kept only where RQ runs them."""
+    jobs = None
+    if not runtime.settings.embedded:
+        jobs = FailedJobs(runtime.settings.redis_url, QUEUES)
+        runtime.closers.append(jobs.close)
+    return admin_ops.Ops(runtime.manager, jobs, runtime.library, runtime.settings.lessons_dir,
+                         frozenset(p.name for p in runtime.plugins), runtime.cache, runtime.flags)
 
 
 def degraded_parts(runtime: Runtime) -> dict[str, str]:
@@ -238,17 +280,20 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         (r"/lessons/([A-Za-z0-9_-]+)", LessonHandler, cached),
         (r"/lessons/([A-Za-z0-9_-]+)/ws", ExerciseSocket,
          {**pages, "manager": runtime.manager, "runner": runtime.runner,
-          "sessions": runtime.sessions, "ws_cap": ws_cap}),
+          "sessions": runtime.sessions, "ws_cap": ws_cap, "flags": runtime.flags}),
         (r"/api/lessons", LessonsApiHandler, cached),
         *billing_pages.routes(common, runtime.billing, runtime.intake),
         *admin_runs.routes(api_token=runtime.secrets.api_token, engine=runtime.engine),
         *admin_pages.routes(common, runtime.secrets.api_token, limiter),
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
+        *admin_live_events.routes(common, runtime.secrets.api_token, limiter, runtime.library,
+                                  runtime.live),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
+        *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),
         *accounts.routes(common, limiter, runtime.mailer, AccountDeletion(
             runtime.engine, kernel_closer(runtime.manager),
-            runtime.jobs.send_subscription_cancel if runtime.billing else None)),
+            runtime.jobs.send_subscription_cancel if runtime.billing else None), runtime.flags),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),

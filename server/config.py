@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kernels.settings import KernelSettings
 from server.accounts.client_ip import Network, parse_networks
 from server.accounts.ratelimit import Rule, parse_rule
 
@@ -95,6 +96,12 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _kernel(attr: str) -> str:
+    """The kernel layer's own default (kernels/settings.py): one source, so they cannot drift."""
+    value = getattr(KernelSettings, attr)
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
     env: str
@@ -115,12 +122,12 @@ FIELDS: tuple[Field, ...] = (
           "redis://host:port/0; unset = embedded mode (in-process jobs and cache)"),
     Field("LS_LESSONS_DIR", "lessons_dir", _path, str(PROJECT_ROOT / "lessons"),
           "folder of the course to serve"),
-    Field("LS_SANDBOX", "sandbox", _choice(*SANDBOXES), "local",
+    Field("LS_SANDBOX", "sandbox", _choice(*SANDBOXES), _kernel("sandbox"),
           "kernel sandbox backend: local (bubblewrap/rlimits) or docker"),
-    Field("LS_INSTANCE", "instance", _text, "default",
+    Field("LS_INSTANCE", "instance", _text, _kernel("instance"),
           "label of this server's kernels; of those, only kernels whose owning process is gone "
           "(its lease) are reaped, so servers and tests on one host never take each other's"),
-    Field("LS_RUNTIME_DIR", "runtime_dir", _path, "/tmp/lessonserver",
+    Field("LS_RUNTIME_DIR", "runtime_dir", _path, _kernel("runtime_dir"),
           "short path for kernel connection sockets (unix paths are limited to 107 bytes)"),
     Field("LS_API_TOKEN", "api_token", _text, None,
           "token for the Jupyter-compatible API and admin; unset = generated into LS_DATA_DIR"),
@@ -128,38 +135,55 @@ FIELDS: tuple[Field, ...] = (
           "bearer token /metrics asks for (Authorization: Bearer ...); unset = /metrics is open"),
     Field("LS_COOKIE_SECRET", "cookie_secret", _text, None,
           "secret that signs cookies; unset = generated into LS_DATA_DIR"),
-    Field("LS_POOL_SIZE", "pool_size", _int(0), "1", "warm kernels kept ready per language"),
-    Field("LS_MAX_KERNELS", "max_kernels", _int(1), "40", "kernels alive at once on this host"),
-    Field("LS_START_CONCURRENCY", "start_concurrency", _int(1), "4", "kernel starts in flight at once"),
-    Field("LS_START_QUEUE", "start_queue", _int(0), "64",
+    Field("LS_POOL_SIZE", "pool_size", _int(0), _kernel("pool_size"),
+          "warm kernels kept ready per language"),
+    Field("LS_MAX_KERNELS", "max_kernels", _int(1), _kernel("max_kernels"),
+          "kernels alive at once on this host"),
+    Field("LS_START_CONCURRENCY", "start_concurrency", _int(1), _kernel("start_concurrency"),
+          "kernel starts in flight at once"),
+    Field("LS_START_QUEUE", "start_queue", _int(0), _kernel("start_queue"),
           "kernel requests allowed to wait for a start; beyond it, 429 with Retry-After"),
-    Field("LS_ANON_KERNELS", "anon_kernels", _int(1), "1",
+    Field("LS_ANON_KERNELS", "anon_kernels", _int(1), _kernel("anon_kernels"),
           "kernels an anonymous visitor may hold at once (admins and the API token are exempt)"),
-    Field("LS_MEMBER_KERNELS", "member_kernels", _int(1), "3",
+    Field("LS_MEMBER_KERNELS", "member_kernels", _int(1), _kernel("member_kernels"),
           "kernels a signed-in learner may hold at once"),
-    Field("LS_ANON_STARTS_PER_MINUTE", "anon_starts_per_minute", _int(1), "6",
+    Field("LS_ANON_STARTS_PER_MINUTE", "anon_starts_per_minute", _int(1),
+          _kernel("anon_starts_per_minute"),
           "kernel starts per minute for an anonymous visitor"),
-    Field("LS_MEMBER_STARTS_PER_MINUTE", "member_starts_per_minute", _int(1), "12",
+    Field("LS_MEMBER_STARTS_PER_MINUTE", "member_starts_per_minute", _int(1),
+          _kernel("member_starts_per_minute"),
           "kernel starts per minute for a signed-in learner"),
-    Field("LS_ANON_RUNS_PER_MINUTE", "anon_runs_per_minute", _int(1), "60",
+    Field("LS_ANON_RUNS_PER_MINUTE", "anon_runs_per_minute", _int(1),
+          _kernel("anon_runs_per_minute"),
           "runs per minute for an anonymous visitor"),
-    Field("LS_MEMBER_RUNS_PER_MINUTE", "member_runs_per_minute", _int(1), "120",
+    Field("LS_MEMBER_RUNS_PER_MINUTE", "member_runs_per_minute", _int(1),
+          _kernel("member_runs_per_minute"),
           "runs per minute for a signed-in learner"),
-    Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), "10", "wall-clock seconds per run"),
-    Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), "65536", "output bytes kept per run"),
-    Field("LS_OUTPUT_MESSAGES", "output_messages", _int(1), "2000", "output messages kept per run"),
-    Field("LS_MEMORY_MB", "memory_mb", _int(32), "256", "memory per kernel, MiB (no swap)"),
-    Field("LS_PIDS_LIMIT", "pids_limit", _int(8), "64", "processes per kernel"),
-    Field("LS_CPUS", "cpus", _float(0.05), "1.0", "CPU share per kernel"),
-    Field("LS_TMP_MB", "tmp_mb", _int(1), "64", "size of the kernel's /tmp, MiB"),
-    Field("LS_IDLE_TIMEOUT", "idle_timeout", _float(1), "900", "seconds before an idle kernel is culled"),
+    Field("LS_LIVE_LEAD", "live_lead", _float(0), "600",
+          "seconds before a scheduled live event when its lesson's kernel pool starts to grow"),
+    Field("LS_LIVE_EVERY", "live_every", _float(0.1), "15",
+          "seconds between checks of the live events against the kernel pools"),
+    Field("LS_RUN_TIMEOUT", "run_timeout", _float(0.1), _kernel("run_timeout"),
+          "wall-clock seconds per run"),
+    Field("LS_OUTPUT_LIMIT", "output_limit", _int(1024), _kernel("output_limit"),
+          "output bytes kept per run"),
+    Field("LS_OUTPUT_MESSAGES", "output_messages", _int(1), _kernel("output_messages"),
+          "output messages kept per run"),
+    Field("LS_MEMORY_MB", "memory_mb", _int(32), _kernel("memory_mb"),
+          "memory per kernel, MiB (no swap)"),
+    Field("LS_PIDS_LIMIT", "pids_limit", _int(8), _kernel("pids_limit"), "processes per kernel"),
+    Field("LS_CPUS", "cpus", _float(0.05), _kernel("cpus"), "CPU share per kernel"),
+    Field("LS_TMP_MB", "tmp_mb", _int(1), _kernel("tmp_mb"), "size of the kernel's /tmp, MiB"),
+    Field("LS_IDLE_TIMEOUT", "idle_timeout", _float(1), _kernel("idle_timeout"),
+          "seconds before an idle kernel is culled"),
     Field("LS_RECONNECT_GRACE", "reconnect_grace", _float(0), "30",
           "seconds a lesson page's kernel waits for its dropped socket to come back"),
-    Field("LS_IDLE_CPU_SHARE", "idle_cpu_share", _float(0.05), "0.5",
+    Field("LS_IDLE_CPU_SHARE", "idle_cpu_share", _float(0.05), _kernel("idle_cpu_share"),
           "share of a core an idle kernel may use before it is replaced (escaped code)"),
-    Field("LS_IDLE_CPU_WINDOW", "idle_cpu_window", _float(1), "3",
+    Field("LS_IDLE_CPU_WINDOW", "idle_cpu_window", _float(1), _kernel("idle_cpu_window"),
           "seconds of idle CPU use judged at once"),
-    Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), "7200", "seconds a kernel may live at most"),
+    Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), _kernel("max_lifetime"),
+          "seconds a kernel may live at most"),
     Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
     Field("LS_CACHE_GRACE", "cache_grace", _float(0), "60",
           "seconds past LS_CACHE_TTL a page is still served (stale) while one request recomputes it"),
@@ -213,7 +237,8 @@ FIELDS: tuple[Field, ...] = (
     Field("LS_REMINDER_DAYS", "reminder_days", _int(0), "7",
           "days without activity before a learner with an unfinished lesson gets one reminder "
           "(at most one per this many days); 0 = no reminders"),
-    Field("LS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Field("LS_LOG_LEVEL", "log_level", _log_level, _kernel("log_level"),
+          "DEBUG, INFO, WARNING or ERROR"),
     # Durability (issue 14)
     Field("LS_SHUTDOWN_GRACE", "shutdown_grace", _float(0), "20",
           "seconds SIGTERM lets runs in flight finish before they are interrupted"),
@@ -244,6 +269,8 @@ class Settings:
     member_starts_per_minute: int
     anon_runs_per_minute: int
     member_runs_per_minute: int
+    live_lead: float
+    live_every: float
     run_timeout: float
     output_limit: int
     output_messages: int

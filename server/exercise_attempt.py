@@ -12,16 +12,16 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 from kernels.manager import KernelManager
+from kernels.session import OnOutput
 from kernels.pool import CapacityError
 from kernels.quotas import Tier
-from kernels.result import Output, RunResult
+from kernels.result import RunResult
 from kernels.sandbox import SandboxError
 from server import exercise_steps
 from server.course.grade import Verdict
 from server.course.model import CheckKind, Exercise
 from server.exercise_steps import Step, StepKind
 
-OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
 Watch = Callable[[str, bool], None]      # (kernel id, True on attach / False on detach)
 

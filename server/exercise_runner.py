@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.manager import KernelManager, ManagedKernel
+from kernels.session import OnOutput
 from kernels.result import Output, RunResult, RunStatus
 from server import progress_view
 from server.course.grade import Verdict
@@ -28,7 +29,6 @@ from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
 
 log = logging.getLogger("lessonserver.runs")
 
-OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
 Commit = Callable[[], Awaitable[None]]
 
@@ -72,12 +72,12 @@ class ExerciseRunner:
 
         held: list[Output] = []    # an interrupt's error waits: was it the server's own stop?
 
-        async def forward(output: Output) -> None:
+        def forward(output: Output) -> None:
             tracer.output(output)             # the trace keeps the kernel's own words
             if messages.server_interrupt(output):
                 held.append(output)
             else:
-                await on_output(messages.clean_output(output, code))
+                on_output(messages.clean_output(output, code))
 
         def watch(checker_id: str, attach: bool) -> None:
             """The check's own kernel reports into this run's trace too."""
@@ -100,7 +100,7 @@ class ExerciseRunner:
         self.metrics.observe_run(lesson.kernel, shown, time.monotonic() - began)
         if not messages.stopped_by_server(shown):
             for output in held:               # the learner pressed Interrupt: show where it stopped
-                await on_output(messages.clean_output(output, code))
+                on_output(messages.clean_output(output, code))
         if StepKind.LEARNER in results:
             shown = messages.for_learner(shown, code, self.manager.limits(lesson.kernel).timeout)
         try:

@@ -4,7 +4,10 @@ Every series declared here is recorded somewhere: requests by the handlers,
 runs by the exercise runner and (for Jupyter clients' runs) by the kernel
 manager's events, which also drive limit hits and refused starts; the
 kernel gauge and the pool levels ask the manager at scrape time; the cache series by
-server.cache; kernel start durations come from KernelAssigned events.
+server.cache; kernel start durations come from KernelAssigned events; first output from
+the trace events (lesson runs and Jupyter clients' alike); webhook seconds from the Stripe
+webhook handler; emails from the job that delivers them, wherever it runs
+(workers/job_metrics.py), read at scrape time.
 
 Names follow the Prometheus conventions (tests/test_metrics.py lints them): the
 `lessonserver_` prefix, base units (seconds, bytes), and no per-user labels.
@@ -14,15 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from kernels import events
 from kernels.result import RunResult
+from server.tracing.events import EventKind, TraceEvent
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MAX_RUNS_WATCHED = 10_000        # runs awaiting their first output, at most
 
 
 PREFIX = "lessonserver_"
@@ -71,6 +77,38 @@ class PoolLevels(Collector):
         yield family
 
 
+class EmailSeries(Collector):
+    """`lessonserver_emails{kind,outcome}` and `lessonserver_email_send_seconds`: totals kept by
+    the delivering jobs (workers/job_metrics.py) and read at scrape time through `read`."""
+    COUNT = ("lessonserver_emails", "emails delivered, skipped or failed, by kind and outcome "
+             "(cluster-wide totals: every server shows the same)")
+    SECONDS = ("lessonserver_email_send_seconds", "time to deliver one email (SMTP, or the "
+               "outbox without LS_SMTP_URL; cluster-wide)")
+
+    def __init__(self) -> None:
+        self.read = None                    # () -> workers.job_metrics.EmailStats
+        self.bounds: tuple[float, ...] = ()
+
+    def describe(self):
+        return [CounterMetricFamily(*self.COUNT, labels=["kind", "outcome"]),
+                HistogramMetricFamily(*self.SECONDS)]
+
+    def collect(self):
+        count = CounterMetricFamily(*self.COUNT, labels=["kind", "outcome"])
+        seconds = HistogramMetricFamily(*self.SECONDS)
+        if self.read is not None:
+            stats = self.read()
+            for (kind, outcome), n in sorted(stats.sent.items()):
+                count.add_metric([kind, outcome], n)
+            cumulative, running = [], 0
+            for bound, n in zip((*map(floatToGoString, self.bounds), "+Inf"), stats.buckets):
+                running += n
+                cumulative.append((bound, running))
+            seconds.add_metric([], cumulative, stats.seconds_sum)
+        yield count
+        yield seconds
+
+
 class Metrics:
     def __init__(self, backend: str = "local") -> None:
         self.backend = backend                 # the sandbox that starts kernels: local or docker
@@ -114,7 +152,19 @@ class Metrics:
                                            "how long a queued kernel request waited",
                                            registry=self.registry,
                                            buckets=(.1, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.first_output_seconds = Histogram(
+            "lessonserver_first_output_seconds",
+            "time from a run's request to its first output (runs with output)",
+            ["kernel"], registry=self.registry,
+            buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.webhook_seconds = Histogram("lessonserver_webhook_seconds",
+                                         "time to take in one Stripe webhook, by HTTP status",
+                                         ["status"], registry=self.registry,
+                                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+        self.emails = EmailSeries()
+        self.registry.register(self.emails)
         self._api_runs: dict[str, str] = {}    # run id -> kernel, while a client's run goes on
+        self._no_output_yet: dict[str, str] = {}   # run id -> kernel, until its first output
 
     def observe_run(self, kernel: str, result: RunResult, seconds: float) -> None:
         self.runs.labels(kernel, result.status.value).inc()
@@ -136,6 +186,27 @@ class Metrics:
         elif isinstance(event, events.RunEnded):
             kernel = self._api_runs.pop(event.run_id, "unknown")
             self.runs.labels(kernel, event.result.status.value).inc()
+
+    def observe_trace(self, event: TraceEvent) -> None:
+        """A trace event on its way to the buffer: the first output of each run is timed."""
+        if event.kind is EventKind.REQUESTED:
+            if len(self._no_output_yet) >= MAX_RUNS_WATCHED:   # runs that never ended: forget
+                self._no_output_yet.clear()
+            self._no_output_yet[event.run_id] = str(event.data.get("kernel") or "unknown")
+        elif event.kind is EventKind.OUTPUT:
+            kernel = self._no_output_yet.pop(event.run_id, None)
+            if kernel is not None:
+                self.first_output_seconds.labels(kernel).observe(
+                    float(event.data.get("elapsed_ms") or 0) / 1000)
+        elif event.kind in (EventKind.FINISHED, EventKind.KERNEL_DIED):
+            self._no_output_yet.pop(event.run_id, None)
+
+    def observe_webhook(self, status: int, seconds: float) -> None:
+        self.webhook_seconds.labels(str(status)).observe(seconds)
+
+    def watch_emails(self, read: Callable[[], object], bounds: tuple[float, ...]) -> None:
+        """`read`: the email totals now (workers.job_metrics.EmailStats); `bounds`: its buckets."""
+        self.emails.read, self.emails.bounds = read, bounds
 
     def observe_cache(self, prefix: str, result: str) -> None:
         self.cache_requests.labels(prefix, result).inc()
@@ -163,6 +234,8 @@ class Metrics:
         found = [(m._name, m._type, tuple(m._labelnames)) for m in vars(self).values()
                  if isinstance(m, MetricWrapperBase)]
         found += [(f.name, f.type, ("kernel",)) for f in self.pools.describe()]
+        found += [(self.emails.COUNT[0], "counter", ("kind", "outcome")),
+                  (self.emails.SECONDS[0], "histogram", ())]
         return found
 
     def exposition(self) -> bytes:

@@ -155,6 +155,26 @@ class AdminAudit(Base):
     ip: Mapped[str] = mapped_column(sa.String(64), server_default="")
 
 
+class LiveEvent(Base):
+    """A scheduled live event: its lesson's kernel pool is grown ahead of it and shrunk after.
+    Written by server/admin/live_events.py from /admin/live-events."""
+    __tablename__ = "live_events"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    starts_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    minutes: Mapped[int] = mapped_column(sa.Integer)
+    lesson_slug: Mapped[str] = mapped_column(sa.String(200))
+    learners: Mapped[int] = mapped_column(sa.Integer)
+    created_by: Mapped[str] = mapped_column(sa.String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+class FeatureFlag(Base):
+    """A feature flag an admin set (server/admin/flags.py); a flag without a row has its default."""
+    __tablename__ = "feature_flags"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, server_default=sa.func.now())
+    updated_by: Mapped[str] = mapped_column(sa.String(320), server_default="")
+
+
 class Run(Base):
     """The summary of one traced run; written by workers/trace_store.py (plain SQL).
     No foreign keys: traces arrive in any order and outlive users and lessons."""

@@ -424,6 +424,24 @@ def test_a_dropped_socket_reconnects_and_runs_again(page):
     assert page.banner("hello").startswith("✓")
 
 
+def test_a_page_whose_kernel_is_gone_after_a_reconnect_says_so_in_plain_words(page):
+    """As after its process died behind the balancer (tests/test_load_balancer.py does that):
+    the page's hello names a kernel the server does not hold, and the page tells the learner."""
+    page.open().ready()
+    page.set_code("hello", "print('hello')")
+    page.button("hello", "run").click()
+    assert page.banner("hello").startswith("✓")
+    held = page.driver.execute_script("return window.lessonserver.page.kernelSession")
+    assert held and len(held) == 16
+    page.driver.execute_script("window.lessonserver.page.kernelSession = '0123456789abcdef';"
+                               "window.lessonserver.page.connection.socket.close()")
+    page.wait(lambda d: "variables from earlier runs are gone" in page.find(".kernel-bar").text, 20)
+    page.button("hello", "run").click()
+    page.wait(lambda d: "Your kernel was restarted while you were away" in page.output("hello"), 20)
+    assert page.banner("hello").startswith("✓")
+    assert page.driver.execute_script("return window.lessonserver.page.kernelSession") == held
+
+
 @pytest.mark.parametrize("slug, exercise, code, token", [
     ("sql-select", "titles", "SELECT title FROM books ORDER BY title;", "SELECT"),
     ("shell-first-commands", "echo", 'echo "Hello, shell!"', '"Hello, shell!"'),

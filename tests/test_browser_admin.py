@@ -3,14 +3,21 @@ runs in its database: sign-in, the overview, the runs list at 1280 px in the vie
 run, a bad filter, the outbox. Screenshots go to .test-artifacts/."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.admin_support import FAILED, OK, TIMEOUT, TOKEN, traced
 from tests.serve_process import serve
+from server.config import PROJECT_ROOT
 from tests.test_browser import ARTIFACTS, driver  # noqa: F401  (the headless Chromium fixture)
 from workers.trace_store import open_store
+
+
+README_SHOT = PROJECT_ROOT / "static" / "img" / "admin-overview.png"
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +39,16 @@ def wait(driver, condition, timeout: float = 15):
 
 
 def shoot(driver, name: str) -> None:
+    """Into .test-artifacts/; LS_TEST_SCREENSHOT=1 also copies the overview to static/img/ for
+    the README (a test run must not dirty the checkout otherwise)."""
     ARTIFACTS.mkdir(exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, min(height + 140, 3000))
     driver.save_screenshot(str(ARTIFACTS / name))
     driver.set_window_size(1280, 900)
     assert (ARTIFACTS / name).stat().st_size > 20_000
+    if os.environ.get("LS_TEST_SCREENSHOT") == "1" and name == "admin-overview.png":
+        shutil.copyfile(ARTIFACTS / name, README_SHOT)
 
 
 def test_admin_pages_in_chromium(site, driver):
@@ -58,6 +69,11 @@ def test_admin_pages_in_chromium(site, driver):
     assert driver.find_element(By.ID, "error-rate").text == "33.3 %"
     assert "API token sign-in" in driver.find_element(By.ID, "audit").text
     shoot(driver, "admin-overview.png")
+    shown = driver.find_element(By.ID, "as-of").get_attribute("datetime")
+    wait(driver, lambda d: d.find_element(By.ID, "as-of").get_attribute("datetime") != shown, 25)
+    assert driver.find_element(By.ID, "live").get_attribute("data-refreshed")   # swapped, not reloaded
+    assert "GMT+9" in driver.find_element(By.ID, "as-of").text or \
+        "JST" in driver.find_element(By.ID, "as-of").text                      # in the viewer's zone
 
     driver.get(site + "/admin/runs?size=50")
     widths = driver.execute_script(
@@ -85,6 +101,16 @@ def test_admin_pages_in_chromium(site, driver):
     assert len(rows) == 20 and all("timeout" in row.text for row in rows)
     driver.get(site + "/admin/runs?status=slow")
     assert "status 'slow' is not one we record" in driver.find_element(By.CSS_SELECTOR, ".notice").text
+
+    driver.get(site + "/admin/operations")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Operations"
+    assert "signups_open" in driver.find_element(By.ID, "flags").text
+    driver.find_element(By.CSS_SELECTOR, '#ops-pools tr[data-pool="python"] button').click()
+    wait(driver, lambda d: "drained" in d.find_element(By.CSS_SELECTOR,
+                                                       '#ops-pools tr[data-pool="python"]').text)
+    driver.find_element(By.CSS_SELECTOR, 'form[action="/admin/lessons/reload"] button').click()
+    wait(driver, lambda d: d.find_elements(By.ID, "reload-applied"))
+    shoot(driver, "admin-operations.png")
 
     driver.get(site + "/admin/outbox")
     assert driver.find_element(By.TAG_NAME, "h1").text == "Emails"

@@ -19,11 +19,11 @@ from server.config import PROJECT_ROOT
 from tests import services
 from tests.test_trace_support import fresh_postgres
 
-HEAD = "0006"   # the newest revision
+HEAD = "0009"   # the newest revision
 
 TABLES = {"users", "courses", "lessons", "exercises", "progress", "runs", "trace_events",
           "subscriptions", "processed_webhook_events", "email_log", "sessions", "account_tokens",
-          "admin_audit"}
+          "admin_audit", "live_events", "feature_flags"}
 
 # The trace tables as workers/trace_store.py and server/tracing/queries.py were
 # written against: the migration must create exactly these columns and indexes.

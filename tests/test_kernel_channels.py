@@ -85,6 +85,47 @@ async def test_a_client_that_does_not_read_is_dropped_at_a_bounded_backlog():
     assert 0 < drained < 10
 
 
+async def test_a_connection_that_does_not_flush_is_dropped_at_a_bounded_backlog():
+    """Written straight from the reader: unflushed bytes count against the same bound."""
+    loop = asyncio.get_running_loop()
+    relay, written, closed = Relay(backlog_bytes=10_000), [], []
+    chunk = messages.server_message("iopub", "stream", {"name": "stdout", "text": "x" * 1000})
+    relay.put(chunk)                                   # before the connection: queued
+
+    def write(msg):
+        written.append(msg)
+        return loop.create_future()                    # never flushed: the client reads nothing
+
+    relay.deliver_to(write, closed.append)
+    assert written == [chunk]                          # what waited goes first
+    for _ in range(100):
+        relay.put(chunk)
+    assert relay.closed and closed == ["the client did not read its messages fast enough"]
+    assert 0 < len(written) < 10 and relay.backlog <= 10_000
+
+
+async def test_flushed_writes_free_the_backlog_and_a_gone_client_closes_the_relay():
+    loop = asyncio.get_running_loop()
+    relay, closed = Relay(backlog_bytes=10_000), []
+    chunk = messages.server_message("iopub", "stream", {"name": "stdout", "text": "x" * 1000})
+    flushed = []
+
+    def write(msg):
+        if len(flushed) == 150:
+            raise ConnectionError("gone")
+        future = loop.create_future()
+        future.set_result(None)
+        flushed.append(future)
+        return future
+
+    relay.deliver_to(write, closed.append)
+    for _ in range(200):
+        relay.put(chunk)
+        await asyncio.sleep(0)                         # the flush callbacks run
+    assert len(flushed) == 150 and relay.backlog == 0
+    assert relay.closed and closed == ["the client went away"]
+
+
 # --- over a real WebSocket ----------------------------------------------------------
 
 async def test_execute_streams_output_and_replies_to_the_request(channels, api):

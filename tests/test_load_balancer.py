@@ -1,5 +1,6 @@
 """Two `serve` processes behind the shipped HAProxy config: a learner stays on one process,
-and when that process dies it reconnects through the balancer to the other, its progress kept."""
+and when that process dies it reconnects through the balancer to the other, its progress kept,
+and is told in plain words that its kernel restarted."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ import tornado.websocket
 
 from server import config, db
 from server.config import PROJECT_ROOT
+from server.handlers.exercise_ws import KERNEL_RESTARTED
 from tests import services
 from tests.serve_process import lessonserver, listening
 from tests.test_exercise_ws import COURSE, LESSON
@@ -44,13 +46,32 @@ async def open_socket(lb: str, cookie: str) -> tornado.websocket.WebSocketClient
         lb.replace("http", "ws") + "/lessons/practice/ws", headers={"Cookie": cookie}))
 
 
-async def run(socket, exercise: str, code: str) -> dict:
+async def run(socket, exercise: str, code: str, frames: list | None = None) -> dict:
+    """The run's result frame; every frame read on the way is added to `frames`."""
     await socket.write_message(json.dumps({"type": "run", "run": uuid.uuid4().hex[:8],
                                            "exercise": exercise, "code": code}))
     while True:
         frame = json.loads(await asyncio.wait_for(socket.read_message(), 60))
+        if frames is not None:
+            frames.append(frame)
         if frame["type"] == "result":
             return frame
+
+
+def kernel_tag(frames: list) -> str:
+    """What the page keeps of its kernel (notebook.js): the last tag the server sent."""
+    return [f["session"] for f in frames if f["type"] == "kernel" and f.get("session")][-1]
+
+
+def printed(frames: list) -> str:
+    return "".join(f["output"].get("text", "") for f in frames if f["type"] == "output")
+
+
+async def reconnect(lb: str, cookie: str, tag: str):
+    """The page's socket again, and its hello naming the kernel it had."""
+    socket = await open_socket(lb, cookie)
+    await socket.write_message(json.dumps({"type": "hello", "session": tag}))
+    return socket
 
 
 def test_a_learner_whose_process_dies_carries_on_in_the_other(tmp_path, fresh_pg_url, redis_url,
@@ -72,8 +93,15 @@ def test_a_learner_whose_process_dies_carries_on_in_the_other(tmp_path, fresh_pg
             page = await client.fetch(lb + "/lessons/practice")
             cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
             socket = await open_socket(lb, cookie)
-            first = await run(socket, "hello", "print('hello')")
+            frames: list = []
+            first = await run(socket, "hello", "x = 41\nprint('hello')", frames)
             assert first["verdict"]["passed"] and first["progress"]["passed"] == 1
+            tag = kernel_tag(frames)
+            socket.close()                         # a dropped socket, the same process: no notice
+            socket, frames = await reconnect(lb, cookie, tag), []
+            kept = await run(socket, "hello", "print(x + 1)", frames)
+            assert kept["status"] == "ok" and "42" in printed(frames)
+            assert not any(f.get("restarted") for f in frames), frames
             holder = a if await kernels_on(a.url) >= 1 else b
             other = b if holder is a else a
             for _ in range(3):                     # the learner sticks to its process
@@ -83,9 +111,18 @@ def test_a_learner_whose_process_dies_carries_on_in_the_other(tmp_path, fresh_pg
 
             os.kill(holder.pid, signal.SIGKILL)    # its process goes away
             assert await asyncio.wait_for(socket.read_message(), 10) is None
-            socket = await open_socket(lb, cookie)  # the page reconnects, through the balancer
-            second = await run(socket, "add", "def add(a, b):\n    return a + b\n")
+            socket = await reconnect(lb, cookie, tag)  # the page reconnects, through the balancer
+            told = json.loads(await asyncio.wait_for(socket.read_message(), 10))
+            while not told.get("restarted"):       # the page is told at once, in plain words
+                assert told["type"] in ("kernel", "restore"), told
+                told = json.loads(await asyncio.wait_for(socket.read_message(), 10))
+            assert told == {"type": "kernel", "state": "none", "message": KERNEL_RESTARTED,
+                            "restarted": True}
+            frames = []
+            second = await run(socket, "add", "def add(a, b):\n    return a + b\n", frames)
             assert second["verdict"]["passed"], second
+            assert f"[{KERNEL_RESTARTED}]" in printed(frames)   # and again in the run's output
+            assert kernel_tag(frames) != tag
             assert second["progress"] == {"passed": 2, "total": 3}   # the first pass was kept
             assert await kernels_on(other.url) >= 1
             view = await client.fetch(lb + "/lessons/practice", headers={"Cookie": cookie})

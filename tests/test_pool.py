@@ -139,3 +139,21 @@ async def test_a_start_that_fails_backs_off_instead_of_spinning(pool_of, spec):
     await asyncio.sleep(1.0)
     assert pool.ready == 0
     assert pool._failures <= 4  # 0.5 s, then 1 s, ... not hundreds of tries
+
+
+async def test_a_drained_pool_removes_its_kernels_starts_cold_and_resumes(local, pool_of):
+    pool = pool_of(1)
+    assert await pool.wait_full(30)
+    warm = pool._ready[0]
+    pool.drain()
+    assert pool.drained and pool.ready == 0
+    async with asyncio.timeout(10):
+        while await local.is_alive(warm):
+            await asyncio.sleep(0.05)
+    kernel, hit = await pool.acquire()         # a cold start, and no refill behind it
+    assert not hit and await local.is_alive(kernel)
+    await asyncio.sleep(0.5)
+    assert pool.ready == 0 and pool.starting == 0
+    pool.resume()
+    assert not pool.drained and await pool.wait_full(30)
+    await local.kill(kernel)

@@ -30,7 +30,7 @@ async def session(make_settings):
 async def test_outputs_stream_in_order_as_they_arrive(session):
     seen: list[tuple[float, Output]] = []
 
-    async def on_output(output: Output) -> None:
+    def on_output(output: Output) -> None:
         seen.append((asyncio.get_running_loop().time(), output))
 
     began = asyncio.get_running_loop().time()
@@ -87,7 +87,7 @@ async def test_code_that_ignores_interrupts_is_killed(session):
 async def test_output_flood_is_cut_then_stopped(session):
     forwarded: list[Output] = []
 
-    async def on_output(output: Output) -> None:
+    def on_output(output: Output) -> None:
         forwarded.append(output)
 
     result = await session.execute("while True: print('x' * 99)", SHORT, on_output)

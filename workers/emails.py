@@ -13,6 +13,7 @@ import email.message
 import email.utils
 import logging
 import smtplib
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +25,7 @@ from server.config import Settings
 from server.mail.mailer import Mailer
 from server.mail.messages import Message
 from server.models import EmailLog, utcnow
-from workers import deps
+from workers import deps, job_metrics
 
 log = logging.getLogger("lessonserver.mail")
 SMTP_TIMEOUT = 20.0            # seconds for connecting and for each SMTP command
@@ -35,7 +36,22 @@ class PermanentFailure(Exception):
 
 
 def deliver(email_id: str, message: dict[str, str]) -> str:
-    """Send the logged email `email_id` once; returns sent, skipped or outbox."""
+    """Send the logged email `email_id` once; returns sent, skipped or outbox. Counted and
+    timed by kind and outcome (workers/job_metrics.py), failures too."""
+    settings, kind = deps.current().settings, str(message.get("kind", "-"))
+    began = time.perf_counter()
+    try:
+        outcome = _deliver(email_id, message)
+    except Exception as exc:
+        failed = "refused" if isinstance(exc, PermanentFailure) else "failed"
+        job_metrics.record_email(settings, kind, failed, time.perf_counter() - began)
+        raise
+    job_metrics.record_email(settings, kind, outcome,
+                             None if outcome == "skipped" else time.perf_counter() - began)
+    return outcome
+
+
+def _deliver(email_id: str, message: dict[str, str]) -> str:
     job_deps = deps.current()
     settings = job_deps.settings
     mail = Message.from_json(message)

@@ -1,4 +1,10 @@
-"""The cache's prefixes (the `prefix` label of its metrics) and what invalidates them."""
+"""The cache's prefixes (the `prefix` label of its metrics) and what invalidates them.
+
+Every key here holds a view without identity, so recording a learner's progress has nothing
+to invalidate: a learner with a row gets pages rendered per request (private, no-cache).
+A prefix keyed by learner would need an invalidation wherever progress is written
+(PendingProgress, the account merge); tests/test_progress_freshness.py catches one without.
+"""
 from __future__ import annotations
 
 CATALOG = "catalog"          # the anonymous catalog page

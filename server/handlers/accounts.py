@@ -21,6 +21,7 @@ from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
 from server.accounts.rules import InvalidInput, SignUp
 from server.accounts.tokens import Purpose, digest, lifetime
+from server.admin.flags import SIGNUPS_OPEN, FeatureFlags
 from server.handlers.base import SESSION_COOKIE, USER_COOKIE, BaseHandler, Common, too_many
 from server.mail.mailer import Mailer
 from server.mail.reminders import unsubscribed_user
@@ -28,6 +29,8 @@ from server.store import accounts, reminders, sessions, tokens
 
 CHECK_INBOX = ("If {email} can receive mail, a message is on its way to it. "
                "Open the link inside to continue.")
+SIGNUPS_CLOSED = ("We are not taking new accounts at the moment; please come back later. "
+                  "If you already have an account, log in as usual.")
 BAD_LOGIN = ("That address and password do not match a confirmed account. If you have just "
              "signed up, open the link we emailed you first.")
 
@@ -136,6 +139,17 @@ NEW_PASSWORD = [("password", "New password (8 characters or more)", "password", 
 
 
 class SignUpHandler(AccountHandler):
+    def initialize(self, common: Common, limiter: CredentialLimiter, mailer: Mailer,
+                   deletion: AccountDeletion, flags: FeatureFlags | None = None) -> None:
+        super().initialize(common, limiter, mailer, deletion)
+        self.flags = flags
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.flags is not None and not self.flags.on(SIGNUPS_OPEN):   # set by an admin
+            self.message("Sign-ups are closed for now", SIGNUPS_CLOSED, status=403)
+            raise tornado.web.Finish()
+
     def get(self) -> None:
         self.form("Sign up", SIGNUP_FIELDS, "Sign up", links=(("/login", "I have an account"),))
 
@@ -411,11 +425,12 @@ class Unsubscribe(AccountHandler):
 
 
 def routes(common: Common, limiter: CredentialLimiter, mailer: Mailer,
-           deletion: AccountDeletion) -> list[tuple]:
+           deletion: AccountDeletion, flags: FeatureFlags | None = None) -> list[tuple]:
     deps: dict[str, Any] = {"common": common, "limiter": limiter, "mailer": mailer,
                             "deletion": deletion}
-    return [(path, handler, deps) for path, handler in (
-        (r"/signup", SignUpHandler), (r"/login", LoginHandler), (r"/logout", LogoutHandler),
+    signup = [(r"/signup", SignUpHandler, {**deps, "flags": flags})]
+    return signup + [(path, handler, deps) for path, handler in (
+        (r"/login", LoginHandler), (r"/logout", LogoutHandler),
         (r"/login/link", MagicLinkRequest), (r"/login/link/open", MagicLinkOpen),
         (r"/verify", VerifyOpen), (r"/password/reset", ResetRequest),
         (r"/password/reset/open", ResetOpen), (r"/account", AccountPage),

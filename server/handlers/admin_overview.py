@@ -11,6 +11,7 @@ import tornado.web
 
 from kernels.manager import KernelManager, UnknownKernel
 from server.accounts.limiter import CredentialLimiter
+from server.accounts.redirects import local_redirect
 from server.admin import audit, display, overview
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
@@ -75,7 +76,7 @@ class EndKernel(WithSources):
             await self.sources.manager.shutdown(kernel_id, f"ended by admin {actor}")
         except UnknownKernel:
             pass                     # it ended on its own meanwhile: the same outcome
-        self.redirect("/admin")
+        self.redirect(local_redirect(self.get_body_argument("next", ""), default="/admin"))
 
 
 def routes(common: Common, api_token: str | None, limiter: CredentialLimiter,

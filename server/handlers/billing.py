@@ -32,6 +32,10 @@ class StripeWebhookHandler(BaseHandler):
     def wants_json(self) -> bool:
         return True
 
+    def on_finish(self) -> None:
+        super().on_finish()
+        self.common.metrics.observe_webhook(self.get_status(), self.request.request_time())
+
     async def post(self) -> None:
         if self.intake is None:
             raise tornado.web.HTTPError(404, NOT_CONFIGURED)

@@ -9,6 +9,7 @@ protocol is JSON frames; see static/js/notebook.js for the other side.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from typing import Any
@@ -27,13 +28,24 @@ from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.learning import last_run
 from server.lesson_sessions import LessonSession, LessonSessions
-from server.library import Library
+from server.admin.flags import RUNS_PAUSED, FeatureFlags
+from server.library import Shelf
 from server.store import progress
 
 log = logging.getLogger("lessonserver.ws")
+RUNS_PAUSED_MESSAGE = ("Running code is paused for a short while for maintenance. Your code is "
+                       "kept on this page; try again in a few minutes.")
 
 MAX_FRAME = 256 * 1024        # a learner's code cell, with room to spare
 INPUT_TIMEOUT = 300.0         # seconds a run may wait for the learner to answer input()
+KERNEL_RESTARTED = ("Your kernel was restarted while you were away (the server that ran it "
+                    "went away or it was closed), so the variables from earlier runs are gone; "
+                    "run the earlier exercises again if this one needs them.")
+
+
+def kernel_tag(kernel_id: str) -> str:
+    """What the page keeps of its kernel, to say in its hello which one it had (not the id)."""
+    return hashlib.sha256(kernel_id.encode()).hexdigest()[:16]
 
 
 class ProtocolError(ValueError):
@@ -54,6 +66,9 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
     elif frame["type"] == "input":
         if not isinstance(frame.get("value"), str):
             raise ProtocolError("an input frame needs a string 'value'")
+    elif frame["type"] == "hello":
+        if not isinstance(frame.get("session"), str):
+            raise ProtocolError("a hello frame needs a string 'session'")
     elif frame["type"] not in ("interrupt", "restart"):
         raise ProtocolError(f"unknown frame type {frame['type']!r}")
     return frame
@@ -62,9 +77,11 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
 class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPage):
     route = "lesson_ws"
 
-    def initialize(self, common: Common, library: Library, manager: KernelManager,
-                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap) -> None:
+    def initialize(self, common: Common, library: Shelf, manager: KernelManager,
+                   runner: ExerciseRunner, sessions: LessonSessions, ws_cap: PerIpCap,
+                   flags: FeatureFlags | None = None) -> None:
         LearnerPage.initialize(self, common, library)
+        self.flags = flags
         self.ws_cap = ws_cap
         self.manager = manager
         self.runner = runner
@@ -72,6 +89,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         self.lesson = None
         self.session: LessonSession | None = None
         self.closed = False
+        self.kernel_lost = False     # the page's hello named a kernel this process does not hold
 
     def get_compression_options(self) -> dict[str, Any]:
         return {}
@@ -99,7 +117,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         self.session = self.sessions.attach(self.user.id, self.lesson.slug, self.send)
         if self.session.kernel_id is not None:
             self.send({"type": "kernel", "state": "busy" if self.session.busy else "idle",
-                       "message": None})
+                       "message": None, "session": kernel_tag(self.session.kernel_id)})
         await self._restore()
 
     async def _restore(self) -> None:
@@ -133,6 +151,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         except ProtocolError as exc:
             self.send({"type": "error", "run": None, "message": str(exc)})
             return
+        if frame["type"] == "hello":
+            self._hello(session, frame["session"])
+            return
         if session.sink != self.send:
             self.send({"type": "error", "run": frame.get("run"),
                        "message": "This lesson is open in another tab; reload to work here."})
@@ -141,6 +162,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         if kind == "run":
             if session.refusing is not None:       # the server is stopping
                 self.send({"type": "error", "run": frame["run"], "message": session.refusing})
+                return
+            if self.flags is not None and self.flags.on(RUNS_PAUSED):   # an admin paused runs
+                self.send({"type": "error", "run": frame["run"], "message": RUNS_PAUSED_MESSAGE})
                 return
             if session.busy:
                 self.send({"type": "error", "run": frame["run"],
@@ -154,6 +178,16 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             asyncio.create_task(self._control(session, self.manager.interrupt, "interrupt"))
         elif kind == "restart":
             asyncio.create_task(self._control(session, self._restart, "restart"))
+
+    def _hello(self, session: LessonSession, had: str) -> None:
+        """The page had a kernel: if this process does not hold it (the page's process went
+        away behind the balancer, or it was closed), say so now and with the next run."""
+        held = session.kernel_id is not None and self.manager.get(session.kernel_id) is not None
+        if held and kernel_tag(session.kernel_id) == had:
+            return
+        self.kernel_lost = True
+        self.send({"type": "kernel", "state": "idle" if held else "none",
+                   "message": KERNEL_RESTARTED, "restarted": True})
 
     async def _restart(self, kernel_id: str) -> None:
         self.send({"type": "kernel", "state": "restarting", "message": None})
@@ -222,9 +256,13 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             send({"type": "error", "run": run_id, "message": message})
             return
         send({"type": "started", "run": run_id, "exercise": exercise.id})
-        send({"type": "kernel", "state": "busy", "message": None})
+        send({"type": "kernel", "state": "busy", "message": None, "session": kernel_tag(kernel_id)})
+        if self.kernel_lost:
+            self.kernel_lost = False
+            send({"type": "output", "run": run_id, "output": {
+                "output_type": "stream", "name": "stderr", "text": f"[{KERNEL_RESTARTED}]\n"}})
 
-        async def on_output(output: Output) -> None:
+        def on_output(output: Output) -> None:
             send({"type": "output", "run": run_id, "output": output.to_json()})
 
         async def on_input(prompt: str, password: bool) -> str:

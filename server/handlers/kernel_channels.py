@@ -35,7 +35,6 @@ class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, Ap
         ApiHandler.initialize(self, **deps)
         self.kernel_id = ""
         self.relay: Relay | None = None
-        self.pump: asyncio.Task | None = None
 
     @property
     def max_message_size(self) -> int:
@@ -62,15 +61,16 @@ class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, Ap
                 "iopub", "status", {"execution_state": "dead"})))
             self.close(1000, "the kernel was shut down")
             return
-        self.pump = asyncio.create_task(self._pump(self.relay))
+        self.relay.deliver_to(self._write, self._relay_closed)
 
-    async def _pump(self, relay: Relay) -> None:
-        while (msg := await relay.get()) is not None:
-            try:
-                await self.write_message(messages.ws_frame(msg))   # waits: backpressure
-            except tornado.websocket.WebSocketClosedError:
-                return
-        reason = relay.close_reason or "closed"
+    def _write(self, msg: messages.KernelMessage) -> "asyncio.Future[None]":
+        """Called from the kernel's reader: the frame goes into the connection now."""
+        try:
+            return self.write_message(messages.ws_frame(msg))   # UTF-8 bytes: a text frame
+        except tornado.websocket.WebSocketClosedError:
+            raise ConnectionError("the client went away") from None
+
+    def _relay_closed(self, reason: str) -> None:
         self.close(1000 if "shut down" in reason else 1008, reason[:120])
 
     def on_message(self, raw: str | bytes) -> None:
@@ -86,5 +86,3 @@ class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, Ap
         self.release_slot()
         if self.relay is not None:
             self.manager.disconnect(self.kernel_id, self.relay)
-        if self.pump is not None and not self.pump.done():
-            self.pump.cancel()

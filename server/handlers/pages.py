@@ -18,7 +18,7 @@ from server.cache import keys
 from server.cache.cache import Cache, Computed
 from server.cache.freshness import Entry
 from server.handlers.base import BaseHandler, Common
-from server.library import Library
+from server.library import Shelf
 from server.store import progress, subscriptions
 
 PRIVATE = "private, no-cache"
@@ -27,9 +27,9 @@ PRIVATE = "private, no-cache"
 class CachedAnswers(BaseHandler):
     """Answers from the cache, with the HTTP caching headers that fit who asked."""
 
-    def initialize(self, common: Common, library: Library, cache: Cache | None = None) -> None:
+    def initialize(self, common: Common, library: Shelf, cache: Cache | None = None) -> None:
         super().initialize(common)
-        self.library = library
+        self.library = library.current     # one library for the whole request, even mid-reload
         self.cache = cache
 
     def public_cache_control(self) -> str:

@@ -29,6 +29,7 @@ class Page {
     this.runs = new Map();   // run id -> Cell
     this.cells = new Map();  // exercise id -> Cell
     this.connected = false;
+    this.kernelSession = null;  // the server's tag of our kernel: told back in each hello
     this.progressNode = article.querySelector(".lesson-progress");
     this.drafts = draftStore(this.slug);
     this.buildStatusBar();
@@ -39,7 +40,7 @@ class Page {
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.connection = new Connection(`${scheme}//${location.host}/lessons/${encodeURIComponent(this.slug)}/ws`, {
-      open: () => { this.connected = true; this.setKernel("connecting", null); },
+      open: () => this.opened(),
       message: (msg) => this.dispatch(msg),
       lost: () => this.lost(),
       retrying: (delay) => this.setKernel("reconnecting", `trying again in ${Math.ceil(delay / 1000)} s`),
@@ -107,7 +108,10 @@ class Page {
   dispatch(msg) {
     const cell = msg.run ? this.runs.get(msg.run) : undefined;
     switch (msg.type) {
-      case "kernel": return this.setKernel(msg.state, msg.message);
+      case "kernel":
+        // A new process (or a closed kernel) says our variables are gone; forget the old tag.
+        if (msg.session || msg.restarted) this.kernelSession = msg.session || null;
+        return this.setKernel(msg.state, msg.message);
       case "queued":
         this.setKernel("queued", `position ${msg.position} in the queue`);
         for (const waiting of this.runs.values()) waiting.queued(msg.position);
@@ -138,6 +142,14 @@ class Page {
     const text = `${msg.message || "The server could not do that."}${retry}`;
     if (cell) cell.failed(text);
     else this.kernelMessage.textContent = text;
+  }
+
+  // Before anything queued: the hello names the kernel we had, so the server can say whether
+  // it still holds it (behind a load balancer, a reconnect may reach another process).
+  opened() {
+    this.connected = true;
+    this.setKernel("connecting", null);
+    if (this.kernelSession) this.send({type: "hello", session: this.kernelSession});
   }
 
   lost() {

@@ -1,7 +1,9 @@
 """The admin runs page's time at 100,000 users and 1,000,000 runs on Postgres, over HTTP.
 
-`python -m tests.bench_admin_runs` (a throwaway Postgres cluster; about a minute to seed).
-Prints the median and worst of 20 requests for each kind of page an admin asks for."""
+Part of `make bench` (`python -m bench admin_runs` alone): a throwaway Postgres cluster, seeded
+in one SQL statement per table (about a minute on an idle machine). Prints the median and
+worst of 20 requests for each kind of page an admin asks for, and whether the median of each
+stays under the 300 ms budget."""
 from __future__ import annotations
 
 import asyncio
@@ -84,9 +86,9 @@ def main() -> int:
         results = asyncio.run(measure(url))
     slow = False
     for path, median, worst in results:
-        slow |= median > BUDGET_MS
+        slow |= path.startswith("/admin/runs") and median > BUDGET_MS   # the overview: no budget
         print(f"{path:55} median {median:7.1f} ms   worst {worst:7.1f} ms")
-    print(f"budget: median under {BUDGET_MS} ms: {'MISSED' if slow else 'met'}")
+    print(f"budget: runs pages' median under {BUDGET_MS} ms: {'MISSED' if slow else 'met'}")
     return 1 if slow else 0
 
 

@@ -1,0 +1,169 @@
+"""Issue 11: 200 learners press Run at once on a live event's lesson, its pool pre-warmed.
+
+A real `lessonserver serve` (Postgres, Redis, local sandbox) whose admin schedules a live
+event on /admin/live-events; the planner grows the python pool to the host's capacity
+(LS_MAX_KERNELS=40 here, so 40 warm kernels for 200 expected learners). Then 200 new
+visitors open the lesson and its socket and all press Run in the same instant. Printed:
+time to first output p50/p99 (goal p99 < 1 s), for those handed a warm kernel and for
+those who waited in the queue, how many waited, errors, and the load average.
+Each learner leaves after its result (LS_RECONNECT_GRACE=0), which frees a kernel for the
+queue. Loopback only; bounded by DEADLINE.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import tornado.httpclient
+import tornado.websocket
+
+from bench._load import Sample
+from server import config, db
+from tests import services
+from tests.accounts_support import Client
+from tests.serve_process import served
+from tests.test_exercise_ws import COURSE, LESSON   # a lesson whose `hello` prints hello
+
+LEARNERS = 200
+CAPACITY = 40            # LS_MAX_KERNELS: the warm pool can be no bigger
+DEADLINE = 180.0         # seconds the learners are given, all told
+PREWARM_WAIT = 300.0
+TOKEN = "bench-" + "t" * 30
+
+
+def pool_ready(metrics: str) -> int:
+    found = re.search(r'^lessonserver_pool_ready\{kernel="python"\} (\S+)$', metrics, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+async def schedule_event(base: str) -> None:
+    admin = Client(base)
+    await admin.get("/admin/login")                       # its form sets the XSRF cookie
+    assert (await admin.post("/admin/login", {"token": TOKEN})).code == 302
+    starts = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    answer = await admin.post("/admin/live-events", {
+        "starts_at": starts.strftime("%Y-%m-%dT%H:%M:%S"), "minutes": "30", "lesson": "practice",
+        "learners": str(LEARNERS)})
+    assert answer.code == 302, answer.body
+
+
+async def prewarm(base: str) -> float:
+    http = tornado.httpclient.AsyncHTTPClient()
+    began = time.monotonic()
+    while time.monotonic() - began < PREWARM_WAIT:
+        if pool_ready((await http.fetch(base + "/metrics")).body.decode()) >= CAPACITY:
+            return time.monotonic() - began
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the pool did not reach {CAPACITY} warm kernels in {PREWARM_WAIT:.0f} s")
+
+
+class Learner:
+    def __init__(self) -> None:
+        self.started: float | None = None        # the kernel is the learner's: admission done
+        self.first_output: float | None = None
+        self.queued = False
+        self.error: str | None = None
+
+    async def arrive(self, base: str) -> None:
+        """The lesson page (a cookie, no row) and its socket, ready to press Run."""
+        page = await tornado.httpclient.AsyncHTTPClient().fetch(base + "/lessons/practice")
+        cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+        self.socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+            base.replace("http", "ws") + "/lessons/practice/ws", headers={"Cookie": cookie}))
+
+    async def press_run(self, deadline: float) -> None:
+        began = time.perf_counter()
+        await self.socket.write_message(json.dumps(
+            {"type": "run", "run": "r1", "exercise": "hello", "code": "print('hello')"}))
+        try:
+            while True:
+                raw = await asyncio.wait_for(self.socket.read_message(),
+                                             max(0.1, deadline - time.perf_counter()))
+                if raw is None:
+                    self.error = "socket closed"
+                    return
+                frame = json.loads(raw)
+                if frame["type"] == "queued":
+                    self.queued = True
+                elif frame["type"] == "started":
+                    self.started = time.perf_counter() - began
+                elif frame["type"] == "output" and self.first_output is None:
+                    self.first_output = time.perf_counter() - began
+                elif frame["type"] == "error":
+                    self.error = frame["message"]
+                    return
+                elif frame["type"] == "result":
+                    return
+        except asyncio.TimeoutError:
+            self.error = "no result before the deadline"
+        finally:
+            self.socket.close()       # the learner leaves: its kernel goes to the queue's head
+
+
+def line(label: str, learners: list[Learner]) -> str:
+    if not learners:
+        return f"  {label}: none"
+    first = Sample(tuple(one.first_output for one in learners), 0, 1)
+    started = Sample(tuple(one.started for one in learners), 0, 1)
+    return (f"  {label}: {len(learners)} learners, first output p50 {first.pct(50) * 1000:.0f} ms,"
+            f" p99 {first.pct(99) * 1000:.0f} ms (kernel theirs, 'started': p50"
+            f" {started.pct(50) * 1000:.0f} ms, p99 {started.pct(99) * 1000:.0f} ms)")
+
+
+async def event(base: str) -> None:
+    await schedule_event(base)
+    print(f"  pool pre-warmed to {CAPACITY} python kernels (LS_MAX_KERNELS) in "
+          f"{await prewarm(base):.1f} s for {LEARNERS} expected learners", flush=True)
+    learners = [Learner() for _ in range(LEARNERS)]
+    for i in range(0, LEARNERS, 20):                  # arrive in small groups, then wait together
+        await asyncio.gather(*(one.arrive(base) for one in learners[i:i + 20]))
+    load_before = os.getloadavg()
+    deadline = time.perf_counter() + DEADLINE
+    began = time.perf_counter()
+    await asyncio.gather(*(one.press_run(deadline) for one in learners))
+    took = time.perf_counter() - began
+    load_after = os.getloadavg()
+    outputs = [one for one in learners if one.first_output is not None]
+    print(line(f"{LEARNERS} learners press Run at once, all", outputs), flush=True)
+    print(line("handed a warm kernel", [one for one in outputs if not one.queued]), flush=True)
+    print(line("waited in the queue", [one for one in outputs if one.queued]), flush=True)
+    errors: dict[str, int] = {}
+    for one in learners:
+        if one.error:
+            errors[one.error] = errors.get(one.error, 0) + 1
+    print(f"  waited in the queue: {sum(one.queued for one in learners)}; no output: "
+          f"{LEARNERS - len(outputs)}; errors: {errors or 0}; all done in {took:.1f} s; goal p99 "
+          f"< 1 s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
+          f"({os.cpu_count()} cores)", flush=True)
+
+
+def main() -> None:
+    redis_server = services.RedisServer()
+    redis_server.start()
+    try:
+        with services.throwaway_postgres() as pg_url, \
+                tempfile.TemporaryDirectory(prefix="ls-bench-live-") as tmp:
+            root = Path(tmp)
+            (root / "lessons" / "live").mkdir(parents=True)
+            (root / "lessons" / "live" / COURSE).write_text("title: Live\n")
+            (root / "lessons" / "live" / "practice.md").write_text(LESSON)
+            env = {"LS_DATABASE_URL": pg_url, "LS_REDIS_URL": redis_server.url,
+                   "LS_LESSONS_DIR": str(root / "lessons"), "LS_DATA_DIR": str(root / "data"),
+                   "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}", "LS_SANDBOX": "local",
+                   "LS_POOL_SIZE": "0", "LS_MAX_KERNELS": str(CAPACITY), "LS_LIVE_LEAD": "3600",
+                   "LS_LIVE_EVERY": "1", "LS_API_TOKEN": TOKEN, "LS_COOKIE_SECRET": "c" * 40,
+                   "LS_RECONNECT_GRACE": "0", "LS_START_QUEUE": str(LEARNERS * 2),
+                   "LS_WS_PER_IP": str(LEARNERS * 2),
+                   "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 2}/60", "LS_LOG_LEVEL": "WARNING"}
+            db.upgrade(config.load(env))
+            with served(env, root / "serve.log") as server:
+                asyncio.run(event(server.url))
+    finally:
+        redis_server.close()
