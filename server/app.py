@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server import db, logs
 from server.accounts.client_ip import Network, client_ip, client_scheme
 from server.accounts.connections import PerIpCap
-from server.accounts.limiter import (CredentialLimiter, CredentialRules, MemoryRateStore,
-                                     NewLearnerLimiter)
+from server.accounts.deletion import AccountDeletion
+from server.accounts.limiter import CredentialLimiter, CredentialRules, NewLearnerLimiter
+from server.accounts.redis_rates import open_rate_store
 from server.admin.live_events import LivePools
 from server.admin.flags import FeatureFlags
 from server.cache import keys as cache_keys
@@ -282,13 +283,14 @@ class LessonApp(tornado.web.Application):
 
 def make_app(runtime: Runtime) -> tornado.web.Application:
     settings = runtime.settings
-    # Per process, like the credential limiter below (a Redis store would share them).
+    # One budget for every `serve` process when there is Redis (server/accounts/redis_rates.py).
+    rates = open_rate_store(settings.redis_url, settings.instance)
+    runtime.closers.append(rates.close)
     common = Common(settings, runtime.engine, runtime.metrics,
-                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
+                    NewLearnerLimiter(rates, settings.new_learners_per_ip))
     pages = {"common": common, "library": runtime.library}
     cached = {**pages, "cache": runtime.cache}
-    # Per process: with several `serve` processes, a Redis RateStore takes MemoryRateStore's place.
-    limiter = CredentialLimiter(MemoryRateStore(),
+    limiter = CredentialLimiter(rates,
                                 CredentialRules(settings.auth_per_ip, settings.auth_per_account))
     ws_cap = PerIpCap(settings.ws_per_ip)
     routes = [
@@ -310,7 +312,9 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
             runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
         *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),
-        *accounts.routes(common, limiter, runtime.mailer, runtime.flags),
+        *accounts.routes(common, limiter, runtime.mailer, AccountDeletion(
+            runtime.engine, kernel_closer(runtime.manager),
+            runtime.jobs.send_subscription_cancel if runtime.billing else None), runtime.flags),
         *kernels_api.routes(runtime.manager, runtime.plugins, common, runtime.secrets.api_token,
                             limiter, ws_cap),
         (r"/healthz", HealthHandler, {"common": common, "checks": health_checks(runtime),

@@ -9,6 +9,7 @@ than twice that floor (or a second, whichever is more).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 
@@ -100,7 +101,10 @@ async def test_webhook_answer_time_under_200_concurrent_deliveries(tmp_path, pg_
               f"{', '.join(f'{percentile(r, 99) * 1000:.0f} ms' for r in rounds)}")
         total = 20 + CONCURRENT * ROUNDS
         assert len(events(db_url)) == total          # each one stored ...
-        assert Queue(jobs_queue.BILLING, connection=redis.Redis.from_url(redis_server.url)).count == total
+        jobs = Queue(jobs_queue.BILLING, connection=redis.Redis.from_url(redis_server.url)).jobs
+        queued = [event_id for job in jobs for event_id in job.args[0]]
+        assert len(queued) == len(set(queued)) == total      # ... and queued once, a job per batch
+        print(f"{total} events in {len(jobs)} jobs; load average {os.getloadavg()[0]:.1f}")
         # On a quiet host the goal is p99 < 100 ms. On a shared one, HTTP itself (a 404 under the
         # same burst) sets the floor: the webhook's own work must not add as much again.
         assert p99 < max(1.0, 2 * percentile(floor, 99))

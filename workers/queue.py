@@ -78,13 +78,27 @@ class RQJobs:
         await asyncio.to_thread(self._enqueue_billing_events, event_ids)
 
     def _enqueue_billing_events(self, event_ids: list[str]) -> None:
-        from rq import Queue, Retry
-        retry = Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS))
-        self._billing.enqueue_many([
-            Queue.prepare_data(billing.process_event, (event_id,), timeout=BILLING_TIMEOUT,
-                               result_ttl=3600, failure_ttl=FAILURE_TTL, retry=retry,
-                               description=f"stripe event {event_id}")
-            for event_id in event_ids])
+        # One job for the batch the webhook stored together: enqueueing a job per event cost
+        # ~0.35 ms of CPU each, under the GIL the answers wait on (~70 ms for 200).
+        from rq import Retry
+        self._billing.enqueue(
+            billing.process_events, list(event_ids), job_timeout=BILLING_TIMEOUT * len(event_ids),
+            result_ttl=3600, failure_ttl=FAILURE_TTL,
+            retry=Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS)),
+            description=f"stripe events {', '.join(event_ids[:3])}"
+                        + (f" and {len(event_ids) - 3} more" if len(event_ids) > 3 else ""))
+
+    async def send_subscription_cancel(self, subscription_id: str) -> None:
+        """Queue the cancellation of a deleted account's subscription, retried like an event."""
+        await asyncio.to_thread(self._enqueue_subscription_cancel, subscription_id)
+
+    def _enqueue_subscription_cancel(self, subscription_id: str) -> None:
+        from rq import Retry
+        self._billing.enqueue(
+            billing.cancel_subscription, subscription_id, job_id=f"cancel-{subscription_id}",
+            job_timeout=BILLING_TIMEOUT, result_ttl=3600, failure_ttl=FAILURE_TTL,
+            description=f"cancel subscription {subscription_id}",
+            retry=Retry(max=len(BILLING_RETRY_INTERVALS), interval=list(BILLING_RETRY_INTERVALS)))
 
     async def send_email(self, email_id: str, message: dict[str, str]) -> None:
         """Queue one logged email (server/mail/mailer.py records it first)."""
@@ -135,10 +149,16 @@ class InlineJobs:
 
     async def send_billing_events(self, event_ids: list[str]) -> None:
         """Processed after the answer to Stripe; a failure stays `failed` for a redelivery."""
-        for event_id in event_ids:
-            task = asyncio.create_task(self._run_logged(billing.process_event, event_id))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        self._in_background(billing.process_events, list(event_ids))
+
+    async def send_subscription_cancel(self, subscription_id: str) -> None:
+        """Run after the answer; a failure is logged for a person (no queue to retry it here)."""
+        self._in_background(billing.cancel_subscription, subscription_id)
+
+    def _in_background(self, func: Callable[..., Any], *args: Any) -> None:
+        task = asyncio.create_task(self._run_logged(func, *args))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _run_logged(self, func: Callable[..., Any], *args: Any) -> None:
         try:

@@ -1,9 +1,8 @@
 """The shell around ratelimit.py: where buckets live, and the guard every credential check asks.
 
-`RateStore` is the one method a store needs; `MemoryRateStore` keeps buckets in
-this process (embedded mode, one `serve`). A Redis store shared by several
-`serve` processes implements the same `take` (a Lua script running
-ratelimit.take on a hash) and is passed to `CredentialLimiter` instead.
+`RateStore` is the two methods a store needs; `MemoryRateStore` keeps buckets in
+this process (embedded mode); `redis_rates.RedisRateStore` shares them between
+every `serve` process, with the same rule deciding.
 """
 from __future__ import annotations
 
@@ -55,6 +54,9 @@ class MemoryRateStore:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    async def close(self) -> None:
+        """Nothing to close (RedisRateStore closes its connections)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,8 @@ class CheckoutRequest:
 
 
 class BillingProvider(Protocol):
+    hosted_origins: tuple[str, ...]   # where checkout_url and portal_url send the browser
+
     def verify_webhook(self, body: bytes, signature: str | None) -> None:
         """Raise BadSignature unless `signature` signs exactly `body`, recently."""
 
@@ -44,6 +46,9 @@ class BillingProvider(Protocol):
 
     async def recent_subscriptions(self, since: float) -> list[Snapshot]:
         """Subscriptions created or changed since `since` (epoch seconds), for the reconciliation."""
+
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        """End the subscription now (its account is deleted); one already ended or gone is done."""
 
 
 def open_billing(settings: Settings) -> BillingProvider | None:

@@ -10,17 +10,24 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import stripe
 
 from server.billing.events import BadEvent, event_of, snapshot_of
-from server.billing.machine import Snapshot
+from server.billing.machine import FINAL, Snapshot
 from server.billing.provider import BadSignature, BillingUnavailable, CheckoutRequest
 
 TOLERANCE = 300            # seconds a signature stays valid (Stripe's default)
 TIMEOUT = 10               # seconds per HTTP request to Stripe
 NETWORK_RETRIES = 2
+HOSTED_ORIGINS = ("https://checkout.stripe.com", "https://billing.stripe.com")   # Checkout, portal
 SUBSCRIPTION_EVENTS = frozenset({"checkout.session.completed", "invoice.paid", "invoice.payment_failed"})
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class StripeBilling:
@@ -28,6 +35,8 @@ class StripeBilling:
                  api_base: str | None = None) -> None:
         self.price = price
         self.webhook_secret = webhook_secret
+        # A local Stripe (LS_STRIPE_API_BASE) serves its hosted pages from its own origin.
+        self.hosted_origins = HOSTED_ORIGINS + ((origin(api_base),) if api_base else ())
         self.client = stripe.StripeClient(
             secret_key, base_addresses={"api": api_base} if api_base else None,
             max_network_retries=NETWORK_RETRIES, http_client=stripe.RequestsClient(timeout=TIMEOUT))
@@ -92,6 +101,19 @@ class StripeBilling:
                                           or event.type in SUBSCRIPTION_EVENTS):
                 ids.append(event.subscription_id)
         return [await self.subscription(sub_id) for sub_id in dict.fromkeys(ids)]
+
+    async def cancel_subscription(self, subscription_id: str) -> None:
+        try:
+            current = await self.subscription(subscription_id)
+        except BillingUnavailable as exc:
+            if getattr(exc.__cause__, "code", None) == "resource_missing":
+                return               # gone at Stripe: nothing bills any more
+            raise
+        if current.status in FINAL:
+            return                   # a retried job, or the learner canceled first
+        # Stripe's defaults: no final invoice, no proration.
+        await self._call("cancel the subscription", self.client.v1.subscriptions.cancel,
+                         subscription_id)
 
     def _events_since(self, since: int) -> list[dict[str, Any]]:
         listed = self.client.v1.events.list({"created": {"gte": since}, "limit": 100})

@@ -83,7 +83,8 @@ class AccessWatch:
 
 
 def kernel_closer(manager) -> CloseKernels:
-    """Close every kernel the learner holds on this host (KernelManager's public API)."""
+    """Close every kernel the learner holds on this host (KernelManager's public API): when access
+    ends, and when the account is deleted (server/accounts/deletion.py)."""
     from kernels.manager import UnknownKernel
 
     async def close(user_id: str, message: str) -> int:
@@ -94,7 +95,7 @@ def kernel_closer(manager) -> CloseKernels:
             except UnknownKernel:
                 pass                 # gone meanwhile
         if kernels:
-            log.info("kernels closed: access ended", extra={"fields": {"user": user_id,
-                                                                        "kernels": len(kernels)}})
+            log.info("kernels closed", extra={"fields": {"user": user_id, "kernels": len(kernels),
+                                                         "reason": message}})
         return len(kernels)
     return close

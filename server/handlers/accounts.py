@@ -16,6 +16,7 @@ import tornado.escape
 import tornado.web
 
 from server.accounts import passwords, rules
+from server.accounts.deletion import AccountDeletion
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
 from server.accounts.rules import InvalidInput, SignUp
@@ -37,10 +38,12 @@ BAD_LOGIN = ("That address and password do not match a confirmed account. If you
 class AccountHandler(BaseHandler):
     route = "accounts"
 
-    def initialize(self, common: Common, limiter: CredentialLimiter, mailer: Mailer) -> None:
+    def initialize(self, common: Common, limiter: CredentialLimiter, mailer: Mailer,
+                   deletion: AccountDeletion) -> None:
         super().initialize(common)
         self.limiter = limiter
         self.mailer = mailer
+        self.deletion = deletion
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -137,8 +140,8 @@ NEW_PASSWORD = [("password", "New password (8 characters or more)", "password", 
 
 class SignUpHandler(AccountHandler):
     def initialize(self, common: Common, limiter: CredentialLimiter, mailer: Mailer,
-                   flags: FeatureFlags | None = None) -> None:
-        super().initialize(common, limiter, mailer)
+                   deletion: AccountDeletion, flags: FeatureFlags | None = None) -> None:
+        super().initialize(common, limiter, mailer, deletion)
         self.flags = flags
 
     def prepare(self) -> None:
@@ -398,9 +401,15 @@ class DeleteAccount(AccountPage):
         if not await self.check_password(account):
             return await self.show(account, error="To delete the account, type its password "
                                                   "(or its address if it has none).", status=400)
-        await accounts.delete(self.common.engine, account.id)
+        deleted = await self.deletion.delete(account.id)
         self.sign_out_cookies()
-        self.message("Account deleted", "Your account, progress and run history are gone.")
+        text = "Your account, progress and run history are gone."
+        if deleted.subscription_canceling:
+            text += " Your subscription is being canceled; you will not be charged again."
+        elif deleted.cancel_failed:
+            text += (" We could not cancel your subscription just now; we will do it by hand. "
+                     "Write to us if you are charged again.")
+        self.message("Account deleted", text)
 
 
 class Unsubscribe(AccountHandler):
@@ -416,8 +425,9 @@ class Unsubscribe(AccountHandler):
 
 
 def routes(common: Common, limiter: CredentialLimiter, mailer: Mailer,
-           flags: FeatureFlags | None = None) -> list[tuple]:
-    deps: dict[str, Any] = {"common": common, "limiter": limiter, "mailer": mailer}
+           deletion: AccountDeletion, flags: FeatureFlags | None = None) -> list[tuple]:
+    deps: dict[str, Any] = {"common": common, "limiter": limiter, "mailer": mailer,
+                            "deletion": deletion}
     signup = [(r"/signup", SignUpHandler, {**deps, "flags": flags})]
     return signup + [(path, handler, deps) for path, handler in (
         (r"/login", LoginHandler), (r"/logout", LogoutHandler),

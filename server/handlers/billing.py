@@ -11,7 +11,7 @@ from server import access
 from server.billing.events import BadEvent
 from server.billing.intake import Intake, NotQueued
 from server.billing.provider import BadSignature, BillingProvider, BillingUnavailable, CheckoutRequest
-from server.handlers.base import BaseHandler, Common, json_response
+from server.handlers.base import CSP, BaseHandler, Common, json_response
 from server.store import subscriptions
 
 _ATTEMPT = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -54,6 +54,9 @@ class BillingPage(BaseHandler):
     def initialize(self, common: Common, billing: BillingProvider | None) -> None:
         super().initialize(common)
         self.billing = billing
+        if billing is not None:   # its forms end on the provider's pages (a redirect counts)
+            self.set_header("Content-Security-Policy", CSP.replace(
+                "form-action 'self'", "form-action 'self' " + " ".join(billing.hosted_origins)))
 
     def base_url(self) -> str:
         return f"{self.request.protocol}://{self.request.host}"
