@@ -192,6 +192,7 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, emit, router,
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
+    runtime.manager.observers.append(runtime.sessions.observe)
     runtime.closers.append(runtime.sessions.close)
 
 

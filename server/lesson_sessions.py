@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from kernels.events import KernelEvent, KernelGone
 from kernels.manager import KernelManager, UnknownKernel
 
 log = logging.getLogger("lessonserver.ws")
@@ -53,12 +54,31 @@ class LessonSession:
             self.missed.append(frame)
 
 
+def closed_in_words(reason: str) -> str:
+    """A closing reason for the learner: our own sentences as they are, a short reason
+    ("idle timeout") inside one."""
+    if reason.endswith("."):
+        return reason
+    return f"The kernel was closed ({reason}); the next run starts a new one."
+
+
 class LessonSessions:
     def __init__(self, manager: KernelManager, grace: float) -> None:
         self.manager = manager
         self.grace = grace
         self._sessions: dict[tuple[str, str], LessonSession] = {}
         self.refusing: str | None = None
+
+    def observe(self, event: KernelEvent) -> None:
+        """The manager's observer: a page whose kernel was closed under it (its access ended,
+        its account was deleted, it idled out) is told now, not at its next run."""
+        if not isinstance(event, KernelGone):
+            return
+        for session in self._sessions.values():
+            if session.kernel_id == event.kernel_id:
+                session.kernel_id = None
+                session.send({"type": "kernel", "state": "dead",
+                              "message": closed_in_words(event.reason)})
 
     def attach(self, user_id: str, slug: str, sink: Sink) -> LessonSession:
         """The session of this learner and lesson, now sending to `sink` (the newest page wins)."""

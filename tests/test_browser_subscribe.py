@@ -231,6 +231,8 @@ def test_sign_up_subscribe_run_and_lock_again_when_stripe_deletes_the_subscripti
         "Content-Type": "application/json", "Stripe-Signature": sign(body)}).status_code == 200
     wait_until(lambda: closed == [CLOSED_MESSAGE], 30,
                "the server to close the learner's kernel")           # the access watch, every 2 s
+    page.wait(lambda d: d.find_element(By.CSS_SELECTOR, ".kernel-message").text == CLOSED_MESSAGE,
+              10, "the open page told that its kernel was closed")  # at once, not at its next run
     page.button("x", "run").click()                               # the open page tries again
     page.wait(lambda d: "locked" in page.cell("x").text, 20, "the run refused on the open page")
     _screenshot(driver, "subscribe-3-locked-on-the-page.png")
