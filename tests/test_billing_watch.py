@@ -7,7 +7,7 @@ import time
 
 from server.billing.machine import DAY
 from server.billing.watch import CLOSED_MESSAGE, AccessWatch
-from server.store import subscriptions, users
+from server.store import grants, subscriptions, users
 from server.store.subscriptions import Subscription
 
 
@@ -41,6 +41,24 @@ async def test_kernels_are_closed_once_when_access_ends_or_a_grace_runs_out(db_e
     assert closed[-1] == (past_due, CLOSED_MESSAGE)
     assert await watch.check() == 0                       # each end closes kernels once
     assert [user for user, _ in closed] == [canceled, past_due]
+
+
+async def test_a_learner_with_an_admins_grant_keeps_its_kernels_when_the_subscription_ends(db_engine):
+    closed: list[str] = []
+
+    async def close(user_id: str, message: str) -> int:
+        closed.append(user_id)
+        return 1
+
+    granted, expired = [(await users.create_anonymous(db_engine)).id for _ in range(2)]
+    await grants.put(db_engine, granted, utc(time.time() + DAY), "admin@example.org")
+    await grants.put(db_engine, expired, utc(time.time() - 1), "admin@example.org")
+    watch = AccessWatch(db_engine, close, 1.0)
+    for user in (granted, expired):
+        await subscriptions.put(db_engine, Subscription(user, "canceled",
+                                                        access_ended_at=utc(time.time())))
+    await watch.check()
+    assert closed == [expired]                   # a grant that ran out opens nothing
 
 
 async def test_the_closer_shuts_the_learners_real_kernels_with_the_plain_message(make_settings):

@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server import access
 from server.billing.machine import DAY
-from server.store import subscriptions as store
+from server.store import grants, subscriptions as store
 from server.store.subscriptions import Subscription
 
 log = logging.getLogger("lessonserver.billing")
@@ -60,6 +61,9 @@ class AccessWatch:
             if ended is None or (row.user_id, ended) in self._done:
                 continue
             self._done[(row.user_id, ended)] = now
+            grant = await grants.get(self.engine, row.user_id)
+            if access.paid_access(False, grant.until if grant else None, now):
+                continue                 # an admin's grant keeps paid lessons open
             closed += await self.close_kernels(row.user_id, CLOSED_MESSAGE)
         self.checked_to = now
         self._done = {key: at for key, at in self._done.items() if at > now - 2 * OVERLAP}
