@@ -23,7 +23,10 @@ SCHEDULER_LOCK = f"rq:scheduler-lock:{jobs_queue.TRACES}"
 
 
 def scheduler_pid(connection: redis.Redis) -> int | None:
-    owner = connection.get(SCHEDULER_LOCK)
+    try:
+        owner = connection.get(SCHEDULER_LOCK)
+    except redis.exceptions.BusyLoadingError:     # a restarted Redis still reading its AOF
+        return None
     if owner is None:
         return None
     pid = connection.hget(f"rq:scheduler:{owner.decode()}", "pid")
