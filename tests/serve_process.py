@@ -33,7 +33,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
+def served(env: Mapping[str, str], log_path: Path, start_timeout: float = 30) -> Iterator[Served]:
     """The caller's environment without LS_DATABASE_URL / LS_REDIS_URL, plus `env`."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if k not in ("LS_DATABASE_URL", "LS_REDIS_URL")}
@@ -42,7 +42,7 @@ def served(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "lessonserver"), "serve"],
                                 env=full, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_port(port, 30, "lessonserver serve")
+            wait_for_port(port, start_timeout, "lessonserver serve")
             yield Served(f"http://127.0.0.1:{port}", proc.pid, log_path)
         finally:
             proc.send_signal(signal.SIGINT)
