@@ -47,8 +47,6 @@ CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "io
 OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
 PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner answers one
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
-LAST_WORDS = 0.05      # seconds of quiet that end the reading of a dead kernel's last output
-LAST_WORDS_MAX = 0.5   # seconds that reading may take at most
 
 OnOutput = Callable[[Output], Awaitable[None]]
 OnInput = Callable[[str, bool], Awaitable[str]]
@@ -338,8 +336,6 @@ class KernelSession:
             if self._closed:
                 raise SessionClosed(f"kernel {self.kernel.id} was closed during the run")
             if self._exited.done():
-                await self._last_words(run)
-                on_output = await self._deliver(run, on_output)
                 ended = self._exit_result()
                 return fold.finish(run.state, timed_out=timed_out, died=True,
                                    exit_code=ended.exit_code if ended else None,
@@ -385,18 +381,6 @@ class KernelSession:
         if run.state.limit is LimitHit.PIDS:
             await self._kill()                   # children of a fork bomb keep spinning otherwise
         return fold.finish(run.state, timed_out=timed_out)
-
-    async def _last_words(self, run: _Run) -> None:
-        """Output a kernel sent just before it was killed (an OOM kill) can still be on its way
-        through our sockets when its end is seen: read on until LAST_WORDS pass without any."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + LAST_WORDS_MAX
-        while not self._closed and loop.time() < give_up:
-            run.wake.clear()
-            try:
-                await asyncio.wait_for(run.wake.wait(), LAST_WORDS)
-            except asyncio.TimeoutError:
-                return
 
     async def _sleep(self, run: _Run, timeout: float | None) -> bool:
         """True when the run was woken (or the kernel ended) before `timeout`."""
