@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import psycopg2
 import pytest
 
+from server.handlers.health import health
 from tests.serve_process import served
 from tests.test_exercise_ws import COURSE, LESSON, Page
 from tests.test_pages import Served
@@ -46,10 +47,10 @@ def runs(url: str) -> list[tuple]:
     return fetch_all(url, "SELECT status, verdict FROM runs ORDER BY requested_at")
 
 
-def answered(url: str, query: str) -> list[tuple] | None:
-    """The rows, or None while the database is still starting up."""
+def answered(url: str, query: str, params: tuple = ()) -> list[tuple] | None:
+    """The rows, or None while the database is away or still starting up."""
     try:
-        return fetch_all(url, query)
+        return fetch_all(url, query, params)
     except psycopg2.OperationalError:
         return None
 
@@ -149,22 +150,47 @@ async def test_postgres_down_the_learner_gets_the_verdict_and_progress_is_saved_
                 assert result["verdict"]["passed"]
                 assert "Your progress will be saved when the database is back." in \
                     result["verdict"]["message"]
-            health = await site.get("/healthz")
+            health = await site.get("/healthz")      # still in the load balancer: it serves
             body = json.loads(health.body)
-            assert health.code == 503 and body["down"] == ["database"]
+            assert health.code == 200 and body["status"] == "degraded"
+            assert body["down"] == ["database"] and body["checks"]["database"] != "ok"
             assert body["degraded"]["progress"].startswith("3 progress writes wait")
+            assert (await site.get("/lessons/practice")).code == 200    # pages are served
             await asyncio.sleep(5)                   # a longer outage than the runs alone
             pg.start()
             back = time.monotonic()
             wait_until(lambda: answered(url, "SELECT count(*), sum(attempts) FROM progress")
                        == [(3, 6)], 15, "the progress kept during the outage")
             saved_after = time.monotonic() - back
-            wait_until(lambda: len(answered(url, "SELECT id FROM runs")) == 6, 60, "every run traced")
+            wait_until(lambda: len(answered(url, "SELECT id FROM runs") or ()) == 6, 60,
+                       "every run traced")
             traced_after = time.monotonic() - back
             print(f"\nprogress saved {saved_after:.2f} s, traces {traced_after:.2f} s after Postgres"
                   " came back")
             assert runs(url).count(("ok", "passed")) == 6
             health = await site.get("/healthz")
             assert health.code == 200 and "degraded" not in json.loads(health.body)
+            assert json.loads(health.body)["status"] == "ok"
     finally:
         worker.stop()
+
+
+def test_health_answers_200_degraded_while_the_shared_database_is_away():
+    status, body = health({"database": "OperationalError: connection refused", "docker": "ok"},
+                          {"progress": "2 progress writes wait for the database; runs go on"})
+    assert status == 200 and body["status"] == "degraded" and body["down"] == ["database"]
+    assert body["degraded"] == {"progress": "2 progress writes wait for the database; runs go on"}
+
+
+def test_health_answers_503_when_this_hosts_own_dependency_is_down():
+    status, body = health({"database": "OperationalError: refused", "docker": "no answer within 2s"},
+                          {})
+    assert status == 503 and body["status"] == "down" and body["down"] == ["database", "docker"]
+    assert health({"database": "ok", "redis": "ConnectionError: refused"}, {})[0] == 503
+
+
+def test_health_is_ok_only_with_every_check_ok_and_nothing_worked_around():
+    assert health({"database": "ok"}, {}) == (200, {"status": "ok", "down": [],
+                                                    "checks": {"database": "ok"}})
+    status, body = health({"database": "ok"}, {"traces": "kept on local disk"})
+    assert (status, body["status"]) == (200, "degraded")

@@ -26,8 +26,31 @@ async def run_check(check: Check) -> str:
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
+# Dependencies this process works around while they are away. The database is shared by every
+# server process: when it is away it is away for all of them, and a 503 would take every
+# process out of the load balancer at once, although each still serves lessons and verdicts
+# (progress waits in its spool, traces in the write-ahead log). So its absence is a 200 whose
+# status is "degraded". The Docker engine is this host's alone: without it no run can start
+# here, and a 503 sends learners to a process whose host can run their code. Redis stays a
+# 503 until each of its users (cache, rate limits, jobs) is shown to work around its absence.
+WORKED_AROUND = frozenset({"database"})
+
+
+def health(results: Mapping[str, str], degraded: Mapping[str, str]) -> tuple[int, dict]:
+    """The HTTP status and body for check `results` ("ok" or what failed) and the parts
+    `degraded` (in words): 503 only when a dependency this process cannot do without is down."""
+    down = [name for name, outcome in results.items() if outcome != "ok"]
+    fatal = [name for name in down if name not in WORKED_AROUND]
+    body = {"status": "down" if fatal else "degraded" if down or degraded else "ok",
+            "down": down, "checks": dict(results)}
+    if degraded:
+        body["degraded"] = dict(degraded)
+    return (503 if fatal else 200), body
+
+
 class HealthHandler(BaseHandler):
-    """200 when every configured dependency answers; 503 naming the ones that do not.
+    """200 when every dependency answers or is worked around (see WORKED_AROUND); 503
+    naming them when one this process cannot do without is down.
 
     `degraded` names the parts working around an outage (progress kept for the
     database, traces spooled for Redis), in words, while they do.
@@ -43,15 +66,9 @@ class HealthHandler(BaseHandler):
     async def get(self) -> None:
         names = list(self.checks)
         outcomes = await asyncio.gather(*(run_check(self.checks[n]) for n in names))
-        results = dict(zip(names, outcomes))
-        down = [name for name, outcome in results.items() if outcome != "ok"]
-        degraded = dict(self.degraded())
-        body = {"status": "down" if down else "degraded" if degraded else "ok", "down": down,
-                "checks": results}
-        if degraded:
-            body["degraded"] = degraded
+        status, body = health(dict(zip(names, outcomes)), self.degraded())
         self.set_header("Cache-Control", "no-store")
-        json_response(self, body, status=503 if down else 200)
+        json_response(self, body, status=status)
 
 
 
