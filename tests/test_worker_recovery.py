@@ -163,3 +163,27 @@ async def test_batches_queued_while_the_worker_is_down_survive_a_redis_restart(p
     catch_up(new_worker, url, emitted, "the batches queued before Redis restarted", 20)
     await buffer.close()
     await jobs.close()
+
+
+async def test_a_worker_started_while_redis_is_away_waits_for_it(pipeline, redis_server):
+    settings, new_worker = pipeline
+    connection = redis.Redis.from_url(settings.redis_url)
+    redis_server.stop()
+    worker = new_worker()
+    time.sleep(3)                                    # its first tries meet a closed port
+    assert worker.proc.poll() is None, "the worker gave up while Redis was away"
+    redis_server.start()
+    events: list = []
+    await traced_run(RunTracer(events.append), 1)
+    wait_until(lambda: _enqueued(connection, events), 15, "Redis back")
+    wait_until(lambda: len(stored(settings.database_url)) == len(events), 20,
+               "the batch written by the worker that waited")
+
+
+def _enqueued(connection: redis.Redis, events: list) -> bool:
+    try:
+        Queue(jobs_queue.TRACES, connection=connection).enqueue(
+            traces.write_batch, [e.to_json() for e in events], result_ttl=0)
+    except redis.exceptions.ConnectionError:         # still starting (or loading its AOF)
+        return False
+    return True

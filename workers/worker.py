@@ -117,13 +117,16 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     scheduler.start()
     try:
         while True:
-            worker = LessonWorker(list(queue.QUEUES), connection=connection, job_deps=job_deps,
-                                  maintenance_interval=MAINTENANCE_INTERVAL, worker_ttl=WORKER_TTL)
-            try:
+            worker = None
+            try:   # building the worker talks to Redis too: it may be away still
+                worker = LessonWorker(list(queue.QUEUES), connection=connection, job_deps=job_deps,
+                                      maintenance_interval=MAINTENANCE_INTERVAL,
+                                      worker_ttl=WORKER_TTL)
                 worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
             except redis.RedisError as exc:   # e.g. Redis away while the worker registers
                 log.warning("worker lost Redis", extra={"fields": {"error": str(exc)[:200]}})
-            if burst or worker.stop_requested or _stopped_during_pause(RESTART_PAUSE):
+            stopped = worker is not None and worker.stop_requested
+            if burst or stopped or _stopped_during_pause(RESTART_PAUSE):
                 return 0
     finally:
         scheduler.stop()
