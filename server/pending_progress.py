@@ -27,10 +27,25 @@ SPOOL_DIR = "progress-spool"
 DATABASE_AWAY = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, asyncio.TimeoutError)
 
 
+# SQLSTATE classes that mean the server is not there for us now: connection exceptions (08)
+# and operator intervention (57P01 shut down, 57P02 crashed, 57P03 starting up).
+AWAY_STATES = ("08", "57P0")
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The Postgres error code behind a driver's (or SQLAlchemy's wrapped) error, or ""."""
+    orig = getattr(exc, "orig", None)
+    for source in (exc, orig, getattr(orig, "__cause__", None)):
+        code = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return ""
+
+
 def database_away(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, DATABASE_AWAY)
+    return isinstance(exc, DATABASE_AWAY) or sqlstate(exc).startswith(AWAY_STATES)
 
 
 @dataclasses.dataclass(frozen=True)
