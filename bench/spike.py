@@ -60,7 +60,7 @@ class Counted:
 
 def catalog_render():
     """The anonymous catalog page, rendered as the server renders it."""
-    from server import progress_view
+    from server.learning import progress_view
     from server.app import TEMPLATES
     from server.course.loader import load_catalog
     catalog = load_catalog(PROJECT_ROOT / "lessons", frozenset({"python", "bash", "sql"}))

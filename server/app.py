@@ -37,14 +37,14 @@ from kernels.manager import KernelManager
 from kernels.plugins import Plugin, discover
 from kernels.sandbox import create_sandbox
 from kernels.settings import KernelSettings
-from server.exercise_runner import ExerciseRunner
+from server.learning.exercise_runner import ExerciseRunner
 from server.handlers import (accounts, admin_learning, admin_live_events, admin_ops, admin_outbox,
                              admin_overview, admin_pages, admin_runs, admin_users,
                              billing as billing_pages, dev as dev_pages, kernels_api)
 from server.handlers.base import Common, NotFoundHandler, StaticFiles
 from server.handlers.exercise_ws import ExerciseSocket
-from server.lesson_sessions import LessonSessions
-from server.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
+from server.learning.lesson_sessions import LessonSessions
+from server.learning.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
 from server.dev_reload import DevReload

@@ -1,4 +1,4 @@
-from server.access import Lock, lesson_access
+from server.learning.access import Lock, lesson_access
 
 
 def test_free_lesson_without_prerequisites_is_open():

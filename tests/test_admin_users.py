@@ -10,7 +10,9 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from server import access, db
+from server import db
+
+from server.learning import access
 from server.admin import users
 from server.admin.users import UserLine
 from server.handlers.admin_runs import BadFilter

@@ -14,8 +14,8 @@ from kernels.result import LimitHit, RunLimits, RunStatus
 from kernels.sandbox import create_sandbox
 from server.course.model import Bounds, ExerciseSettings
 from server.course.parse import read_lesson
-from server.exercise_attempt import attempt
-from server.exercise_steps import StepKind, run_limits
+from server.learning.exercise_attempt import attempt
+from server.learning.exercise_steps import StepKind, run_limits
 from server.learning import messages
 from tests import services
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from kernels.result import Output, RunResult, RunStatus
 from server.course.model import Check, CheckKind, Exercise
-from server.exercise_steps import StepKind, check_plan, judge, plan, should_continue
+from server.learning.exercise_steps import StepKind, check_plan, judge, plan, should_continue
 
 OUTPUT = Exercise(id="hello", title="Hello", language="python", starter="",
                   check=Check(CheckKind.OUTPUT, expected="hello\n"))

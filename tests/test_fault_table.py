@@ -33,8 +33,8 @@ import tornado.websocket
 
 from kernels.result import LimitHit, Output, RunLimits, RunStatus
 from kernels.session import KernelSession
-from server.exercise_runner import SAVED_LATER
-from server.lesson_sessions import RESTARTING
+from server.learning.exercise_runner import SAVED_LATER
+from server.learning.lesson_sessions import RESTARTING
 from tests.serve_process import served
 from tests.test_exercise_ws import Page
 from tests.test_faults import answered, own_postgres, process_gone, production, site_of  # noqa: F401

@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.accounts.rules import ExerciseProgress, merge_progress
-from server.pending_progress import PendingProgress, ProgressWrite
+from server.learning.pending_progress import PendingProgress, ProgressWrite
 from server.store import accounts, progress, users
 from tests.services import free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncpg
 import sqlalchemy as sa
 
-from server.pending_progress import database_away
+from server.learning.pending_progress import database_away
 
 
 def wrapped(error: Exception) -> sa.exc.DBAPIError:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import access
+from server.learning import access
 from server.accounts.rules import Role
 from server.admin.audit import Entry
 from server.billing.events import BadEvent, parse_event

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import access
+from server.learning import access
 from server.billing.machine import DAY
 from server.store import grants, subscriptions as store
 from server.store.subscriptions import Subscription

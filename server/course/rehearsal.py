@@ -1,5 +1,5 @@
 """`lessons check --run`: every exercise rehearsed in a real kernel, as a learner's run goes
-(server.exercise_steps: hidden setup, the code, hidden tests). The untouched starter must
+(server.learning.exercise_steps: hidden setup, the code, hidden tests). The untouched starter must
 fail its check (unless the exercise says `starter=passes`) and the reference solution
 must pass it. Each exercise gets a fresh kernel: the starter runs first, then the solution.
 
@@ -18,10 +18,10 @@ from kernels.plugins import discover
 from kernels.quotas import Tier
 from kernels.result import RunResult, RunStatus
 from kernels.sandbox import create_sandbox
-from server.exercise_attempt import attempt
+from server.learning.exercise_attempt import attempt
 from server.course.grade import Verdict
 from server.course.model import Exercise, Lesson, LessonError
-from server.exercise_steps import StepKind
+from server.learning.exercise_steps import StepKind
 
 if TYPE_CHECKING:
     from server.config import Settings

@@ -7,7 +7,7 @@ import time
 
 import tornado.web
 
-from server import access
+from server.learning import access
 from server.billing.events import BadEvent
 from server.billing.intake import Intake, NotQueued
 from server.billing.provider import BadSignature, BillingProvider, BillingUnavailable, CheckoutRequest

@@ -1,7 +1,7 @@
 """The lesson page's WebSocket: run exercises, stream outputs, answer input(), report verdicts.
 
 One socket per open lesson page, attached to the learner's session for that
-lesson (server/lesson_sessions.py): the kernel is started on the first run
+lesson (server/learning/lesson_sessions.py): the kernel is started on the first run
 (from the warm pool) and outlives a dropped socket for a grace period, so a
 reconnecting page keeps its variables and gets the frames it missed. The
 protocol is JSON frames; see static/js/notebook.js for the other side.
@@ -23,11 +23,11 @@ from kernels.result import Output
 from kernels.sandbox import SandboxError
 from server import safe_json
 from server.accounts.connections import PerIpCap
-from server.exercise_runner import ExerciseRunner
+from server.learning.exercise_runner import ExerciseRunner
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.learning import last_run, reveal
-from server.lesson_sessions import LessonSession, LessonSessions
+from server.learning.lesson_sessions import LessonSession, LessonSessions
 from server.admin.flags import RUNS_PAUSED, FeatureFlags
 from server.library import Shelf
 from server.store import progress

@@ -12,8 +12,8 @@ import time
 
 import tornado.web
 
-from server import access, progress_view
-from server.access import Lock
+from server.learning import access, progress_view
+from server.learning.access import Lock
 from server.cache import keys
 from server.cache.cache import Cache, Computed
 from server.cache.freshness import Entry

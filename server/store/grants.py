@@ -1,7 +1,7 @@
 """Paid access an admin gave by hand, until a time: one row per user, deleted on revoke.
 
 Who granted and revoked what is in the audit log (server/admin/audit.py); whether a grant opens
-a lesson now is server/access.paid_access, a pure rule."""
+a lesson now is server/learning/access.paid_access, a pure rule."""
 from __future__ import annotations
 
 import dataclasses

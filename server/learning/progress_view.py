@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from server.access import LessonAccess, lesson_access
+from server.learning.access import LessonAccess, lesson_access
 
 PASSED = "passed"
 

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kernels.manager import KernelManager, ManagedKernel
 from kernels.session import OnOutput
 from kernels.result import Output, RunResult, RunStatus
-from server import progress_view
+from server.learning import progress_view
 from server.course.grade import Verdict
 from server.course.model import Example, Exercise, Lesson
 from server.metrics import Metrics
-from server.exercise_attempt import attempt
-from server.pending_progress import PendingProgress, ProgressWrite, database_away
-from server.exercise_steps import StepKind, run_limits
+from server.learning.exercise_attempt import attempt
+from server.learning.pending_progress import PendingProgress, ProgressWrite, database_away
+from server.learning.exercise_steps import StepKind, run_limits
 from server.learning import last_run, messages
 from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer

@@ -17,10 +17,10 @@ from kernels.pool import CapacityError
 from kernels.quotas import Tier
 from kernels.result import RunLimits, RunResult
 from kernels.sandbox import SandboxError
-from server import exercise_steps
+from server.learning import exercise_steps
 from server.course.grade import Verdict
 from server.course.model import CheckKind, Exercise
-from server.exercise_steps import Step, StepKind
+from server.learning.exercise_steps import Step, StepKind
 
 OnInput = Callable[[str, bool], Awaitable[str]]
 Watch = Callable[[str, bool], None]      # (kernel id, True on attach / False on detach)
