@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import tornado.httpclient
@@ -62,20 +63,23 @@ async def connect(request: tornado.httpclient.HTTPRequest):
     return socket
 
 
-async def lesson_socket(base: str, exercise: str = "hello", code: str = CODE, runs: int = RUNS,
-                        pause: float = 0.0) -> tuple[list[float], list[float]]:
-    """(first output ms, verdict ms) per run through the lesson page's socket; `pause` s
-    between runs, as a learner reads the verdict before the next one."""
+Once = Callable[[], Awaitable[tuple[float, float]]]   # one run: (first output ms, end ms)
+
+
+async def lesson_socket(base: str, exercise: str = "hello",
+                        code: str = CODE) -> tuple[Once, Callable[[], None]]:
+    """One run at a time through the lesson page's socket: (first output ms, verdict ms)."""
     client = tornado.httpclient.AsyncHTTPClient()
     page = await client.fetch(f"{base}/lessons/bench")
     cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
     socket = await connect(tornado.httpclient.HTTPRequest(
         base.replace("http", "ws") + "/lessons/bench/ws", headers={"Cookie": cookie}))
-    first, done = [], []
-    for n in range(runs + 1):                       # the first run starts the kernel: not counted
-        await asyncio.sleep(pause if n else 0.0)
+    count = iter(range(1_000_000))
+
+    async def once() -> tuple[float, float]:
+        run = str(next(count))
         began = time.perf_counter()
-        await socket.write_message(json.dumps({"type": "run", "run": str(n), "exercise": exercise,
+        await socket.write_message(json.dumps({"type": "run", "run": run, "exercise": exercise,
                                                "code": code}))
         seen_output = None
         while True:
@@ -85,11 +89,10 @@ async def lesson_socket(base: str, exercise: str = "hello", code: str = CODE, ru
             if frame["type"] == "result":
                 assert frame["verdict"]["passed"], frame
                 break
-        if n:
-            first.append(seen_output * 1000 if seen_output is not None else float("nan"))
-            done.append((time.perf_counter() - began) * 1000)
-    socket.close()
-    return first, done
+        first = seen_output * 1000 if seen_output is not None else float("nan")
+        return first, (time.perf_counter() - began) * 1000
+
+    return once, socket.close
 
 
 async def first_output_and_idle(receive, msg_id: str, began: float) -> tuple[float, float]:
@@ -107,8 +110,8 @@ async def first_output_and_idle(receive, msg_id: str, began: float) -> tuple[flo
             return first * 1000, (time.perf_counter() - began) * 1000
 
 
-async def channels(base: str) -> tuple[list[float], list[float]]:
-    """First output / idle ms per run through the Jupyter channels socket."""
+async def channels(base: str) -> tuple[Once, Callable[[], Awaitable[None]]]:
+    """One run at a time through the Jupyter channels socket: (first output ms, idle ms)."""
     client = tornado.httpclient.AsyncHTTPClient()
     headers = {"Authorization": f"token {TOKEN}"}
     model = json.loads((await client.fetch(f"{base}/api/kernels", method="POST", headers=headers,
@@ -116,7 +119,7 @@ async def channels(base: str) -> tuple[list[float], list[float]]:
     socket = await connect(tornado.httpclient.HTTPRequest(
         base.replace("http", "ws") + f"/api/kernels/{model['id']}/channels", headers=headers))
 
-    async def over_socket() -> tuple[float, float]:
+    async def once() -> tuple[float, float]:
         msg_id = uuid.uuid4().hex
         began = time.perf_counter()
         await socket.write_message(json.dumps({
@@ -128,34 +131,49 @@ async def channels(base: str) -> tuple[list[float], list[float]]:
                         "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
         return await first_output_and_idle(socket.read_message, msg_id, began)
 
-    ws = [await over_socket() for _ in range(RUNS + 1)][1:]
-    socket.close()
-    await client.fetch(f"{base}/api/kernels/{model['id']}", method="DELETE", headers=headers)
-    return [a for a, _ in ws], [b for _, b in ws]
+    async def close() -> None:
+        socket.close()
+        await client.fetch(f"{base}/api/kernels/{model['id']}", method="DELETE", headers=headers)
+
+    return once, close
 
 
-async def bare(settings) -> tuple[list[float], list[float]]:
+async def bare(settings) -> tuple[Once, Callable[[], Awaitable[None]]]:
     """The baseline: jupyter_client straight to a kernel of the same sandbox and plugin."""
     sandbox = create_sandbox(settings)
     python = next(p for p in discover() if p.name == "python")
     kernel = await sandbox.start(start_spec(settings, python))
     context = zmq.asyncio.Context()
-    bare = AsyncKernelClient(context=context)
-    bare.load_connection_info(dict(kernel.connection))
-    bare.start_channels(hb=False)
-    await bare.wait_for_ready(timeout=20)
+    client = AsyncKernelClient(context=context)
+    client.load_connection_info(dict(kernel.connection))
+    client.start_channels(hb=False)
+    await client.wait_for_ready(timeout=20)
 
-    async def direct() -> tuple[float, float]:
+    async def once() -> tuple[float, float]:
         began = time.perf_counter()
-        msg_id = bare.execute(CODE)
-        return await first_output_and_idle(lambda: bare.get_iopub_msg(timeout=10), msg_id, began)
+        msg_id = client.execute(CODE)
+        return await first_output_and_idle(lambda: client.get_iopub_msg(timeout=10), msg_id, began)
 
-    raw = [await direct() for _ in range(RUNS + 1)][1:]
-    bare.stop_channels()
-    context.destroy(linger=0)
-    await sandbox.kill(kernel)
-    await sandbox.close()
-    return [a for a, _ in raw], [b for _, b in raw]
+    async def close() -> None:
+        client.stop_channels()
+        context.destroy(linger=0)
+        await sandbox.kill(kernel)
+        await sandbox.close()
+
+    return once, close
+
+
+async def interleaved(paths: dict[str, Once], runs: int) -> dict[str, list[tuple[float, float]]]:
+    """Each path once per round, in turn, so a drift of the host's speed (another process
+    waking, a CPU clock change) weighs on all of them alike. The first round starts kernels
+    and warms caches: not counted."""
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    for n in range(runs + 1):
+        for name, once in paths.items():
+            figures = await once()
+            if n:
+                measured[name].append(figures)
+    return measured
 
 
 async def main() -> None:
@@ -173,17 +191,34 @@ async def main() -> None:
         server = asyncio.create_task(run_server(settings, ready=ready.set_result, stop=stop))
         port = await ready
         base = f"http://127.0.0.1:{port}"
+        bare_once, bare_close = await bare(settings)
         try:
-            first, done = await lesson_socket(base)
+            lesson_once, lesson_close = await lesson_socket(base)
+            channels_once, channels_close = await channels(base)
+            got = await interleaved({"bare": bare_once, "channels": channels_once,
+                                     "lesson": lesson_once}, RUNS)
+            lesson_close()
+            await channels_close()
             # A check takes a fresh kernel from the pool, which refills while the learner reads.
-            _, checked = await lesson_socket(base, "add", ADD, runs=10, pause=1.5)
-            ws_first, ws_idle = await channels(base)
+            check_once, check_close = await lesson_socket(base, "add", ADD)
+            checked = []
+            for n in range(11):
+                await asyncio.sleep(1.5 if n else 0.0)
+                if n:
+                    checked.append((await check_once())[1])
+                else:
+                    await check_once()
+            check_close()
         finally:
+            await bare_close()
             stop.set()
             await server
-        bare_first, bare_idle = await bare(settings)
+    bare_first, bare_idle = zip(*got["bare"])
+    ws_first, ws_idle = zip(*got["channels"])
+    first, done = zip(*got["lesson"])
     med = statistics.median
-    print(f"  sandbox: {settings.sandbox}; medians of {RUNS} runs of {CODE!r}")
+    print(f"  sandbox: {settings.sandbox}; medians of {RUNS} runs of {CODE!r}, the three paths "
+          "in turn, run by run")
     line("bare jupyter_client: first output (baseline)", f"{med(bare_first):.1f} ms")
     line("bare jupyter_client: run to idle (baseline)", f"{med(bare_idle):.1f} ms")
     line("Jupyter channels WebSocket: first output", f"{med(ws_first):.1f} ms",
