@@ -6,7 +6,10 @@ give_back compute the new bucket here, and write it in MULTI/EXEC with a
 PEXPIRE of one window (a bucket untouched for a window is full again, which
 is the same as no bucket). A write that raced another is done again; a key
 so contended that it keeps losing is refused (a refusal is the safe answer
-for a credential guard, and only a burst on one key gets there).
+for a credential guard, and only a burst on one key gets there). Within one
+process the updates of a key take turns, so only other processes can race
+them: a classroom behind one address arriving at once is counted, not refused
+for contention.
 
 Redis unavailable: the decision falls back to this process's own buckets.
 Not fail-closed, since a Redis outage must not lock every learner out of
@@ -44,6 +47,7 @@ class RedisRateStore:
         self.prefix = prefix
         self.fallback = fallback or MemoryRateStore()
         self.available = True
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}   # key -> (lock, holders+waiters)
 
     async def take(self, key: str, rule: Rule) -> Decision:
         try:
@@ -64,9 +68,21 @@ class RedisRateStore:
             await self.fallback.give_back(key, rule)
 
     async def _update(self, key: str, rule: Rule, step: Step) -> T | None:
+        lock, users = self._turns.get(key) or (asyncio.Lock(), 0)
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._transact(self.prefix + key, rule, step)
+        finally:
+            lock, users = self._turns[key]
+            if users == 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
+
+    async def _transact(self, key: str, rule: Rule, step: Step) -> T | None:
         """`step` applied to the stored bucket atomically; None when the key stayed contended.
         Each round trip has the client's timeout: a slow answer under contention is not an outage."""
-        key = self.prefix + key
         async with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(TRIES):
                 try:
