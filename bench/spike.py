@@ -69,7 +69,8 @@ def catalog_render():
     async def compute() -> Computed:
         await asyncio.sleep(DB_ROUND_TRIP)
         courses = progress_view.catalog_state(catalog, {}, False, False)
-        return Computed(template.generate(courses=courses, static_url=lambda p: "/static/" + p))
+        return Computed(template.generate(courses=courses, handler=None,    # anonymous
+                                          static_url=lambda p: "/static/" + p))
     return compute
 
 
