@@ -223,9 +223,9 @@ class KernelSession:
 
     def _relay_outputs(self, run: _Run, msg: KernelMessage,
                        outputs: tuple[Output, ...]) -> None:
+        self._broadcast_admitted(msg, outputs)   # the client first: tracing is not on its path
         for output in outputs:
             self.hooks.run_output(run.id, output)
-        self._broadcast_admitted(msg, outputs)
 
     def _broadcast_admitted(self, msg: KernelMessage, outputs: tuple[Output, ...]) -> bool:
         """Pass on what the fold kept of `msg` (a stream may be cut); False when nothing."""

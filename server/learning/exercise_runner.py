@@ -166,11 +166,11 @@ def _forwarding(tracer: RunTracer, code: str, on_output: OnOutput
     held: list[Output] = []
 
     def forward(output: Output) -> None:
-        tracer.output(output)
         if messages.server_interrupt(output):
             held.append(output)
         else:
             on_output(messages.clean_output(output, code))
+        tracer.output(output)          # after the learner's copy: tracing is not on its path
 
     def release(shown: RunResult) -> None:
         if not messages.stopped_by_server(shown):
