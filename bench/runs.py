@@ -1,7 +1,8 @@
 """A run from the browser's side: click to first output and to verdict, against bare jupyter_client.
 
-One served app (embedded mode; LS_SANDBOX from the environment, docker by
-default here) with a one-lesson course. Measured on the same kind of kernel:
+One `lessonserver serve` process (embedded mode; LS_SANDBOX from the environment,
+docker by default here) with a one-lesson course. Measured on the same kind of kernel,
+the paths taking turns run by run:
   - bare jupyter_client straight to a kernel's ZMQ sockets (the baseline),
   - the Jupyter channels WebSocket (`/api/kernels/{id}/channels`),
   - the lesson page's WebSocket (`/lessons/{slug}/ws`: run, grade, progress, trace).
@@ -27,7 +28,7 @@ from kernels.manager import start_spec
 from kernels.plugins import discover
 from kernels.sandbox import create_sandbox
 from server import config
-from server.app import run_server
+from tests.serve_process import lessonserver
 
 RUNS = 30
 TOKEN = uuid.uuid4().hex
@@ -176,49 +177,49 @@ async def interleaved(paths: dict[str, Once], runs: int) -> dict[str, list[tuple
     return measured
 
 
+async def measure(base: str, bare_once: Once) -> tuple[dict[str, list[tuple[float, float]]],
+                                                      list[float]]:
+    lesson_once, lesson_close = await lesson_socket(base)
+    channels_once, channels_close = await channels(base)
+    got = await interleaved({"bare": bare_once, "channels": channels_once, "lesson": lesson_once},
+                            RUNS)
+    lesson_close()
+    await channels_close()
+    # A check takes a fresh kernel from the pool, which refills while the learner reads.
+    check_once, check_close = await lesson_socket(base, "add", ADD)
+    await check_once()                          # starts the kernel: not counted
+    checked = []
+    for _ in range(10):
+        await asyncio.sleep(1.5)
+        checked.append((await check_once())[1])
+    check_close()
+    return got, checked
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ls-bench-runs-") as tmp:
         lessons = Path(tmp) / "lessons" / "bench"
         lessons.mkdir(parents=True)
         (lessons / "course.yaml").write_text("title: Bench\n")
         (lessons / "bench.md").write_text(LESSON)
-        settings = config.load({"LS_DATA_DIR": f"{tmp}/data", "LS_PORT": "0",
-                                "LS_LESSONS_DIR": str(lessons.parent), "LS_API_TOKEN": TOKEN,
-                                "LS_SANDBOX": os.environ.get("LS_SANDBOX", "docker"),
-                                "LS_POOL_SIZE": "1", "LS_INSTANCE": f"bench-runs-{os.getpid()}"})
-        stop = asyncio.Event()
-        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        server = asyncio.create_task(run_server(settings, ready=ready.set_result, stop=stop))
-        port = await ready
-        base = f"http://127.0.0.1:{port}"
-        bare_once, bare_close = await bare(settings)
-        try:
-            lesson_once, lesson_close = await lesson_socket(base)
-            channels_once, channels_close = await channels(base)
-            got = await interleaved({"bare": bare_once, "channels": channels_once,
-                                     "lesson": lesson_once}, RUNS)
-            lesson_close()
-            await channels_close()
-            # A check takes a fresh kernel from the pool, which refills while the learner reads.
-            check_once, check_close = await lesson_socket(base, "add", ADD)
-            checked = []
-            for n in range(11):
-                await asyncio.sleep(1.5 if n else 0.0)
-                if n:
-                    checked.append((await check_once())[1])
-                else:
-                    await check_once()
-            check_close()
-        finally:
-            await bare_close()
-            stop.set()
-            await server
+        env = {"LS_LESSONS_DIR": str(lessons.parent), "LS_API_TOKEN": TOKEN,
+               "LS_SANDBOX": os.environ.get("LS_SANDBOX", "docker"), "LS_POOL_SIZE": "1",
+               "LS_INSTANCE": f"bench-runs-{os.getpid()}", "LS_LOG_LEVEL": "WARNING"}
+        settings = config.load({**env, "LS_DATA_DIR": f"{tmp}/bare"})
+        # The server in its own process, as in production: its work after a write does not
+        # hold up the client here, as it would not hold up a browser.
+        with lessonserver(Path(tmp), **env) as server:
+            bare_once, bare_close = await bare(settings)
+            try:
+                got, checked = await measure(server.url, bare_once)
+            finally:
+                await bare_close()
     bare_first, bare_idle = zip(*got["bare"])
     ws_first, ws_idle = zip(*got["channels"])
     first, done = zip(*got["lesson"])
     med = statistics.median
-    print(f"  sandbox: {settings.sandbox}; medians of {RUNS} runs of {CODE!r}, the three paths "
-          "in turn, run by run")
+    print(f"  sandbox: {env['LS_SANDBOX']}; medians of {RUNS} runs of {CODE!r}, the three paths "
+          "in turn, run by run; the server in its own process")
     line("bare jupyter_client: first output (baseline)", f"{med(bare_first):.1f} ms")
     line("bare jupyter_client: run to idle (baseline)", f"{med(bare_idle):.1f} ms")
     line("Jupyter channels WebSocket: first output", f"{med(ws_first):.1f} ms",
