@@ -105,7 +105,7 @@ class LessonHandler(LearnerPage):
 
     async def get(self, slug: str) -> None:
         self.vary_on_identity()
-        library = self.library.current if self.settings_.dev else None
+        library = self.library if self.settings_.dev else None
         if library is not None and slug in library.problems and library.catalog.lesson(slug) is None:
             # `serve --dev`: the author sees why the lesson is left out, where it would be
             self.set_header("Cache-Control", "no-store")
