@@ -9,7 +9,7 @@ import time
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -121,6 +121,13 @@ def driver():
     chrome.quit()
 
 
+def wait(driver, condition, timeout: float = 15):
+    """Until `condition`; an element replaced while it is read (a form's POST and redirect, a
+    page's live refresh) is looked up again at the next poll instead of failing the test."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+
+
 class LessonPage:
     def __init__(self, driver, site: str) -> None:
         self.driver, self.site = driver, site
@@ -135,7 +142,9 @@ class LessonPage:
         return self
 
     def wait(self, condition, timeout: float = 20, message: str = ""):
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, message)
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,)
+                             ).until(condition, message)
 
     def find(self, css: str, within=None):
         return (within or self.driver).find_element(By.CSS_SELECTOR, css)

@@ -7,11 +7,10 @@ import time
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.accounts_support import LINK
 from tests.serve_process import serve
-from tests.test_browser import driver  # noqa: F401  (the headless Chromium fixture)
+from tests.test_browser import driver, wait  # noqa: F401  (the headless Chromium fixture)
 
 PASSWORD = "correct horse"
 
@@ -22,10 +21,6 @@ def site(tmp_path_factory, instance_name):
     env = {"LS_DATA_DIR": str(root / "data"), "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0"}
     with serve(env, root / "serve.log") as base:
         yield base, root / "data" / "lessonserver.db"
-
-
-def wait(driver, condition, timeout: float = 15):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
 
 
 def fill(driver, **fields: str) -> None:

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 import datetime as dt
 import sqlite3
@@ -18,7 +17,7 @@ from server.tracing.tracer import RunTracer
 from tests.admin_support import FAILED, OK, TIMEOUT, TOKEN, traced
 from tests.serve_process import serve
 from server.config import PROJECT_ROOT
-from tests.test_browser import ARTIFACTS, driver  # noqa: F401  (the headless Chromium fixture)
+from tests.test_browser import ARTIFACTS, driver, wait  # noqa: F401  (the headless Chromium fixture)
 from workers.trace_store import open_store
 
 
@@ -81,10 +80,6 @@ def seed_people(path, runs) -> None:
                          " VALUES (?, ?, ?, ?, 1) ON CONFLICT DO UPDATE SET attempts = attempts + 1,"
                          " status = CASE WHEN status = 'passed' THEN 'passed' ELSE excluded.status END",
                          (user, LESSON, exercise, "passed" if passed else "failed"))
-
-
-def wait(driver, condition, timeout: float = 15):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
 
 
 def shoot(driver, name: str) -> None:
