@@ -279,8 +279,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             send({"type": "kernel", "state": "dead", "message": message})
             send({"type": "error", "run": run_id, "message": message})
             return
-        send({"type": "started", "run": run_id, "exercise": exercise.id})
-        send({"type": "kernel", "state": "busy", "message": None, "session": kernel_tag(kernel_id)})
+        session.send_soon({"type": "started", "run": run_id, "exercise": exercise.id})
+        session.send_soon({"type": "kernel", "state": "busy", "message": None,
+                           "session": kernel_tag(kernel_id)})
         if self.kernel_lost:
             self.kernel_lost = False
             send({"type": "output", "run": run_id, "output": {

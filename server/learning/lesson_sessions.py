@@ -42,16 +42,31 @@ class LessonSession:
         default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
     expiry: asyncio.TimerHandle | None = None
     refusing: str | None = None                 # while the server stops: why new runs are refused
+    deferred: list = dataclasses.field(default_factory=list)   # frames for the loop's next turn
 
     @property
     def busy(self) -> bool:
         return self.running is not None and not self.running.done()
 
     def send(self, frame: dict[str, Any]) -> None:
+        if self.deferred:                       # in order: what was deferred goes first
+            self._send_deferred()
         if self.sink is not None:
             self.sink(frame)
         else:
             self.missed.append(frame)
+
+    def send_soon(self, frame: dict[str, Any]) -> None:
+        """Send at the event loop's next turn, in order with `send`: a run's "started" frames
+        then leave after its code went to the kernel, not on the way to it."""
+        if not self.deferred:
+            asyncio.get_running_loop().call_soon(self._send_deferred)
+        self.deferred.append(frame)
+
+    def _send_deferred(self) -> None:
+        frames, self.deferred = self.deferred, []
+        for frame in frames:
+            self.send(frame)
 
 
 def closed_in_words(reason: str) -> str:
