@@ -73,6 +73,13 @@ def test_a_syntax_error_points_at_the_learners_line():
     assert shown("syntax2").splitlines()[0] == "  Line 1 of your code"
 
 
+def test_the_traced_line_is_the_deepest_frame_in_the_learners_code():
+    lines = {name: messages.learner_line(error(name), code) for name, code in CODE.items()}
+    assert lines == {"zero": 3, "nested": 5, "setup_frame": 2, "syntax": 2, "syntax2": 1,
+                     "indent": 2, "library": 2, "interrupt": 3, "exec_syntax": 1}
+    assert messages.learner_line(Output("stream", name="stdout", text="line 3"), "x") is None
+
+
 def test_library_frames_stay_and_ipythons_own_frame_goes():
     assert "json/decoder.py" in shown("library") and "Line 2 of your code" in shown("library")
     text = shown("exec_syntax")

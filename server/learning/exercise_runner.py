@@ -170,7 +170,7 @@ def _forwarding(tracer: RunTracer, code: str, on_output: OnOutput
             held.append(output)
         else:
             on_output(messages.clean_output(output, code))
-        tracer.output(output)          # after the learner's copy: tracing is not on its path
+        tracer.output(output, messages.learner_line(output, code))   # after the learner's copy
 
     def release(shown: RunResult) -> None:
         if not messages.stopped_by_server(shown):

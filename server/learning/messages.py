@@ -100,6 +100,29 @@ def clean_traceback(traceback: tuple[str, ...], code: str) -> tuple[str, ...]:
     return tuple(cleaned)
 
 
+def learner_line(output: Output, code: str) -> int | None:
+    """The line of the learner's code an error points at: its deepest frame in their code, or
+    the line a SyntaxError names; None for other outputs and errors outside their code. Kept in
+    the trace, so course authors can group an exercise's failures by line."""
+    if output.output_type != "error":
+        return None
+    code_lines = code.split("\n")
+    deepest = None
+    for part in output.traceback:
+        lines = part.split("\n")
+        for index, raw in enumerate(lines):
+            match = CELL_FRAME.match(plain(raw)) or TEMP_FRAME.match(plain(raw))
+            if match is None:
+                continue
+            line = int(match["line"])
+            if _where(line, code_lines, _arrow_text(lines, index)).endswith("of your code"):
+                deepest = line
+    if deepest is None:
+        named = TEMP_IN_MESSAGE.search(output.evalue or "")
+        deepest = int(named["line"]) if named else None
+    return deepest
+
+
 def clean_message(text: str, code: str) -> str:
     """A SyntaxError's '(123.py, line 2)' becomes '(line 2 of your code)'."""
     return TEMP_IN_MESSAGE.sub(lambda m: f"(line {m['line']} of your code)", text)

@@ -94,8 +94,9 @@ def kernel_assigned_data(*, pool_hit: bool, container_id: str | None,
             "start_ms": 0.0 if pool_hit else round(start_ms, 3)}
 
 
-def output_data(output: Output) -> dict[str, Any]:
-    """A summary, not the output itself: sizes and types, and an error's name and message."""
+def output_data(output: Output, line: int | None = None) -> dict[str, Any]:
+    """A summary, not the output itself: sizes and types, and an error's name, message and the
+    learner's line it points at."""
     data: dict[str, Any] = {"output_type": output.output_type, "bytes": output_bytes(output)}
     if output.name:
         data["name"] = output.name
@@ -104,6 +105,8 @@ def output_data(output: Output) -> dict[str, Any]:
     if output.output_type == "error":
         data["ename"] = output.ename
         data["evalue"] = (output.evalue or "")[:EVALUE_CHARS]
+        if line is not None:
+            data["line"] = line
     return data
 
 

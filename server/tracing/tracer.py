@@ -47,8 +47,9 @@ class RunTracer:
         self._record(EventKind.KERNEL_ASSIGNED, lambda: events.kernel_assigned_data(
             pool_hit=pool_hit, container_id=container_id, start_ms=start_ms))
 
-    def output(self, output: Output) -> None:
-        self._record(EventKind.OUTPUT, lambda: events.output_data(output))
+    def output(self, output: Output, line: int | None = None) -> None:
+        """`line`: the learner's line an error points at, when the caller knows their code."""
+        self._record(EventKind.OUTPUT, lambda: events.output_data(output, line))
 
     def limit(self, limit: LimitHit, message: str | None = None) -> None:
         self._limits.add(str(getattr(limit, "value", limit)))
