@@ -13,7 +13,7 @@ import redis as sync_redis
 
 from server.admin import overview
 from server.handlers import admin_learning, admin_outbox, admin_overview, admin_pages, admin_runs
-from server.handlers import admin_users
+from server.handlers import admin_live_events, admin_ops, admin_users
 from server.store import grants
 from tests.admin_support import TOKEN, admin_site  # noqa: F401 (fixture)
 from tests.accounts_support import text
@@ -130,6 +130,13 @@ ROUTES = {  # every admin route, and a request that would show or change somethi
     r"/admin/users/([0-9a-zA-Z]{1,64})": ("GET", "/admin/users/{user}"),
     r"/admin/users/([0-9a-zA-Z]{1,64})/grant": ("POST", "/admin/users/{user}/grant"),
     r"/admin/users/([0-9a-zA-Z]{1,64})/revoke": ("POST", "/admin/users/{user}/revoke"),
+    r"/admin/operations": ("GET", "/admin/operations"),
+    r"/admin/pools/([a-z0-9_-]{1,64})/(drain|resume)": ("POST", "/admin/pools/python/drain"),
+    r"/admin/jobs/([a-z0-9_-]{1,64})/(retry|discard)": ("POST", "/admin/jobs/traces/discard"),
+    r"/admin/lessons/reload": ("POST", "/admin/lessons/reload"),
+    r"/admin/flags/([a-z0-9_]{1,64})": ("POST", "/admin/flags/runs_paused"),
+    r"/admin/live-events": ("GET", "/admin/live-events"),
+    r"/admin/live-events/([0-9]{1,12})/cancel": ("POST", "/admin/live-events/1/cancel"),
 }
 OPEN = {r"/admin/login"}          # the sign-in form itself
 
@@ -140,6 +147,8 @@ def test_the_authorization_test_covers_every_admin_route():
     declared += [p for p, *_ in admin_learning.routes(None, None, None, None)]
     declared += [p for p, *_ in admin_overview.routes(None, None, None, None)]
     declared += [p for p, *_ in admin_runs.routes(api_token=None, engine=None)]
+    declared += [p for p, *_ in admin_ops.routes(None, None, None, None)]
+    declared += [p for p, *_ in admin_live_events.routes(None, None, None, None, None)]
     assert set(declared) - OPEN == set(ROUTES)
 
 
@@ -154,7 +163,7 @@ async def test_no_admin_route_shows_data_to_a_learner_or_anonymous(admin_site, w
         path = path.format(run=admin_site.runs["carol"], kernel=kernel_id,
                            user=admin_site.learner_id)
         if method == "POST":
-            response = await browser.post(path, {"until": "2099-01-01"})
+            response = await browser.post(path, {"until": "2099-01-01", "value": "on"})
         else:
             response = await browser.get(path)
         body = text(response)
@@ -167,7 +176,9 @@ async def test_no_admin_route_shows_data_to_a_learner_or_anonymous(admin_site, w
     still = await admin_site.admin.fetch("/api/kernels", headers=api)
     assert kernel_id in still.body.decode()        # no POST got through
     audit = text(await admin_site.admin.get("/admin")).split('id="audit"', 1)[1]
-    assert "end-kernel" not in audit and "grant-access" not in audit
+    for action in ("end-kernel", "grant-access", "drain-pool", "discard-job", "reload-lessons",
+                   "set-flag", "live-event"):
+        assert action not in audit, action
     assert await grants.get(admin_site.engine, admin_site.learner_id) is None
 
 
