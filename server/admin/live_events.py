@@ -2,7 +2,6 @@
 sizes the kernel pools for them (kernels/live_plan.py decides; this applies it periodically)."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.live_plan import Capacity, Demand, pool_sizes
 from server.models import LiveEvent
+from server.periodic import Every
 
 log = logging.getLogger("lessonserver.live")
 
@@ -119,35 +119,20 @@ class LivePools:
         self.manager = manager
         self.kernel_of = kernel_of
         self.lead = lead
-        self.every = every
         self.clock = clock
         self.plan: dict[str, int] = {}
-        self._poke = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        # The database away: the pools stay as they are, and the next turn tries again.
+        self._turns = Every(every, self.apply, "live events: planning the pools", at_once=True)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._forever())
+        self._turns.start()
 
     def poke(self) -> None:
         """Plan again now (an event was scheduled or cancelled)."""
-        self._poke.set()
+        self._turns.poke()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.apply()
-            except Exception:     # the database is away: keep the pools as they are, try again
-                log.exception("live events: could not plan the pools")
-            self._poke.clear()
-            try:
-                await asyncio.wait_for(self._poke.wait(), self.every)
-            except asyncio.TimeoutError:
-                pass
+        await self._turns.close()
 
     async def apply(self) -> dict[str, int]:
         now = self.clock()

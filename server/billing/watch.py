@@ -6,7 +6,6 @@ that those learners hold on this host, with a plain message.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.learning import access
 from server.billing.machine import DAY
+from server.periodic import Every
 from server.store import grants, subscriptions as store
 from server.store.subscriptions import Subscription
 
@@ -45,10 +45,9 @@ class AccessWatch:
         self.engine = engine
         self.close_kernels = close_kernels
         self.grace_days = grace_days
-        self.every = every
         self.checked_to = time.time()          # ends before start-up are not ours to act on
         self._done: dict[tuple[str, float], float] = {}
-        self._task: asyncio.Task | None = None
+        self._looks = Every(every, self.check, "billing access watch", at_once=True)
 
     async def check(self) -> int:
         """One look; returns how many kernels were closed."""
@@ -69,21 +68,11 @@ class AccessWatch:
         self._done = {key: at for key, at in self._done.items() if at > now - 2 * OVERLAP}
         return closed
 
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:   # the database may be away; look again later
-                log.exception("access watch failed")
-            await asyncio.sleep(self.every)
-
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="billing-access-watch")
+        self._looks.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._looks.close()
 
 
 def kernel_closer(manager) -> CloseKernels:
