@@ -6,9 +6,10 @@ restarted or dies. Kernel -> client messages are written at once, from the
 kernel's reader, into the client's connection (`deliver_to`): no task hop on
 the way. What the connection has not flushed yet is counted, and a client
 that stops reading is disconnected once its backlog passes the bound, instead
-of growing the server. Before a connection is given (and in tests) messages
-wait in a bounded outbox instead. Client -> kernel messages sent while no
-session is attached (a restart in progress) wait in a short bounded list.
+of growing the server. Before the connection is given (during its handshake)
+messages wait in a bounded outbox, and go first once it is. Client -> kernel
+messages sent while no session is attached (a restart in progress) wait in a
+short bounded list.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ BACKLOG_BYTES = 8 * 1024 * 1024     # unflushed bytes a client may leave before 
 BACKLOG_MESSAGES = 10_000
 PENDING = 256                       # client messages kept while the kernel restarts
 
-# Writes one message to the client; returns a future that resolves once it is flushed
-# (None when it already is). Raises ConnectionError when the client is gone.
-Write = Callable[[KernelMessage], "asyncio.Future[None] | None"]
+# Writes one message to the client; returns a future that resolves once it is flushed.
+# Raises ConnectionError when the client is gone.
+Write = Callable[[KernelMessage], "asyncio.Future[None]"]
 Closed = Callable[[str], None]
 
 
@@ -47,8 +48,7 @@ class Relay:
         self._out: collections.deque[tuple[KernelMessage, int]] = collections.deque()
         self._bytes = 0                           # queued here or written and not yet flushed
         self._unflushed = 0                       # messages written and not yet flushed
-        self._wake = asyncio.Event()
-        self._write: Write | None = None
+        self._write: Write | None = None          # until the connection is given: the outbox
         self._on_close: Closed | None = None
         self._pending: collections.deque[ClientMessage] = collections.deque()
 
@@ -65,7 +65,6 @@ class Relay:
         self._bytes += size
         if self._write is None:
             self._out.append((msg, size))
-            self._wake.set()
         else:
             self._send(msg, size)
 
@@ -76,9 +75,6 @@ class Relay:
         except ConnectionError:
             self._bytes -= size
             self.close("the client went away")
-            return
-        if flushed is None:
-            self._bytes -= size
             return
         self._unflushed += 1
         flushed.add_done_callback(lambda done: self._flushed(done, size))
@@ -98,17 +94,6 @@ class Relay:
         if self.closed:
             self._on_close, callback = None, self._on_close
             callback(self.close_reason or "closed")
-
-    async def get(self) -> KernelMessage | None:
-        """The next queued message (no connection given); None once closed and drained."""
-        while not self._out:
-            if self.closed:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        msg, size = self._out.popleft()
-        self._bytes -= size
-        return msg
 
     @property
     def backlog(self) -> int:
@@ -139,7 +124,6 @@ class Relay:
         self.close_reason = reason
         if self.session is not None:
             self.session.detach(self)
-        self._wake.set()
         if self._on_close is not None:
             self._on_close, callback = None, self._on_close
             callback(reason)

@@ -388,7 +388,7 @@ class KernelSession:
         """True when the run was woken (a message, the kernel's end, close) before `timeout`.
 
         A timer, not a task: the reader wakes a run several times per execution, and the
-        kernel's end wakes every run (see `_watch`)."""
+        kernel's end wakes every run (see `_wake_runs`)."""
         if run.wake.is_set():
             return True
         timer = None
