@@ -104,15 +104,22 @@ async def kill_strays(listing: Callable[[], list[Stat]], own: frozenset[Proc], *
                       in_thread: bool = True) -> int:
     """Kill what `listing()` shows beyond `own` until nothing new is left; return how many.
 
-    Rounds, because a stray may fork while we kill it. `listing` runs in a thread unless
-    it is known to be cheap (a cgroup's few pids: less than the hop to a thread costs).
+    Rounds, because a stray may fork while we kill it: once strays were seen, it takes two
+    empty looks a pause apart to stop (a child forked just after a look shows in the next).
+    A run that left nothing costs one look. `listing` runs in a thread unless it is known
+    to be cheap (a cgroup's few pids: less than the hop to a thread costs).
     """
     killed: set[Proc] = set()
+    seen_any, empty_looks = False, 0
     for _ in range(KILL_ROUNDS):
         found = strays(await asyncio.to_thread(listing) if in_thread else listing(), own)
-        if not found:
-            break
-        killed.update(p for p in found if kill(p))
+        if found:
+            seen_any, empty_looks = True, 0
+            killed.update(p for p in found if kill(p))
+        else:
+            empty_looks += 1
+            if not seen_any or empty_looks == 2:
+                break
         await asyncio.sleep(KILL_PAUSE)
     return len(killed)
 
