@@ -77,10 +77,28 @@ async def test_a_sigkilled_worker_leaves_nothing_behind_and_its_successor_catche
     assert connection.llen(f"rq:queue:{jobs_queue.TRACES}:intermediate") == 0
     assert StartedJobRegistry(jobs_queue.TRACES, connection=connection).get_job_ids(cleanup=False) == []
     wait_until(lambda: scheduler_pid(connection) == second.proc.pid, 10, "the scheduler taken over")
-    blocked = [c for c in connection.client_list() if c.get("cmd") == "blmove"]
+    blocked = [c for c in connection.client_list() if c.get("cmd") in ("blpop", "blmove")]
     assert len(blocked) <= 1                         # the new worker's own wait, no orphan's
     await buffer.close()
     await jobs.close()
+
+
+async def test_a_batch_popped_by_a_worker_killed_before_it_started_is_put_back_by_its_successor(pipeline):
+    # A worker on several queues takes a job with BLPOP: killed between the pop and the start,
+    # it leaves a job that is queued and in no list (a CI run lost 7 events this way).
+    settings, new_worker = pipeline
+    url = settings.database_url
+    connection = redis.Redis.from_url(settings.redis_url)
+    tracer_events: list = []
+    await traced_run(RunTracer(tracer_events.append), 2)
+    batch = [e.to_json() for e in tracer_events]
+    q = Queue(jobs_queue.TRACES, connection=connection)
+    job = q.enqueue(traces.write_batch, batch, result_ttl=0)
+    assert connection.lpop(q.key).decode() == job.id          # what the dead worker's BLPOP did
+    assert Job.fetch(job.id, connection=connection).get_status() == "queued"
+    new_worker()
+    wait_until(lambda: len(stored(url)) == len(batch), 15, "the popped batch written")
+    assert sorted(stored(url)) == expected_rows(tracer_events)
 
 
 async def test_a_worker_killed_inside_a_batch_is_replaced_at_once_not_after_its_heartbeat(pipeline):

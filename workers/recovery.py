@@ -5,7 +5,8 @@ timeout plus a minute) and a stuck intermediate entry only on its second
 maintenance pass a minute apart. Trace batches are idempotent (event ids are
 keys), so here a worker acts at once on anything whose owner is provably gone:
 a started job whose worker is on this host with a dead pid, or whose worker
-record expired; an intermediate entry that no worker moved on within a moment;
+record expired; a job taken off its queue (into the intermediate list, or
+popped) that no worker started within a moment;
 and a failed batch (the database was away too long) goes back to the queue
 with fresh retries. A batch refused as bad stays failed, with its reason.
 """
@@ -86,24 +87,54 @@ def reclaim_abandoned(connection: redis.Redis, queue: Queue, me: str) -> int:
     return len(expired)
 
 
-def rescue_intermediate(connection: redis.Redis, queue: Queue,
-                        settle: float = INTERMEDIATE_SETTLE) -> int:
-    """Put back jobs a dead worker dequeued but never started; returns how many."""
-    key = queue.intermediate_queue_key
-    seen = {raw.decode() for raw in connection.lrange(key, 0, -1)}
+def rescue_dequeued(connection: redis.Redis, queue: Queue,
+                    settle: float = INTERMEDIATE_SETTLE) -> int:
+    """Put back jobs a dead worker took off `queue` but never started; returns how many.
+
+    A worker on one queue moves a job into the intermediate list (BLMOVE); ours,
+    on several queues, pops it (BLPOP), and a worker killed right then leaves a
+    job that is `queued` yet in no list at all. Either kind still there, not
+    started, after a moment in which a live worker would have moved it on, is lost.
+    """
+    seen = _intermediate(connection, queue) | _popped(connection, queue)
     if not seen:
         return 0
     time.sleep(settle)
-    registry = StartedJobRegistry(queue.name, connection=connection)
-    started = set(registry.get_job_ids(cleanup=False))
-    stuck = [job_id for job_id in seen
-             if job_id not in started and job_id.encode() in connection.lrange(key, 0, -1)]
+    started = set(StartedJobRegistry(queue.name, connection=connection).get_job_ids(cleanup=False))
+    still = (_intermediate(connection, queue) | _popped(connection, queue)) - started
+    stuck = sorted(seen & still)
     for job_id in stuck:
-        if connection.lrem(key, 1, job_id):
-            queue.push_job_id(job_id)
+        connection.lrem(queue.intermediate_queue_key, 1, job_id)
+        queue.push_job_id(job_id)
     if stuck:
-        log.info("stuck dequeued batches put back", extra={"fields": {"jobs": len(stuck)}})
+        log.info("dequeued batches of a dead worker put back", extra={"fields": {"jobs": len(stuck)}})
     return len(stuck)
+
+
+def _intermediate(connection: redis.Redis, queue: Queue) -> set[str]:
+    return {raw.decode() for raw in connection.lrange(queue.intermediate_queue_key, 0, -1)}
+
+
+def _popped(connection: redis.Redis, queue: Queue) -> set[str]:
+    """Jobs of `queue` whose hash says queued but that sit in the queue's list no more."""
+    prefix = Job.redis_job_namespace_prefix.encode()
+    keys = [key for key in connection.scan_iter(match=prefix + b"*", count=1000)
+            if b":" not in key[len(prefix):]]          # the jobs' hashes, not rq:job:ID:dependents…
+    if not keys:
+        return set()
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, "status", "origin")
+        fields = pipe.execute()
+    queued = [key[len(prefix):].decode() for key, (status, origin) in zip(keys, fields)
+              if status == JobStatus.QUEUED.value.encode() and origin == queue.name.encode()]
+    if not queued:
+        return set()
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in queued:
+            pipe.lpos(queue.key, job_id)
+        positions = pipe.execute()
+    return {job_id for job_id, position in zip(queued, positions) if position is None}
 
 
 def replay_failed(connection: redis.Redis, queue: Queue, retries: int) -> int:
@@ -124,6 +155,6 @@ def replay_failed(connection: redis.Redis, queue: Queue, retries: int) -> int:
 
 def recover(connection: redis.Redis, queue: Queue, me: str, retries: int) -> None:
     """All of the above, in the order a dead worker's leftovers are best found."""
-    rescue_intermediate(connection, queue)
+    rescue_dequeued(connection, queue)
     reclaim_abandoned(connection, queue, me)
     replay_failed(connection, queue, retries)
