@@ -132,6 +132,7 @@ class LocalSandbox(Sandbox):
         self._children: dict[str, _Child] = {}
         self._ended: collections.OrderedDict[str, KernelExit] = collections.OrderedDict()
         self._context = zmq.asyncio.Context()
+        self._processes = procs.ProcessTable()
 
     async def start(self, spec: StartSpec) -> SandboxKernel:
         if not spec.local_argv:
@@ -157,7 +158,7 @@ class LocalSandbox(Sandbox):
         except BaseException:          # cancelled: leave nothing behind
             await self._remove(kernel_id)
             raise
-        tree = await asyncio.to_thread(procs.tree, child.proc.pid)
+        tree = await self._tree(child.proc.pid)
         child.kernel_pid = find_kernel_pid(child.proc.pid, tree) if self.bwrap else child.proc.pid
         child.own = frozenset(s.proc for s in tree)
         directory.chmod(0o500)         # sockets are bound: the kernel may not add files
@@ -240,13 +241,16 @@ class LocalSandbox(Sandbox):
         if child is None or child.proc.returncode is not None:
             return 0
         pid = child.proc.pid
-        return await procs.kill_strays(lambda: procs.tree(pid), child.own)
+        return await procs.kill_strays(lambda: self._tree(pid), child.own)
 
     async def cpu_seconds(self, kernel: SandboxKernel) -> float:
         child = self._children.get(kernel.id)
         if child is None or child.proc.returncode is not None:
             raise SandboxError(f"kernel {kernel.id} is not running in this sandbox")
-        return procs.cpu_seconds(await asyncio.to_thread(procs.tree, child.proc.pid))
+        return procs.cpu_seconds(await self._tree(child.proc.pid))
+
+    async def _tree(self, pid: int) -> list[procs.Stat]:
+        return procs.tree(pid, await self._processes.snapshot())
 
     async def reap_orphans(self) -> int:
         """Kill the kernels of this instance whose owner's lease is dead, and remove their dirs.

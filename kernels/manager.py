@@ -556,8 +556,8 @@ class KernelManager:
     async def _watch_idle_cpu(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_EVERY)
-            for entry in list(self._kernels.values()):
-                await self._sample_cpu(entry)
+            # All at once: the local sandbox serves them from one pass over /proc.
+            await asyncio.gather(*(self._sample_cpu(entry) for entry in list(self._kernels.values())))
 
     async def _sample_cpu(self, entry: _Entry) -> None:
         """An idle kernel that burns CPU runs something that escaped its run: replace it."""

@@ -2,8 +2,9 @@
 
 A process is named by (pid, start time) so that a pid reused by someone else is
 never mistaken for ours. The docker backend lists a container's processes from
-its cgroup, the local backend walks the bwrap process tree; both then use the
-helpers here. `strays`, `cgroup_dir` and `parse_stat` are pure.
+its cgroup, the local backend walks the bwrap process tree in a `ProcessTable`
+it shares among its kernels; both then use the helpers here. `strays`, `tree`,
+`cgroup_dir` and `parse_stat` are pure.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -69,9 +70,14 @@ def stats_of(pids: Iterable[int]) -> list[Stat]:
     return [s for s in map(read_stat, pids) if s is not None]
 
 
-def tree(root: int) -> list[Stat]:
-    """`root` and all its descendants, from one pass over /proc."""
-    every = stats_of(int(e) for e in os.listdir("/proc") if e.isdigit())
+def every_process() -> list[Stat]:
+    """One pass over /proc: every process on the host."""
+    return stats_of(int(e) for e in os.listdir("/proc") if e.isdigit())
+
+
+def tree(root: int, every: Iterable[Stat]) -> list[Stat]:
+    """`root` and all its descendants, out of a pass over /proc."""
+    every = list(every)
     below: dict[int, list[Stat]] = {}
     for found in every:
         below.setdefault(found.ppid, []).append(found)
@@ -84,6 +90,39 @@ def tree(root: int) -> list[Stat]:
         found.append(current)
         queue.extend(below.get(current.proc.pid, ()))
     return found
+
+
+class ProcessTable:
+    """Passes over /proc shared by all the kernels of a sandbox.
+
+    With hundreds of kernels the host has thousands of processes, and a pass per kernel at
+    every run's end (strays) and every idle sample (CPU) kept threads parsing /proc that
+    took the GIL from the event loop: in a live event of 200 learners their first outputs
+    waited tens of seconds. Now callers that ask while a pass runs share the next one.
+    """
+
+    def __init__(self, scan: Callable[[], list[Stat]] = every_process) -> None:
+        self._scan = scan
+        self._next: asyncio.Future[list[Stat]] | None = None
+        self._runner: asyncio.Task | None = None
+
+    async def snapshot(self) -> list[Stat]:
+        """Every process, from a pass begun after this call (a stray forked before it shows)."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            if self._runner is None or self._runner.done():
+                self._runner = asyncio.create_task(self._run())
+        return await asyncio.shield(self._next)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            waiting, self._next = self._next, None      # later callers wait for the pass after
+            try:
+                stats = await asyncio.to_thread(self._scan)
+            except Exception as exc:  # e.g. /proc unreadable: each waiter hears it
+                waiting.set_exception(exc)
+                continue
+            waiting.set_result(stats)
 
 
 def cpu_seconds(stats: Iterable[Stat]) -> float:
@@ -100,19 +139,17 @@ def kill(proc: Proc) -> bool:
     return False
 
 
-async def kill_strays(listing: Callable[[], list[Stat]], own: frozenset[Proc], *,
-                      in_thread: bool = True) -> int:
+async def kill_strays(listing: Callable[[], Awaitable[list[Stat]]], own: frozenset[Proc]) -> int:
     """Kill what `listing()` shows beyond `own` until nothing new is left; return how many.
 
     Rounds, because a stray may fork while we kill it: once strays were seen, it takes two
     empty looks a pause apart to stop (a child forked just after a look shows in the next).
-    A run that left nothing costs one look. `listing` runs in a thread unless it is known
-    to be cheap (a cgroup's few pids: less than the hop to a thread costs).
+    A run that left nothing costs one look.
     """
     killed: set[Proc] = set()
     seen_any, empty_looks = False, 0
     for _ in range(KILL_ROUNDS):
-        found = strays(await asyncio.to_thread(listing) if in_thread else listing(), own)
+        found = strays(await listing(), own)
         if found:
             seen_any, empty_looks = True, 0
             killed.update(p for p in found if kill(p))

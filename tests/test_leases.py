@@ -1,9 +1,11 @@
 """Leases and the sandbox's process rules: pure decisions on plain values, lock files for real."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from kernels import leases, procs
@@ -107,6 +109,36 @@ def test_stat_lines_and_strays():
     assert procs.strays(current, own) == [procs.Proc(2, "99"), procs.Proc(5, "50")]
 
 
+def test_a_tree_is_its_root_and_descendants_out_of_one_pass():
+    def stat(pid: int, ppid: int) -> procs.Stat:
+        return procs.Stat(procs.Proc(pid, str(pid)), ppid, "S", 0)
+    every = [stat(1, 0), stat(10, 1), stat(11, 10), stat(12, 11), stat(13, 10), stat(20, 1)]
+    assert sorted(s.proc.pid for s in procs.tree(10, every)) == [10, 11, 12, 13]
+    assert procs.tree(99, every) == []
+
+
+async def test_callers_during_a_pass_over_proc_share_the_next_one_and_none_gets_an_older_one():
+    passes: list[int] = []
+    release = threading.Event()
+
+    def scan() -> list[procs.Stat]:
+        passes.append(len(passes) + 1)
+        release.wait(5)
+        return [procs.Stat(procs.Proc(len(passes), "0"), 0, "S", 0)]
+
+    table = procs.ProcessTable(scan)
+    first = asyncio.create_task(table.snapshot())
+    while not passes:                       # the first pass is under way
+        await asyncio.sleep(0.01)
+    later = [asyncio.create_task(table.snapshot()) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert (await first)[0].proc.pid == 1
+    assert {got[0].proc.pid for got in await asyncio.gather(*later)} == {2}   # begun after they asked
+    assert passes == [1, 2]
+    assert (await table.snapshot())[0].proc.pid == 3                         # and a fresh one after
+
+
 def test_cgroup_dir_for_v1_v2_and_both_docker_drivers():
     mounts_v1 = ("30 25 0:26 / /sys/fs/cgroup/cpuacct rw,nosuid - cgroup cgroup rw,cpuacct\n"
                  "31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
@@ -126,10 +158,9 @@ def test_cgroup_dir_for_v1_v2_and_both_docker_drivers():
 
 
 def test_cpu_seconds_of_this_process_tree_grows_with_work():
-    before = procs.cpu_seconds(procs.tree(os.getpid()))
+    before = procs.cpu_seconds(procs.tree(os.getpid(), procs.every_process()))
     sum(range(3_000_000))
-    assert procs.cpu_seconds(procs.tree(os.getpid())) > before
-    assert procs.tree(os.getpid())[0].proc.pid == os.getpid() and procs.tree(10**9) == []
+    assert procs.cpu_seconds(procs.tree(os.getpid(), procs.every_process())) > before
 
 
 def samples(*pairs: tuple[float, float]) -> list[CpuSample]:
