@@ -5,6 +5,7 @@ import pytest
 
 from server.accounts.limiter import CredentialLimiter, CredentialRules, MemoryRateStore
 from server.accounts.ratelimit import Bucket, Decision, Rule, give_back, is_full, parse_rule, take
+from server.accounts.redis_rates import fold
 
 RULE = Rule(burst=3, window=30.0)      # three at once, then one every 10 s
 
@@ -122,3 +123,18 @@ def test_the_settings_name_themselves():
     assert (settings.auth_per_ip, settings.auth_per_account) == (Rule(5, 30.0), Rule(30, 300.0))
     with pytest.raises(config.ConfigError, match="LS_AUTH_PER_ACCOUNT: '30'"):
         config.load({"LS_AUTH_PER_ACCOUNT": "30"})
+
+
+def test_a_round_of_steps_folds_in_arrival_order_and_stores_only_a_change():
+    rule = Rule(burst=2, window=60.0)
+    def spend(bucket, now):
+        return take(bucket, rule, now)
+
+    def nothing(bucket, now):
+        return None, True
+
+    bucket, decisions = fold([spend, spend, spend], None, 100.0)
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert bucket == take(take(None, rule, 100.0)[0], rule, 100.0)[0]
+    assert fold([nothing, nothing], None, 100.0) == (None, [True, True])
+    assert fold([], None, 100.0) == (None, [])

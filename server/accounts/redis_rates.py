@@ -7,9 +7,11 @@ PEXPIRE of one window (a bucket untouched for a window is full again, which
 is the same as no bucket). A write that raced another is done again; a key
 so contended that it keeps losing is refused (a refusal is the safe answer
 for a credential guard, and only a burst on one key gets there). Within one
-process the updates of a key take turns, so only other processes can race
-them: a classroom behind one address arriving at once is counted, not refused
-for contention.
+process the updates of a key go together: those that arrive while one
+transaction runs ride the next, folded by the same rule in arrival order, so
+only other processes can race them, and a classroom behind one address
+arriving at once costs a few round trips (200 learners queued behind one
+another's four round trips took a live event's first runs 13 s).
 
 Redis unavailable: the decision falls back to this process's own buckets.
 Not fail-closed, since a Redis outage must not lock every learner out of
@@ -39,6 +41,19 @@ CONTENDED = Decision(False, 1.0)
 
 T = TypeVar("T")
 Step = Callable[[Bucket | None, float], tuple[Bucket | None, T]]
+Waiting = tuple[Rule, Step, asyncio.Future]
+
+
+def fold(steps: list[Step], bucket: Bucket | None, now: float) -> tuple[Bucket | None, list]:
+    """The steps applied in turn, each to the bucket the one before left: the bucket to
+    store (None when no step changed it) and each step's result."""
+    changed, results = None, []
+    for step in steps:
+        new, result = step(bucket, now)
+        if new is not None:
+            bucket = changed = new
+        results.append(result)
+    return changed, results
 
 
 class RedisRateStore:
@@ -47,7 +62,8 @@ class RedisRateStore:
         self.prefix = prefix
         self.fallback = fallback or MemoryRateStore()
         self.available = True
-        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}   # key -> (lock, holders+waiters)
+        self._waiting: dict[str, list[Waiting]] = {}   # key -> updates for its next round
+        self._rounds: dict[str, asyncio.Task] = {}      # key -> the task running its rounds
 
     async def take(self, key: str, rule: Rule) -> Decision:
         try:
@@ -68,21 +84,35 @@ class RedisRateStore:
             await self.fallback.give_back(key, rule)
 
     async def _update(self, key: str, rule: Rule, step: Step) -> T | None:
-        lock, users = self._turns.get(key) or (asyncio.Lock(), 0)
-        self._turns[key] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self._transact(self.prefix + key, rule, step)
-        finally:
-            lock, users = self._turns[key]
-            if users == 1:
-                del self._turns[key]
-            else:
-                self._turns[key] = (lock, users - 1)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((rule, step, future))
+        if key not in self._rounds:
+            self._rounds[key] = asyncio.create_task(self._rounds_of(key))
+        return await asyncio.shield(future)      # a caller that gives up leaves the round be
 
-    async def _transact(self, key: str, rule: Rule, step: Step) -> T | None:
-        """`step` applied to the stored bucket atomically; None when the key stayed contended.
-        Each round trip has the client's timeout: a slow answer under contention is not an outage."""
+    async def _rounds_of(self, key: str) -> None:
+        """One transaction per round for every update of `key` waiting when it starts."""
+        try:
+            while self._waiting.get(key):
+                batch = self._waiting.pop(key)
+                try:
+                    results = await self._transact(self.prefix + key, batch)
+                except Exception as exc:  # each caller decides (the fallback on RedisError)
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), result in zip(batch, results):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            del self._rounds[key]
+
+    async def _transact(self, key: str, batch: list[Waiting]) -> list:
+        """The steps applied in turn to the stored bucket, atomically; Nones when the key
+        stayed contended. Each round trip has the client's timeout: a slow answer under
+        contention is not an outage."""
+        window = max(rule.window for rule, _, _ in batch)
         async with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(TRIES):
                 try:
@@ -90,18 +120,19 @@ class RedisRateStore:
                     tokens, at = await pipe.hmget(key, "tokens", "at")
                     seconds, micros = await pipe.time()
                     old = None if tokens is None or at is None else Bucket(float(tokens), float(at))
-                    bucket, result = step(old, seconds + micros / 1e6)
+                    bucket, results = fold([step for _, step, _ in batch], old,
+                                           seconds + micros / 1e6)
                     if bucket is None:           # nothing to store (giving back to a full bucket)
                         await pipe.unwatch()
-                        return result
+                        return results
                     pipe.multi()
                     pipe.hset(key, mapping={"tokens": repr(bucket.tokens), "at": repr(bucket.at)})
-                    pipe.pexpire(key, math.ceil(rule.window * 1000))
+                    pipe.pexpire(key, math.ceil(window * 1000))
                     await pipe.execute()
-                    return result
+                    return results
                 except WatchError:               # another process wrote it meanwhile: again
                     await asyncio.sleep(random.random() * 0.002)
-        return None
+        return [None] * len(batch)
 
     async def close(self) -> None:
         await self.redis.aclose()
