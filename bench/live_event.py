@@ -31,8 +31,8 @@ from tests.accounts_support import Client
 from tests.serve_process import served
 from tests.test_exercise_ws import COURSE, LESSON   # a lesson whose `hello` prints hello
 
-LEARNERS = 200
-CAPACITY = 40            # LS_MAX_KERNELS: the warm pool can be no bigger
+LEARNERS = int(os.environ.get("LS_BENCH_LEARNERS", "200"))
+CAPACITY = int(os.environ.get("LS_BENCH_CAPACITY", "40"))
 DEADLINE = 180.0         # seconds the learners are given, all told
 PREWARM_WAIT = 300.0
 TOKEN = "bench-" + "t" * 30
@@ -70,6 +70,7 @@ class Learner:
         self.first_output: float | None = None
         self.queued = False
         self.error: str | None = None
+        self.seen: list[str] = []                 # the frames' types, for a learner that failed
 
     async def arrive(self, base: str) -> None:
         """The lesson page (a cookie, no row) and its socket, ready to press Run."""
@@ -90,6 +91,7 @@ class Learner:
                     self.error = "socket closed"
                     return
                 frame = json.loads(raw)
+                self.seen.append(frame["type"])
                 if frame["type"] == "queued":
                     self.queued = True
                 elif frame["type"] == "started":
@@ -138,6 +140,7 @@ async def event(base: str) -> None:
     for one in learners:
         if one.error:
             errors[one.error] = errors.get(one.error, 0) + 1
+            print(f"  a learner's error: {one.error}; frames it got: {' '.join(one.seen) or 'none'}")
     print(f"  waited in the queue: {sum(one.queued for one in learners)}; no output: "
           f"{LEARNERS - len(outputs)}; errors: {errors or 0}; all done in {took:.1f} s; goal p99 "
           f"< 1 s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
@@ -163,7 +166,9 @@ def main() -> None:
                    "LS_WS_PER_IP": str(LEARNERS * 2),
                    "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 2}/60", "LS_LOG_LEVEL": "WARNING"}
             db.upgrade(config.load(env))
-            with served(env, root / "serve.log") as server:
+            log = Path(tempfile.gettempdir()) / "ls-bench-live-event-serve.log"
+            with served(env, log) as server:
                 asyncio.run(event(server.url))
+            print(f"  the server's log: {log}")
     finally:
         redis_server.close()
