@@ -5,6 +5,7 @@ held to an exercise's own memory limit and given the host's back for the next ex
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from kernels.quotas import Tier
 from kernels.result import LimitHit, RunLimits, RunStatus
 from kernels.sandbox import create_sandbox
 from server.course.model import Bounds, ExerciseSettings
+from server.course.notebook import read_notebook
 from server.course.parse import read_lesson
 from server.learning.exercise_attempt import attempt
 from server.learning.exercise_steps import StepKind, run_limits
@@ -215,3 +217,57 @@ async def test_a_local_run_is_stopped_at_the_exercises_own_memory_limit(make_set
     settings = make_settings(LS_SANDBOX="local", LS_MEMORY_MB="512", LS_RUN_TIMEOUT="20")
     await exercise_memory_is_enforced(settings, "bytes(size)", 64 + AS_HEADROOM_MB + 16)
 
+
+# --- notebooks: the same keys in a cell's metadata, the cell's winning over the notebook's ----
+
+def notebook(cell: dict, **lesson) -> str:
+    """A notebook as plain JSON: one exercise cell with `cell` as its lessonserver metadata."""
+    return json.dumps({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"},
+                     "lessonserver": {"title": "T", **lesson}},
+        "cells": [{"cell_type": "code", "id": "c1", "execution_count": None, "outputs": [],
+                   "metadata": {"lessonserver": {"exercise": "loop", "expected": "1\n",
+                                                 "solution": "print(1)\n", **cell}},
+                   "source": "x = 1\n"}]})
+
+
+def notebook_settings(text: str) -> ExerciseSettings:
+    parsed = read_notebook(text, "c/t.ipynb", KERNELS, bounds=BOUNDS)
+    assert parsed.errors == (), parsed.errors
+    return parsed.lesson.exercises[0].settings
+
+
+@pytest.mark.parametrize("cell, lesson_wide, expected", [
+    ({}, {}, ExerciseSettings()),
+    ({"timeout": 3, "memory": 64, "reveal": 2}, {}, ExerciseSettings(3.0, 64, 2)),
+    ({"timeout": "2.5s", "memory": "128M"}, {}, ExerciseSettings(2.5, 128)),
+    ({}, {"timeout": 4, "memory": 100, "reveal": 5}, ExerciseSettings(4.0, 100, 5)),
+    ({"timeout": 2, "reveal": 1}, {"timeout": 4, "memory": 100, "reveal": 5},
+     ExerciseSettings(2.0, 100, 1)),
+])
+def test_a_notebook_cell_gives_its_exercise_its_own_settings_over_the_notebooks(
+        cell, lesson_wide, expected):
+    assert notebook_settings(notebook(cell, **lesson_wide)) == expected
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ({"timeout": 30}, "c/t.ipynb: cell 1: timeout 30 s is beyond this server's limit of 10 s "
+                      "(LS_RUN_TIMEOUT)"),
+    ({"memory": 4096}, "c/t.ipynb: cell 1: memory 4096 MiB is beyond this server's limit of "
+                       "256 MiB (LS_MEMORY_MB)"),
+    ({"memory": 8}, "c/t.ipynb: cell 1: bad memory 8: write MiB, 32 or more, like memory=128 "
+                    "or 128M"),
+    ({"timeout": "soon"}, "c/t.ipynb: cell 1: bad timeout 'soon': write seconds, like timeout=5 "
+                          "or 2.5s"),
+    ({"reveal": 0}, "c/t.ipynb: cell 1: bad reveal 0: write the number of attempts after which "
+                    "the solution may be shown, like reveal=3"),
+    ({"reveal": 2, "solution": None}, "c/t.ipynb: cell 1: reveal=2 shows the solution, but there "
+                                      "is none (add \"solution\" to the cell's lessonserver "
+                                      "metadata)"),
+    ({"timout": 3}, "c/t.ipynb: cell 1: unknown exercise key 'timout' (did you mean `timeout`?)"),
+])
+def test_a_notebook_cells_settings_beyond_the_host_or_malformed_name_the_file_and_cell(
+        cell, expected):
+    parsed = read_notebook(notebook(cell), "c/t.ipynb", KERNELS, bounds=BOUNDS)
+    assert [str(error) for error in parsed.errors] == [expected]
