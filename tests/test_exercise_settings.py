@@ -271,3 +271,29 @@ def test_a_notebook_cells_settings_beyond_the_host_or_malformed_name_the_file_an
         cell, expected):
     parsed = read_notebook(notebook(cell), "c/t.ipynb", KERNELS, bounds=BOUNDS)
     assert [str(error) for error in parsed.errors] == [expected]
+
+
+@pytest.mark.docker
+async def test_a_kernel_holding_more_than_an_exercises_memory_is_restarted_for_it(make_settings):
+    # The engine refuses a limit below what the container holds (cgroup v1: runc's "unable to
+    # set memory limit"), so the exercise gets a fresh kernel, and the learner is told why.
+    services.ensure_docker()
+    settings = make_settings(LS_SANDBOX="docker", LS_MEMORY_MB="512", LS_RUN_TIMEOUT="20")
+    small, plain = two_exercises()
+    sandbox = create_sandbox(settings)
+    manager = KernelManager(settings, sandbox, discover())
+    await manager.startup()
+    try:
+        kernel = (await manager.start("memory-test", "python", Tier.EXEMPT)).id
+        held = await manager.execute(kernel, 'data = "x" * (150 * 2**20)\nsize = 0\n',
+                                     run_limits(manager.limits("python"), plain))
+        assert held.status is RunStatus.OK, held
+        result = await manager.execute(kernel, "print(size)\n",
+                                       run_limits(manager.limits("python"), small))
+        assert result.status is RunStatus.ERROR and result.error.ename == "NameError", result
+        assert result.message.startswith("The kernel was restarted to give this exercise its "
+                                          "memory limit of 64 MiB; earlier variables are gone"), \
+            result.message
+    finally:
+        await manager.close()
+        await sandbox.close()
