@@ -87,6 +87,11 @@ def kernel_user(euid: int, egid: int) -> tuple[tuple[int, int], bool]:
     return (euid, egid), False
 
 
+def memory_options(memory_mb: int) -> dict[str, str]:
+    """The container's memory, and the same for memory plus swap: no swap."""
+    return {"mem_limit": f"{memory_mb}m", "memswap_limit": f"{memory_mb}m"}
+
+
 def container_options(spec: StartSpec, instance: str, ids: tuple[int, int],
                       directory: Path, lease: Path) -> dict[str, Any]:
     """Everything `containers.create` gets besides the image: the isolation defaults."""
@@ -100,7 +105,7 @@ def container_options(spec: StartSpec, instance: str, ids: tuple[int, int],
                   HOME: f"size={HOME_MB}m,uid={uid},gid={gid},mode=0700"},
         "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
         "pids_limit": spec.pids_limit,
-        "mem_limit": f"{spec.memory_mb}m", "memswap_limit": f"{spec.memory_mb}m",  # no swap
+        **memory_options(spec.memory_mb),
         "nano_cpus": int(spec.cpus * 1e9),
         "init": True,              # tini as PID 1: SIGINT and ipykernel's interrupts work
         "ulimits": [Ulimit(name="core", soft=0, hard=0),
@@ -308,6 +313,16 @@ class DockerSandbox(Sandbox):
         if used is None:     # the container ended: its cgroup is gone
             raise SandboxError(f"kernel {kernel.id}: its cgroup {box.cgroup} is gone")
         return used
+
+    async def set_memory(self, kernel: SandboxKernel, memory_mb: int) -> None:
+        """A running container's new limit (lowering it below what the kernel holds fails
+        on cgroup v1 and kills the kernel on v2: both as the limit says)."""
+        try:
+            await self._call(self._client.api.update_container, kernel.ref,
+                             **memory_options(memory_mb))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise SandboxError(f"container {kernel.ref[:12]}: memory limit {memory_mb} MiB "
+                               f"not set: {exc}") from None
 
     async def interrupt(self, kernel: SandboxKernel) -> None:
         with contextlib.suppress(docker.errors.DockerException):   # not running: nothing to do

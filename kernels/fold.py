@@ -239,7 +239,7 @@ def limit_message(limit: LimitHit, state: RunState) -> str:
         return (f"Output cut after {limits.output_messages} messages "
                 f"({state.messages_dropped} more were discarded)")
     if limit is LimitHit.MEMORY:
-        return f"Your program used more than {limits.memory_mb} MB of memory and was stopped"
+        return f"Your program used more than {limits.memory_mb} MiB of memory and was stopped"
     if limit is LimitHit.PIDS:
         return f"Too many processes (limit {limits.pids_limit})"
     return f"The disk space for files is full (limit {limits.tmp_mb} MB)"

@@ -93,10 +93,15 @@ def kernel_env(home: str) -> dict[str, str]:
             "MALLOC_ARENA_MAX": "2"}   # fewer reserved arenas keep RLIMIT_AS meaningful
 
 
+def address_space(memory_mb: int) -> int:
+    """RLIMIT_AS in bytes for a kernel given `memory_mb`."""
+    return (memory_mb + AS_HEADROOM_MB) * 2**20
+
+
 def _set_rlimits(memory_mb: int, tmp_mb: int) -> None:
     """Runs in the child between fork and exec (only setrlimit: safe there)."""
-    address_space = (memory_mb + AS_HEADROOM_MB) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    limit = address_space(memory_mb)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_FSIZE, (tmp_mb * 2**20, tmp_mb * 2**20))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -195,6 +200,20 @@ class LocalSandbox(Sandbox):
         if child is None:
             return self._ended.get(kernel.id) or KernelExit(None, reason="vanished")
         return await asyncio.shield(child.exited)
+
+    async def set_memory(self, kernel: SandboxKernel, memory_mb: int) -> None:
+        """The soft RLIMIT_AS of every process of the kernel (the kernel, and helpers such
+        as bash's shell, which run the learner's code), within the hard limit of its start.
+        Processes started later inherit it from the kernel."""
+        child = self._children.get(kernel.id)
+        if child is None or child.proc.returncode is not None:
+            raise SandboxError(f"kernel {kernel.id} is not running in this sandbox")
+        tree = await asyncio.to_thread(procs.tree, child.proc.pid)
+        for stat in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # gone; bwrap's own
+                _, hard = resource.prlimit(stat.proc.pid, resource.RLIMIT_AS)
+                resource.prlimit(stat.proc.pid, resource.RLIMIT_AS,
+                                 (min(address_space(memory_mb), hard), hard))
 
     async def interrupt(self, kernel: SandboxKernel) -> None:
         child = self._children.get(kernel.id)

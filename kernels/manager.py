@@ -29,7 +29,7 @@ from kernels.pool import CapacityError, Pool, StartGate
 from kernels.quotas import Quota, Quotas, Tier
 from kernels.relay import Relay
 from kernels.result import Output, RunLimits, RunResult, RunStatus
-from kernels.sandbox import StartSpec
+from kernels.sandbox import SandboxError, StartSpec
 from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed, SessionHooks
 from kernels.settings import KernelSettings
 
@@ -90,6 +90,7 @@ class _Entry:
     start_ms: float = 0.0
     cpu: tuple[idle_watch.CpuSample, ...] = ()   # samples while idle, for the CPU watch
     notice: str | None = None      # told with the next run's result (a restart while idle)
+    memory_mb: int | None = None   # the kernel's memory limit when a run changed it; None: its start's
 
     def snapshot(self) -> ManagedKernel:
         state = self.kernel_state if self.state == "idle" else self.state
@@ -117,6 +118,14 @@ def run_limits(settings: KernelSettings, plugin: Plugin) -> RunLimits:
                if getattr(own, f.name) != f.default}
     return dataclasses.replace(base, **{k: v for k, v in dict(own).items()
                                         if k in RunLimits.__dataclass_fields__})
+
+
+def memory_change(started_mb: int, current_mb: int | None, wanted_mb: int) -> int | None:
+    """The memory limit to give a running kernel before a run that wants `wanted_mb` (an
+    exercise's own), or None when it has that already. Never above the limit it was started
+    with (`current_mb` None): the host's bound, and the local sandbox's hard rlimit."""
+    target = min(wanted_mb, started_mb)
+    return None if target == (started_mb if current_mb is None else current_mb) else target
 
 
 def start_spec(settings: KernelSettings, plugin: Plugin) -> StartSpec:
@@ -358,6 +367,9 @@ class KernelManager:
                 raise UnknownKernel(kernel_id)
             if entry.session.dead:        # lost between runs and not replaced yet
                 await self._replace(entry, "lost before the run")
+            refused = await self._fit_memory(entry, limits.memory_mb)
+            if refused is not None:
+                return RunResult(RunStatus.DIED, message=refused)
             session = entry.session
             entry.state = "busy"
             entry.last_activity = time.time()
@@ -382,6 +394,29 @@ class KernelManager:
                 await self._replace(entry, result.message or "kernel lost during the run")
                 result = fold.note_restart(result)
         return result
+
+    async def _fit_memory(self, entry: _Entry, wanted_mb: int) -> str | None:
+        """Give the kernel the run's memory limit, or say why it could not have it; the caller
+        holds entry.lock. A kernel that holds more than that already (earlier runs' variables)
+        cannot have it: a fresh one can."""
+        for attempt in range(2):
+            change = memory_change(self.settings.memory_mb, entry.memory_mb, wanted_mb)
+            if change is None:
+                return None
+            try:
+                await self.sandbox.set_memory(entry.kernel, change)
+            except SandboxError as exc:
+                if attempt:
+                    log.warning("kernel %s: %s", entry.id, exc)
+                    return f"The kernel could not be given the memory limit of {change} MiB"
+                log.info("kernel %s: %s; restarting it", entry.id, exc)
+                await self._replace(entry, f"memory limit {change} MiB")
+                entry.notice = (f"The kernel was restarted to give this exercise its memory limit "
+                                f"of {change} MiB; earlier variables are gone")
+                continue
+            entry.memory_mb = change
+            return None
+        return None
 
     # --- Jupyter clients --------------------------------------------------
 
@@ -490,6 +525,7 @@ class KernelManager:
             await self.sandbox.kill(kernel)
             return
         entry.kernel, entry.session = kernel, self._session(entry, kernel)
+        entry.memory_mb = None            # a fresh kernel has the limit of its start
         entry.pool_hit, entry.start_ms = hit, ms
         entry.kernel_state = "idle"
         entry.watcher = asyncio.create_task(self._watch(entry, entry.session))

@@ -29,11 +29,11 @@ class LimitHit(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class RunLimits:
-    """Per-run limits; the container limits live in the sandbox's StartSpec."""
+    """Per-run limits. The kernel starts with the StartSpec's; memory_mb is set on it per run."""
     timeout: float = 10.0          # wall-clock seconds
     output_bytes: int = 65536      # bytes of output forwarded per run
     output_messages: int = 2000    # output messages forwarded per run
-    memory_mb: int = 256           # only for the learner's message when OOM-killed
+    memory_mb: int = 256           # set on the kernel before the run (KernelManager.execute)
     pids_limit: int = 64           # only for the learner's message when forks fail
     tmp_mb: int = 64               # only for the learner's message when /tmp is full
 

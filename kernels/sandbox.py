@@ -100,6 +100,11 @@ class Sandbox(abc.ABC):
         """CPU time used so far by everything in the kernel's sandbox. Cheap: no engine call."""
 
     @abc.abstractmethod
+    async def set_memory(self, kernel: SandboxKernel, memory_mb: int) -> None:
+        """Give the running kernel a new memory limit, at most the one it was started with
+        (an exercise's own `memory=`, and back up for the next). Raises SandboxError."""
+
+    @abc.abstractmethod
     async def reap_orphans(self) -> int:
         """Remove this instance's kernels whose owner's lease is provably dead; return how many.
 

@@ -2,7 +2,8 @@
 local-sandbox kernels): hints come one at a time as the learner asks; the solution of an exercise
 with `reveal=2` opens only after two attempts (the server counts them), is recorded in the
 learner's progress, and is still shown after a reload; runnable examples of the prose run in the
-lesson's kernel with their own output, traced, not graded and not counted."""
+lesson's kernel with their own output, traced, not graded and not counted; an exercise's own
+`memory=` stops its run with a message naming it, and the next exercise has the host's again."""
 from __future__ import annotations
 
 import sqlite3
@@ -59,6 +60,26 @@ Only shown:
 print("not runnable")
 ```
 """
+# The local sandbox caps address space at memory + 512 MiB of headroom: bytes() reserves 600
+# MiB without writing them, beyond 64 + 512 and within the host's 512 + 512.
+MEMORY = """\
+---
+title: Memory
+slug: memory
+kernel: python
+---
+```python exercise id=small memory=64
+print(len(bytes(600 * 2**20)))
+# --- expected output ---
+629145600
+```
+
+```python exercise id=plain
+print(len(bytes(600 * 2**20)))
+# --- expected output ---
+629145600
+```
+"""
 START_TIMEOUT = 90   # a start imports ~5 s of CPU; a host shared by many test runs stretches it
 
 
@@ -68,9 +89,10 @@ def site(tmp_path_factory, instance_name):
     (root / "lessons").mkdir()
     (root / "lessons" / "settings.md").write_text(LESSON)
     (root / "lessons" / "examples.md").write_text(EXAMPLES)
+    (root / "lessons" / "memory.md").write_text(MEMORY)
     env = {"LS_DATA_DIR": str(root / "data"), "LS_LESSONS_DIR": str(root / "lessons"),
            "LS_SANDBOX": "local", "LS_INSTANCE": instance_name, "LS_POOL_SIZE": "0",
-           "LS_RUN_TIMEOUT": "10"}
+           "LS_RUN_TIMEOUT": "10", "LS_MEMORY_MB": "512"}
     with serve(env, root / "serve.log", START_TIMEOUT) as base:
         yield base, root / "data" / "lessonserver.db"
 
@@ -156,5 +178,17 @@ def test_runnable_examples_run_in_the_lessons_kernel_unchecked_and_traced(site, 
                                 "ORDER BY code").fetchall()
         time.sleep(0.2)
     assert traced == [(None, "x + 1\n"), (None, "x = 6 * 7\nprint(x)\n")]
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+def test_an_exercise_is_held_to_its_own_memory_limit_and_the_next_one_is_not(site, driver):  # noqa: F811
+    base, _ = site
+    page = new_learner(driver, base, "memory")
+    for exercise in ("small", "plain"):       # one kernel: lowered for the first, raised back
+        page.button(exercise, "run").click()
+        page.wait(lambda d: not page.running(exercise) and page.banner(exercise, 60), 60, exercise)
+    assert "used more than 64 MiB of memory" in page.banner("small"), page.banner("small")
+    assert page.banner("plain").startswith("✓"), (page.banner("plain"), page.output("plain"))
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors

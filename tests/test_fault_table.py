@@ -425,5 +425,5 @@ async def test_output_flushed_just_before_an_oom_kill_is_shown_with_the_memory_m
         await session.close()
         await sandbox.kill(kernel)
     assert (result.status, result.limit) == (RunStatus.LIMIT, LimitHit.MEMORY)
-    assert result.message == f"Your program used more than {settings.memory_mb} MB of memory and was stopped"
+    assert result.message == f"Your program used more than {settings.memory_mb} MiB of memory and was stopped"
     assert [o.text for o in shown] == ["last words\n"] and result.outputs == tuple(shown)

@@ -135,7 +135,7 @@ def test_oom_kill_is_a_memory_limit():
     _, _, result = run([msg("status", execution_state="busy")], RunLimits(memory_mb=128),
                        died=True, exit_code=137, oom_killed=True)
     assert (result.status, result.limit) == (RunStatus.LIMIT, LimitHit.MEMORY)
-    assert result.message == "Your program used more than 128 MB of memory and was stopped"
+    assert result.message == "Your program used more than 128 MiB of memory and was stopped"
 
 
 def test_memory_error_inside_the_kernel_is_a_memory_limit_too():

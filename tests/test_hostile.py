@@ -101,7 +101,7 @@ async def test_fork_bomb(manager, kernel, bystander):
     assert (result.status, result.limit) in ((RunStatus.LIMIT, LimitHit.PIDS),
                                              (RunStatus.LIMIT, LimitHit.MEMORY))
     assert result.message.startswith(("Too many processes (limit 64).",
-                                       "Your program used more than 128 MB of memory"))
+                                       "Your program used more than 128 MiB of memory"))
 
 
 async def test_memory_bomb(manager, kernel, bystander):
@@ -109,7 +109,7 @@ async def test_memory_bomb(manager, kernel, bystander):
                            "hog = []\nwhile True:\n    hog.append(b'x' * 10**7)")
     assert (result.status, result.limit) == (RunStatus.LIMIT, LimitHit.MEMORY)
     assert result.message.startswith(
-        "Your program used more than 128 MB of memory and was stopped. A fresh kernel")
+        "Your program used more than 128 MiB of memory and was stopped. A fresh kernel")
 
 
 async def test_output_flood(manager, kernel, bystander):

@@ -280,3 +280,17 @@ async def test_a_cancelled_start_leaves_no_container(sandbox, spec, settings):
 
 async def test_the_kernels_own_helpers_are_not_strays(sandbox, settings):
     await helpers_of_the_kernel_are_its_own(sandbox, settings)
+
+
+async def test_set_memory_changes_the_running_containers_memory_with_no_swap(sandbox, kernel):
+    def memory() -> tuple[int, int]:
+        host = json.loads(docker("inspect", kernel.ref))[0]["HostConfig"]
+        return host["Memory"], host["MemorySwap"]
+
+    assert memory() == (128 * 2**20, 128 * 2**20)          # LS_MEMORY_MB of the fixture
+    await sandbox.set_memory(kernel, 64)
+    assert memory() == (64 * 2**20, 64 * 2**20)
+    await sandbox.set_memory(kernel, 128)
+    assert memory() == (128 * 2**20, 128 * 2**20)
+    with pytest.raises(SandboxError, match="memory limit 4 MiB not set"):   # below the engine's 6 MiB
+        await sandbox.set_memory(kernel, 4)

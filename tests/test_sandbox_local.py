@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import shutil
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from kernels import connection, procs
-from kernels.local_sandbox import LocalSandbox, process_start_time
+from kernels.local_sandbox import LocalSandbox, address_space, process_start_time
 from kernels.manager import start_spec
 from kernels.plugins import discover
 from kernels.sandbox import SandboxError, StartSpec, create_sandbox
@@ -257,3 +258,17 @@ def test_code_below_tmp_is_bound_back_read_only_over_the_private_tmp():
 
 async def test_the_kernels_own_helpers_are_not_strays(sandbox, settings):
     await helpers_of_the_kernel_are_its_own(sandbox, settings)
+
+
+async def test_set_memory_moves_the_kernels_soft_address_space_limit_within_its_hard_one(
+        sandbox, kernel, client):
+    pid = sandbox._children[kernel.id].kernel_pid
+    started = address_space(256)                                  # LS_MEMORY_MB of the fixture
+    assert resource.prlimit(pid, resource.RLIMIT_AS) == (started, started)
+    await sandbox.set_memory(kernel, 64)
+    assert resource.prlimit(pid, resource.RLIMIT_AS) == (address_space(64), started)
+    stdout, _ = await run(client, "try:\n    b = bytes(600 * 2**20)\nexcept MemoryError:\n"
+                                  "    print('refused')")
+    assert stdout == "refused\n"                                 # 600 MiB: beyond 64 + 512
+    await sandbox.set_memory(kernel, 4096)                        # never above its start
+    assert resource.prlimit(pid, resource.RLIMIT_AS) == (started, started)

@@ -5,8 +5,10 @@ The header comes from the notebook metadata `lessonserver` (kernel from there or
 from `kernelspec.name`, where Jupyter's `python3` means our `python`). Markdown
 cells are prose; a code cell whose metadata has
 `lessonserver: {exercise: <id>, title, check: output|tests, expected|tests, setup,
-solution, starter: fails|passes, hints}` is an exercise; other code cells are plain
-code blocks in the body. `lessonserver lessons import` writes the notebook metadata.
+solution, starter: fails|passes, hints, timeout, memory, reveal}` is an exercise; other
+code cells are plain code blocks in the body. timeout, memory and reveal mean what they
+mean in a fence; in the notebook metadata they apply to every exercise, and a cell's own
+win. `lessonserver lessons import` writes the notebook metadata.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ sys.modules.setdefault("rfc3987_syntax", None)  # noqa: E402 - before nbformat's
 import nbformat  # noqa: E402
 
 from server.course.model import Bounds, Exercise, Lesson, LessonError
-from server.course.parse import (DOES_NOT_COMPILE, Parsed, check_id, default_title, fences,
-                                 first_or_raise, make_check, python_syntax_errors, read_header,
-                                 resolve_kernel, runnable_examples, section_text, solution_rule,
-                                 starter_passes, suggest)
+from server.course.parse import (DOES_NOT_COMPILE, SETTING_KEYS, Parsed, check_id, default_title,
+                                 exercise_settings, fences, first_or_raise, make_check,
+                                 python_syntax_errors, read_header, resolve_kernel,
+                                 runnable_examples, section_text, solution_rule, starter_passes,
+                                 suggest)
 
 CELL_KEYS = frozenset({"exercise", "title", "check", "expected", "tests", "setup", "solution",
-                       "starter", "hints"})
+                       "starter", "hints", *SETTING_KEYS})
 WHERE = 'the notebook metadata under "lessonserver" (`lessonserver lessons import NOTEBOOK` writes it)'
 
 
@@ -73,7 +76,7 @@ def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: s
                 blocks.append(_fence(language, cell.source))
                 continue
             problems: list[tuple[str, str | None]] = []
-            exercise = _exercise(settings, cell.source, language, number, problems)
+            exercise = _exercise(settings, cell.source, language, number, problems, bounds)
             if exercise is not None and any(ex.id == exercise.id for ex in exercises):
                 problems.append((f"duplicate exercise id {exercise.id!r}", None))
             errors.extend(LessonError(path, None, f"cell {number}: {message}", hint)
@@ -85,8 +88,9 @@ def read_notebook(text: str, path: str, known_kernels: frozenset[str], course: s
             blocks.append(_fence(f"{language} exercise id={exercise.id}", exercise.starter))
     if errors or header is None:
         return Parsed(None, tuple(errors))
-    # The lesson-wide limits and solution rule of the metadata (cells have no keys for them).
-    exercises = [dataclasses.replace(ex, settings=solution_rule(header.defaults, ex.solution is not None))
+    # A cell's own limits and solution rule, the notebook metadata's where it says nothing.
+    exercises = [dataclasses.replace(ex, settings=solution_rule(ex.settings.over(header.defaults),
+                                                                ex.solution is not None))
                  for ex in exercises]
     body = "\n\n".join(blocks) + "\n"
     return Parsed(Lesson(slug=header.slug, title=header.title, summary=header.summary,
@@ -101,7 +105,7 @@ def parse_notebook(text: str, path: str, known_kernels: frozenset[str], course: 
 
 
 def _exercise(settings: Any, source: str, language: str, number: int,
-              problems: list[tuple[str, str | None]]) -> Exercise | None:
+              problems: list[tuple[str, str | None]], bounds: Bounds = Bounds()) -> Exercise | None:
     """One exercise cell (its `line` is the cell number); problems collects every error."""
     if not isinstance(settings, Mapping):
         problems.append(("metadata lessonserver must be a mapping", None))
@@ -127,6 +131,11 @@ def _exercise(settings: Any, source: str, language: str, number: int,
     if check is not None and kind is not None and kind != check.kind.value:
         problems.append((f"check is {kind!r} but the cell gives "
                          f"{'tests' if check.code else 'an expected output'}", None))
+    own, wrong = exercise_settings({k: settings[k] for k in SETTING_KEYS if k in settings}, bounds)
+    problems.extend((message, None) for _, message in wrong)
+    if own.reveal_after is not None and values.get("solution") is None:
+        problems.append((f"reveal={own.reveal_after} shows the solution, but there is none",
+                         'add "solution" to the cell\'s lessonserver metadata'))
     hidden = {part: values.get(part) or "" for part in ("setup", "tests", "solution")}
     for part, line, message in python_syntax_errors(language, hidden):
         problems.append((f"{DOES_NOT_COMPILE[part]}: line {line}: {message}", None))
@@ -140,7 +149,7 @@ def _exercise(settings: Any, source: str, language: str, number: int,
                     hints=values["hints"], line=number,
                     solution=section_text(solution.splitlines()) if solution is not None else None,
                     starter_passes=values["starter"],
-                    solution_line=number if solution is not None else 0)
+                    solution_line=number if solution is not None else 0, settings=own)
 
 
 def _title(value: Any) -> str | None:
