@@ -208,8 +208,7 @@ class LocalSandbox(Sandbox):
         child = self._children.get(kernel.id)
         if child is None or child.proc.returncode is not None:
             raise SandboxError(f"kernel {kernel.id} is not running in this sandbox")
-        tree = await asyncio.to_thread(procs.tree, child.proc.pid)
-        for stat in tree:
+        for stat in await self._tree(child.proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):  # gone; bwrap's own
                 _, hard = resource.prlimit(stat.proc.pid, resource.RLIMIT_AS)
                 resource.prlimit(stat.proc.pid, resource.RLIMIT_AS,
