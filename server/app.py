@@ -53,6 +53,7 @@ from server.mail.mailer import Mailer
 from server.metrics import Metrics
 from server.secrets import Secrets, load_secrets
 from server.store import catalog as catalog_store
+from server.store import users
 from server.tracing.buffer import TraceBuffer
 from server.tracing.tracer import KernelEventRouter
 from workers import job_metrics
@@ -288,7 +289,8 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
     rates = open_rate_store(settings.redis_url, settings.instance)
     runtime.closers.append(rates.close)
     common = Common(settings, runtime.engine, runtime.metrics,
-                    NewLearnerLimiter(rates, settings.new_learners_per_ip))
+                    NewLearnerLimiter(rates, settings.new_learners_per_ip),
+                    users.AnonymousRows(runtime.engine))
     pages = {"common": common, "library": runtime.library}
     cached = {**pages, "cache": runtime.cache}
     limiter = CredentialLimiter(rates,

@@ -83,7 +83,8 @@ async def serve_api(settings):
     await manager.startup()
     metrics.watch_kernels(lambda: len(manager.list()), lambda: manager.queue_length)
     common = Common(settings, engine, metrics,
-                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip))
+                    NewLearnerLimiter(MemoryRateStore(), settings.new_learners_per_ip),
+                    users.AnonymousRows(engine))
     limiter = CredentialLimiter(MemoryRateStore(), CredentialRules(settings.auth_per_ip,
                                                                    settings.auth_per_account))
     app = tornado.web.Application(routes(manager, plugins, common, TOKEN, limiter,

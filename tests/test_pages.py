@@ -13,6 +13,7 @@ import tornado.httpclient
 from server.accounts.limiter import MemoryRateStore, NewLearnerLimiter
 from server.app import run_server
 from server.config import PROJECT_ROOT
+from server.store import users
 
 BUNDLED = PROJECT_ROOT / "lessons"
 
@@ -190,7 +191,8 @@ async def test_server_errors_render_the_500_page(make_settings):
     app.add_handlers(r".*", [(r"/boom", Boom,
                               {"common": Common(runtime.settings, runtime.engine, runtime.metrics,
                                                 NewLearnerLimiter(MemoryRateStore(),
-                                                                  runtime.settings.new_learners_per_ip))})])
+                                                                  runtime.settings.new_learners_per_ip),
+                                                users.AnonymousRows(runtime.engine))})])
     http = tornado.httpserver.HTTPServer(app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     http.add_sockets(sockets)

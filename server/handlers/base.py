@@ -60,6 +60,7 @@ class Common:
     engine: AsyncEngine
     metrics: Metrics
     new_learners: NewLearnerLimiter
+    new_rows: users.AnonymousRows
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -129,7 +130,7 @@ class BaseHandler(tornado.web.RequestHandler):
             if not decision.allowed:
                 raise too_many(f"Too many new learners from your address; try again in "
                                f"{decision.retry_after_header} s.", decision.retry_after_header)
-            self.user = await users.create_anonymous(self.common.engine, user.id)
+            self.user = await self.common.new_rows.create(user.id)
             self.persisted = True
         return self.user
 
