@@ -144,6 +144,7 @@ async def test_postgres_down_the_learner_gets_the_verdict_and_progress_is_saved_
             for page in pages:
                 result, _ = await page.run("hello", "print('hello')", run="before")
                 assert result["verdict"]["passed"]
+            newcomer = await Page.open(site)             # no row yet: its first run needs one
             pg.stop()
             for page in pages:
                 result, _ = await page.run("hello", "print('hello')", run="during")
@@ -156,6 +157,9 @@ async def test_postgres_down_the_learner_gets_the_verdict_and_progress_is_saved_
             assert body["down"] == ["database"] and body["checks"]["database"] != "ok"
             assert body["degraded"]["progress"].startswith("3 progress writes wait")
             assert (await site.get("/lessons/practice")).code == 200    # pages are served
+            await newcomer.send(type="run", run="first", exercise="hello", code="print('hello')")
+            error, _ = await newcomer.until("error")     # told, not left waiting
+            assert "something on our side failed" in error["message"] and error["retry_after"] > 0
             await asyncio.sleep(5)                   # a longer outage than the runs alone
             pg.start()
             back = time.monotonic()

@@ -36,6 +36,9 @@ log = logging.getLogger("lessonserver.ws")
 RUNS_PAUSED_MESSAGE = ("Running code is paused for a short while for maintenance. Your code is "
                        "kept on this page; try again in a few minutes.")
 
+RUN_FAILED = ("Your run could not go ahead: something on our side failed (the server may be "
+              "very busy). Your code is kept; please press Run again in a few seconds.")
+RUN_FAILED_RETRY = 5.0        # seconds the page suggests waiting before running again
 MAX_FRAME = 256 * 1024        # a learner's code cell, with room to spare
 INPUT_TIMEOUT = 300.0         # seconds a run may wait for the learner to answer input()
 KERNEL_RESTARTED = ("Your kernel was restarted while you were away (the server that ran it "
@@ -178,7 +181,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
                 return
-            session.running = asyncio.create_task(self._run(session, frame))
+            session.running = asyncio.create_task(self._run_or_say_why(session, frame))
         elif kind == "input":
             if session.answer is not None and not session.answer.done():
                 session.answer.set_result(frame["value"])
@@ -234,6 +237,16 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             session.kernel_id = kernel.id
             return kernel.id, kernel
         return session.kernel_id, None
+
+    async def _run_or_say_why(self, session: LessonSession, frame: dict[str, Any]) -> None:
+        """A run that fails on our side (the database away or out of connections) tells the
+        learner so, instead of leaving the page waiting on a run that is not coming."""
+        try:
+            await self._run(session, frame)
+        except Exception:
+            log.exception("run failed", extra={"fields": {"lesson": self.lesson.slug}})
+            session.send({"type": "error", "run": frame["run"], "retry_after": RUN_FAILED_RETRY,
+                          "message": RUN_FAILED})
 
     async def _run(self, session: LessonSession, frame: dict[str, Any]) -> None:
         """The run belongs to the session: it goes on, and is reported, if this socket drops."""
