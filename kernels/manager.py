@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 Observer = Callable[[KernelEvent], Any]
 CULL_EVERY = (0.2, 30.0)   # seconds between cull passes: at least, at most
 RECONCILE_EVERY = 2.0      # seconds between passes that reap kernels of dead owners
+FORGET_EVERY = 1.0         # seconds between sweeps of owners with no kernel and no recent use
 SAMPLE_EVERY = 1.0         # seconds between CPU samples of idle kernels
 ESCAPED = ("Code from an earlier run kept running after the run had ended, so the kernel "
            "was restarted; earlier variables are gone")
@@ -156,6 +158,7 @@ class KernelManager:
                       for name, p in self.plugins.items()}
         self._kernels: dict[str, _Entry] = {}
         self._owners: dict[str, _Owner] = {}
+        self._swept_owners_at = -math.inf
         self._reserved = 0               # starts in progress, counted against max_kernels
         self._queue: list[object] = []   # callers waiting for room on the host, in order
         self._room_changed = asyncio.Event()
@@ -224,7 +227,12 @@ class KernelManager:
         return refusal
 
     def _forget_idle_owners(self) -> None:
+        """At most once a second: at a live event's end hundreds of kernels close together,
+        and a sweep of every owner for each of them was 7% of the server's time."""
         now = self.clock()
+        if now - self._swept_owners_at < FORGET_EVERY:
+            return
+        self._swept_owners_at = now
         held = {e.owner for e in self._kernels.values()}
         for owner, use in list(self._owners.items()):
             if owner not in held and not quotas.recent((*use.starts, *use.runs), now):
