@@ -241,7 +241,9 @@ class LocalSandbox(Sandbox):
         self._children.pop(kernel_id, None)   # only now: a wait() meanwhile sees 'killed'
         await asyncio.wait({child.drain}, timeout=1.0)   # EOF lets the transport close itself
         child.drain.cancel()
-        connection.remove_dir(child.directory)
+        # In a thread: a kernel's dir holds its home (IPython's history, the learner's files),
+        # and a live event's end removes hundreds at once.
+        await asyncio.to_thread(connection.remove_dir, child.directory)
         if child.exited.done():
             self._ended[kernel_id] = child.exited.result()
             while len(self._ended) > ENDED_KEPT:
