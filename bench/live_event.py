@@ -2,12 +2,15 @@
 
 A real `lessonserver serve` (Postgres, Redis, local sandbox) whose admin schedules a live
 event on /admin/live-events; the planner grows the python pool to the host's capacity
-(LS_MAX_KERNELS=40 here, so 40 warm kernels for 200 expected learners). Then 200 new
-visitors open the lesson and its socket and all press Run in the same instant. Printed:
-time to first output p50/p99 (goal p99 < 1 s), for those handed a warm kernel and for
-those who waited in the queue, how many waited, errors, and the load average.
-Each learner leaves after its result (LS_RECONNECT_GRACE=0), which frees a kernel for the
-queue. Loopback only; bounded by DEADLINE.
+(LS_MAX_KERNELS). Then 200 new visitors open the lesson and its socket and all press Run in
+the same instant. Printed: time to first output p50/p99 (goal p99 < 1 s), for those handed
+a warm kernel and for those who waited in the queue, how many waited, errors, and the load
+average. Two hosts:
+- sized for the event (capacity 200: a warm kernel for every learner, who stays on the page);
+- smaller than the event (capacity 40: 160 wait in the queue; each learner leaves after its
+  result, LS_RECONNECT_GRACE=0, which frees a kernel for the queue's head).
+LS_BENCH_LEARNERS and LS_BENCH_CAPACITY (one host of that size) change them. Loopback only;
+bounded by DEADLINE.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from tests.serve_process import served
 from tests.test_exercise_ws import COURSE, LESSON   # a lesson whose `hello` prints hello
 
 LEARNERS = int(os.environ.get("LS_BENCH_LEARNERS", "200"))
-CAPACITY = int(os.environ.get("LS_BENCH_CAPACITY", "40"))
+HOSTS = ((int(os.environ["LS_BENCH_CAPACITY"]),) if "LS_BENCH_CAPACITY" in os.environ
+         else (LEARNERS, 40))    # LS_MAX_KERNELS of each host tried
 DEADLINE = 180.0         # seconds the learners are given, all told
 PREWARM_WAIT = 300.0
 TOKEN = "bench-" + "t" * 30
@@ -54,14 +58,14 @@ async def schedule_event(base: str) -> None:
     assert answer.code == 302, answer.body
 
 
-async def prewarm(base: str) -> float:
+async def prewarm(base: str, capacity: int) -> float:
     http = tornado.httpclient.AsyncHTTPClient()
     began = time.monotonic()
     while time.monotonic() - began < PREWARM_WAIT:
-        if pool_ready((await http.fetch(base + "/metrics")).body.decode()) >= CAPACITY:
+        if pool_ready((await http.fetch(base + "/metrics")).body.decode()) >= capacity:
             return time.monotonic() - began
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"the pool did not reach {CAPACITY} warm kernels in {PREWARM_WAIT:.0f} s")
+    raise RuntimeError(f"the pool did not reach {capacity} warm kernels in {PREWARM_WAIT:.0f} s")
 
 
 class Learner:
@@ -79,7 +83,7 @@ class Learner:
         self.socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
             base.replace("http", "ws") + "/lessons/practice/ws", headers={"Cookie": cookie}))
 
-    async def press_run(self, deadline: float) -> None:
+    async def press_run(self, deadline: float, leave: bool) -> None:
         began = time.perf_counter()
         await self.socket.write_message(json.dumps(
             {"type": "run", "run": "r1", "exercise": "hello", "code": "print('hello')"}))
@@ -106,7 +110,8 @@ class Learner:
         except asyncio.TimeoutError:
             self.error = "no result before the deadline"
         finally:
-            self.socket.close()       # the learner leaves: its kernel goes to the queue's head
+            if leave:
+                self.socket.close()   # the learner leaves: its kernel goes to the queue's head
 
 
 def line(label: str, learners: list[Learner]) -> str:
@@ -119,17 +124,18 @@ def line(label: str, learners: list[Learner]) -> str:
             f" {started.pct(50) * 1000:.0f} ms, p99 {started.pct(99) * 1000:.0f} ms)")
 
 
-async def event(base: str) -> None:
+async def event(base: str, capacity: int) -> None:
     await schedule_event(base)
-    print(f"  pool pre-warmed to {CAPACITY} python kernels (LS_MAX_KERNELS) in "
-          f"{await prewarm(base):.1f} s for {LEARNERS} expected learners", flush=True)
+    print(f"  pool pre-warmed to {capacity} python kernels (LS_MAX_KERNELS) in "
+          f"{await prewarm(base, capacity):.1f} s for {LEARNERS} expected learners", flush=True)
+    leave = capacity < LEARNERS
     learners = [Learner() for _ in range(LEARNERS)]
     for i in range(0, LEARNERS, 20):                  # arrive in small groups, then wait together
         await asyncio.gather(*(one.arrive(base) for one in learners[i:i + 20]))
     load_before = os.getloadavg()
     deadline = time.perf_counter() + DEADLINE
     began = time.perf_counter()
-    await asyncio.gather(*(one.press_run(deadline) for one in learners))
+    await asyncio.gather(*(one.press_run(deadline, leave) for one in learners))
     took = time.perf_counter() - began
     load_after = os.getloadavg()
     outputs = [one for one in learners if one.first_output is not None]
@@ -145,9 +151,39 @@ async def event(base: str) -> None:
           f"{LEARNERS - len(outputs)}; errors: {errors or 0}; all done in {took:.1f} s; goal p99 "
           f"< 1 s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"({os.cpu_count()} cores)", flush=True)
+    for one in learners:
+        one.socket.close()
+
+
+def kernel_cpu_per_run(runs: int = 200) -> float:
+    """Seconds of CPU a warm python kernel spends on one run of the bench's print('hello'):
+    200 of them at once need this x 200 of the host's cores, before any server work."""
+    from jupyter_client.manager import start_new_kernel
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        pid = manager.provisioner.process.pid
+        for _ in range(10):
+            client.execute_interactive("print('hello')", output_hook=lambda msg: None)
+        before = cpu_seconds(pid)
+        for _ in range(runs):
+            client.execute_interactive("print('hello')", output_hook=lambda msg: None)
+        return (cpu_seconds(pid) - before) / runs
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
+    per_run = kernel_cpu_per_run()
+    print(f"  the floor: a warm kernel spends {per_run * 1000:.1f} ms of CPU on the run, so "
+          f"{LEARNERS} at once need {per_run * LEARNERS:.2f} s of CPU, "
+          f"{per_run * LEARNERS / os.cpu_count():.2f} s on all {os.cpu_count()} cores, "
+          f"before any server work", flush=True)
     redis_server = services.RedisServer()
     redis_server.start()
     try:
@@ -157,18 +193,21 @@ def main() -> None:
             (root / "lessons" / "live").mkdir(parents=True)
             (root / "lessons" / "live" / COURSE).write_text("title: Live\n")
             (root / "lessons" / "live" / "practice.md").write_text(LESSON)
-            env = {"LS_DATABASE_URL": pg_url, "LS_REDIS_URL": redis_server.url,
-                   "LS_LESSONS_DIR": str(root / "lessons"), "LS_DATA_DIR": str(root / "data"),
-                   "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}", "LS_SANDBOX": "local",
-                   "LS_POOL_SIZE": "0", "LS_MAX_KERNELS": str(CAPACITY), "LS_LIVE_LEAD": "3600",
-                   "LS_LIVE_EVERY": "1", "LS_API_TOKEN": TOKEN, "LS_COOKIE_SECRET": "c" * 40,
-                   "LS_RECONNECT_GRACE": "0", "LS_START_QUEUE": str(LEARNERS * 2),
-                   "LS_WS_PER_IP": str(LEARNERS * 2),
-                   "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 2}/60", "LS_LOG_LEVEL": "WARNING"}
-            db.upgrade(config.load(env))
-            log = Path(tempfile.gettempdir()) / "ls-bench-live-event-serve.log"
-            with served(env, log) as server:
-                asyncio.run(event(server.url))
-            print(f"  the server's log: {log}")
+            for capacity in HOSTS:
+                print(f"  a host for {capacity} kernels:", flush=True)
+                env = {"LS_DATABASE_URL": pg_url, "LS_REDIS_URL": redis_server.url,
+                       "LS_LESSONS_DIR": str(root / "lessons"), "LS_DATA_DIR": str(root / "data"),
+                       "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}", "LS_SANDBOX": "local",
+                       "LS_POOL_SIZE": "0", "LS_MAX_KERNELS": str(capacity),
+                       "LS_LIVE_LEAD": "3600", "LS_LIVE_EVERY": "1", "LS_API_TOKEN": TOKEN,
+                       "LS_COOKIE_SECRET": "c" * 40,
+                       "LS_RECONNECT_GRACE": "0" if capacity < LEARNERS else "300",
+                       "LS_START_QUEUE": str(LEARNERS * 2), "LS_WS_PER_IP": str(LEARNERS * 2),
+                       "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 4}/60", "LS_LOG_LEVEL": "WARNING"}
+                db.upgrade(config.load(env))
+                log = Path(tempfile.gettempdir()) / f"ls-bench-live-event-{capacity}-serve.log"
+                with served(env, log) as server:
+                    asyncio.run(event(server.url, capacity))
+                print(f"  the server's log: {log}", flush=True)
     finally:
         redis_server.close()
