@@ -77,11 +77,11 @@ class Learner:
         self.seen: list[str] = []                 # the frames' types, for a learner that failed
 
     async def arrive(self, base: str) -> None:
-        """The lesson page (a cookie, no row) and its socket, ready to press Run."""
-        page = await tornado.httpclient.AsyncHTTPClient().fetch(base + "/lessons/practice")
-        cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
+        """The lesson page (the same cached bytes for every newcomer) and its socket, whose
+        handshake gives the visitor its cookie (no row yet), ready to press Run."""
+        await tornado.httpclient.AsyncHTTPClient().fetch(base + "/lessons/practice")
         self.socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
-            base.replace("http", "ws") + "/lessons/practice/ws", headers={"Cookie": cookie}))
+            base.replace("http", "ws") + "/lessons/practice/ws"))
 
     async def press_run(self, deadline: float, leave: bool) -> None:
         began = time.perf_counter()

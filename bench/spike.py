@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis.asyncio
 import tornado.template
+import tornado.websocket
 
 from bench._load import Sample, schedule, throughput
 from server.cache.cache import Cache, Computed
@@ -130,10 +131,13 @@ def lesson_slug(url: str) -> str:
                 if l["access"] == "free" and not l["prerequisites"])
 
 
-def visitor_cookie(url: str, path: str) -> str:
-    import urllib.request
-    response = urllib.request.urlopen(url + path, timeout=10)
-    return "; ".join(c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or [])
+def visitor_cookie(url: str, slug: str) -> str:
+    """A visitor's identity, as the lesson socket's handshake gives it (no row yet)."""
+    async def handshake() -> str:
+        socket = await tornado.websocket.websocket_connect(url.replace("http", "ws") + f"/lessons/{slug}/ws")
+        socket.close()
+        return "; ".join(c.split(";", 1)[0] for c in socket.headers.get_list("Set-Cookie"))
+    return asyncio.run(handshake())
 
 
 def rates(server: str) -> None:
@@ -142,10 +146,10 @@ def rates(server: str) -> None:
         base = throughput(hello, "/")
         print(f"  bare Tornado hello: {base.rate:.0f} req/s (p99 {base.pct(99) * 1000:.0f} ms,"
               f" {base.errors} errors; 50 connections, 2 client processes, 5 s)", flush=True)
-    cookie = {"Cookie": visitor_cookie(server, f"/lessons/{slug}")}
+    cookie = {"Cookie": visitor_cookie(server, slug)}
     for label, path, headers in (("catalog, anonymous", "/", None),
                                  ("/api/lessons", "/api/lessons", None),
-                                 ("lesson page, new visitor (gets its cookie)", f"/lessons/{slug}", None),
+                                 ("lesson page, new visitor (its cookie comes with the socket)", f"/lessons/{slug}", None),
                                  ("lesson page, returning visitor (cookie, no row)", f"/lessons/{slug}", cookie)):
         sample = throughput(server, path, headers=headers)
         print(f"  {label}: {sample.rate:.0f} req/s = {sample.rate / base.rate:.2f}x hello"

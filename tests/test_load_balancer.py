@@ -21,7 +21,7 @@ from server.config import PROJECT_ROOT
 from server.handlers.exercise_ws import KERNEL_RESTARTED
 from tests import services
 from tests.serve_process import lessonserver, listening
-from tests.test_exercise_ws import COURSE, LESSON
+from tests.test_exercise_ws import COURSE, LESSON, handshake_cookie
 
 HAPROXY_CFG = PROJECT_ROOT / "deploy" / "haproxy.cfg"
 
@@ -91,8 +91,9 @@ def test_a_learner_whose_process_dies_carries_on_in_the_other(tmp_path, fresh_pg
         async def learner() -> None:
             client = tornado.httpclient.AsyncHTTPClient()
             page = await client.fetch(lb + "/lessons/practice")
-            cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie"))
-            socket = await open_socket(lb, cookie)
+            assert page.code == 200
+            socket = await open_socket(lb, "")
+            cookie = handshake_cookie(socket)      # a new visitor's identity comes with its socket
             frames: list = []
             first = await run(socket, "hello", "x = 41\nprint('hello')", frames)
             assert first["verdict"]["passed"] and first["progress"]["passed"] == 1

@@ -16,6 +16,7 @@ import tornado.websocket
 from server import db
 from server.store import progress, users
 from tests.serve_process import lessonserver
+from tests.test_exercise_ws import handshake_cookie
 from tests.test_pages import BUNDLED, first_lesson, start
 
 VOLATILE = {"Date", "X-Request-Id", "Content-Length", "Etag", "Set-Cookie"}
@@ -52,8 +53,12 @@ async def count_users(settings) -> int:
         await engine.dispose()
 
 
-def cookie_of(response) -> str:
-    return "; ".join(c.split(";", 1)[0] for c in response.headers.get_list("Set-Cookie"))
+async def learner_cookie(site, slug: str) -> str:
+    """A new visitor's identity, as the lesson socket's handshake gives it."""
+    socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
+        site.base.replace("http", "ws") + f"/lessons/{slug}/ws"))
+    socket.close()
+    return handshake_cookie(socket)
 
 
 async def test_anonymous_answers_are_public_with_validators(make_settings, tmp_path):
@@ -101,16 +106,15 @@ async def test_viewing_lessons_writes_no_row_until_the_first_run(make_settings):
         slug = first_lesson(api, access="free", prerequisites=[])["slug"]
         views = [await site.get(f"/lessons/{slug}") for _ in range(20)]
         assert all(v.code == 200 for v in views)
-        assert all("private" in v.headers["Cache-Control"] for v in views)   # they set a cookie
+        assert all(v.headers["Cache-Control"].startswith("public") and "Set-Cookie" not in v.headers
+                   for v in views)                # one page for every newcomer: a CDN keeps it
+        assert len({v.body for v in views}) == 1
         assert await count_users(settings) == 0
-        cookie = cookie_of(views[0])
+        cookie = await learner_cookie(site, slug)             # the socket's handshake: an identity
+        assert cookie.startswith("ls_user=")
         for _ in range(3):                                    # the visitor comes back: still no row
             again = await site.get(f"/lessons/{slug}", headers={"Cookie": cookie})
             assert again.code == 200 and "Set-Cookie" not in again.headers
-        assert await count_users(settings) == 0
-        socket = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(
-            site.base.replace("http", "ws") + f"/lessons/{slug}/ws", headers={"Cookie": cookie}))
-        socket.close()
         assert await count_users(settings) == 0               # an open socket is still a read
         assert (await first_run(site, slug, cookie, api))["type"] == "result"
         assert await count_users(settings) == 1               # a run is worth a row
@@ -125,8 +129,8 @@ async def test_one_address_can_mint_only_so_many_learners(make_settings):
         slug = first_lesson(api, access="free", prerequisites=[])["slug"]
         frames = []
         for _ in range(3):
-            cookie = cookie_of(await site.get(f"/lessons/{slug}"))
-            frames.append(await first_run(site, slug, cookie, api))
+            assert (await site.get(f"/lessons/{slug}")).code == 200
+            frames.append(await first_run(site, slug, await learner_cookie(site, slug), api))
         assert [f["type"] for f in frames] == ["result", "result", "error"]
         assert "Too many new learners" in frames[2]["message"] and frames[2]["retry_after"] >= 1
         assert await count_users(settings) == 2
@@ -139,8 +143,7 @@ async def test_one_learners_state_never_reaches_another(make_settings):
         anonymous = await site.get(f"/lessons/{lesson['slug']}")   # warms the shared entry
         cookies = []
         for secret in ("print('alice-secret-code')", "print('bob-other-code')"):
-            visit = await site.get(f"/lessons/{lesson['slug']}")
-            cookie = cookie_of(visit)
+            cookie = await learner_cookie(site, lesson["slug"])
             user_id = tornado.web.decode_signed_value(
                 site_secret(settings), "ls_user", cookie.split("=", 1)[1].strip('"')).decode()
             engine = db.create_engine(settings)

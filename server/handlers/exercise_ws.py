@@ -110,9 +110,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         lesson = self.library.catalog.lesson(slug)
         if lesson is None:
             raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
-        user = await self.load_user()
-        if user is None:
-            raise tornado.web.HTTPError(403, "Open the lesson page first.")
+        # A new visitor gets its identity here: the cookie rides on the handshake's answer
+        # (a row only comes with its first run), so the lesson page stays one cached page.
+        await self.ensure_user()
         if not (await self.lesson_state(lesson)).access.open:
             raise tornado.web.HTTPError(403, "This lesson is locked for you.")
         self.lesson = lesson

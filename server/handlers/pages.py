@@ -119,11 +119,10 @@ class LessonHandler(LearnerPage):
             lesson = self.library.catalog.lesson(slug)
             if lesson is None:   # another process's answer, from a course this one lacks
                 raise tornado.web.HTTPError(404, f"There is no lesson called {slug!r}.")
-            new_visitor = not self.has_identity()
-            runs = bool(lesson.exercises or lesson.examples)
-            if runs and new_visitor:   # its runs need an identity: a cookie, no row yet
-                await self.ensure_user()
-            self.answer(entry, "text/html; charset=UTF-8", shared=new_visitor and not runs)
+            # A new visitor's identity comes with the lesson's socket (its handshake sets the
+            # cookie), so the page is the same bytes for every newcomer: shared caches keep it,
+            # and a live event's spike of new visitors costs no signing here.
+            self.answer(entry, "text/html; charset=UTF-8", shared=not self.has_identity())
             return
         lesson = self.library.catalog.lesson(slug)
         if lesson is None:
