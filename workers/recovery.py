@@ -2,8 +2,9 @@
 
 RQ finds an abandoned job only once its worker's heartbeat lapsed (the job
 timeout plus a minute) and a stuck intermediate entry only on its second
-maintenance pass a minute apart. Trace batches are idempotent (event ids are
-keys), so here a worker acts at once on anything whose owner is provably gone:
+maintenance pass a minute apart. Jobs are idempotent (a trace batch's event ids
+are keys; an email's row and a Stripe event's status say whether it was done), so
+here a worker acts at once on anything whose owner is provably gone:
 a started job whose worker is on this host with a dead pid, or whose worker
 record expired; a job taken off its queue (into the intermediate list, or
 popped) that no worker started within a moment;
