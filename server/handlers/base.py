@@ -20,7 +20,6 @@ from server.accounts.connections import PerIpCap
 from server.accounts.limiter import NewLearnerLimiter
 from server.config import Settings
 from server.metrics import Metrics
-from server.models import utcnow
 from server.store import sessions, users
 
 USER_COOKIE = "ls_user"
@@ -104,8 +103,7 @@ class BaseHandler(tornado.web.RequestHandler):
         user_id = raw.decode()
         row = await users.get(self.common.engine, user_id)
         self.persisted = row is not None
-        self.user = row or users.User(id=user_id, email=None, name="", is_admin=False,
-                                      created_at=utcnow())
+        self.user = row or users.anonymous(user_id)
         return self.user
 
     def has_identity(self) -> bool:
@@ -114,8 +112,7 @@ class BaseHandler(tornado.web.RequestHandler):
     async def ensure_user(self) -> users.User:
         """The current learner; a new visitor gets a signed cookie, and no row (no write on a read)."""
         if self.user is None and await self.load_user() is None:
-            self.user = users.User(id=users.new_id(), email=None, name="", is_admin=False,
-                                   created_at=utcnow())
+            self.user = users.anonymous()
             self.persisted = False
             self.set_signed_cookie(USER_COOKIE, self.user.id, expires_days=365, httponly=True,
                                    samesite="Lax", secure=self.settings_.secure_cookies)
