@@ -70,7 +70,7 @@ async def test_a_burst_behind_one_address_is_counted_not_refused_for_contention(
           f"{transactions} transactions")
     assert sum(d.allowed for d in decisions) == 290              # counted exactly, none lost
     assert transactions <= 10
-    assert a._waiting == {} and a._rounds == {} and b._rounds == {}   # nothing kept per key
+    assert a._rounds.idle and b._rounds.idle                     # nothing kept per key
 
 
 async def test_redis_away_each_process_counts_alone_and_quickly(redis_server):

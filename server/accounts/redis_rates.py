@@ -32,6 +32,7 @@ from redis.exceptions import RedisError, WatchError
 
 from server.accounts.limiter import MemoryRateStore
 from server.accounts.ratelimit import Bucket, Decision, Rule, give_back, take
+from server.rounds import Rounds
 
 log = logging.getLogger("lessonserver.accounts")
 
@@ -41,7 +42,7 @@ CONTENDED = Decision(False, 1.0)
 
 T = TypeVar("T")
 Step = Callable[[Bucket | None, float], tuple[Bucket | None, T]]
-Waiting = tuple[Rule, Step, asyncio.Future]
+Waiting = tuple[Rule, Step]
 
 
 def fold(steps: list[Step], bucket: Bucket | None, now: float) -> tuple[Bucket | None, list]:
@@ -62,8 +63,9 @@ class RedisRateStore:
         self.prefix = prefix
         self.fallback = fallback or MemoryRateStore()
         self.available = True
-        self._waiting: dict[str, list[Waiting]] = {}   # key -> updates for its next round
-        self._rounds: dict[str, asyncio.Task] = {}      # key -> the task running its rounds
+        # A key's updates in one transaction per round (server/rounds.py).
+        self._rounds: Rounds[str, Waiting] = Rounds(
+            lambda key, batch: self._transact(self.prefix + key, batch))
 
     async def take(self, key: str, rule: Rule) -> Decision:
         try:
@@ -84,35 +86,13 @@ class RedisRateStore:
             await self.fallback.give_back(key, rule)
 
     async def _update(self, key: str, rule: Rule, step: Step) -> T | None:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append((rule, step, future))
-        if key not in self._rounds:
-            self._rounds[key] = asyncio.create_task(self._rounds_of(key))
-        return await asyncio.shield(future)      # a caller that gives up leaves the round be
-
-    async def _rounds_of(self, key: str) -> None:
-        """One transaction per round for every update of `key` waiting when it starts."""
-        try:
-            while self._waiting.get(key):
-                batch = self._waiting.pop(key)
-                try:
-                    results = await self._transact(self.prefix + key, batch)
-                except Exception as exc:  # each caller decides (the fallback on RedisError)
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, _, future), result in zip(batch, results):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            del self._rounds[key]
+        return await self._rounds.submit(key, (rule, step))
 
     async def _transact(self, key: str, batch: list[Waiting]) -> list:
         """The steps applied in turn to the stored bucket, atomically; Nones when the key
         stayed contended. Each round trip has the client's timeout: a slow answer under
         contention is not an outage."""
-        window = max(rule.window for rule, _, _ in batch)
+        window = max(rule.window for rule, _ in batch)
         async with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(TRIES):
                 try:
@@ -120,7 +100,7 @@ class RedisRateStore:
                     tokens, at = await pipe.hmget(key, "tokens", "at")
                     seconds, micros = await pipe.time()
                     old = None if tokens is None or at is None else Bucket(float(tokens), float(at))
-                    bucket, results = fold([step for _, step, _ in batch], old,
+                    bucket, results = fold([step for _, step in batch], old,
                                            seconds + micros / 1e6)
                     if bucket is None:           # nothing to store (giving back to a full bucket)
                         await pipe.unwatch()

@@ -1,7 +1,6 @@
 """Users: anonymous until they claim an account; the id lives in a signed cookie."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import secrets
@@ -10,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.models import User as UserRow, utcnow
+from server.rounds import Rounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,8 @@ def new_id() -> str:
 
 
 def anonymous(user_id: str | None = None) -> User:
+    """An anonymous learner as its cookie names it (a new id when none): a row's values, or
+    a visitor's before it has one."""
     return User(id=user_id or new_id(), email=None, name="", is_admin=False, created_at=utcnow())
 
 
@@ -63,43 +65,26 @@ class AnonymousRows:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._waiting: dict[str, list[asyncio.Future]] = {}
-        self._writer: asyncio.Task | None = None
+        self._rounds: Rounds[None, str] = Rounds(lambda _, ids: self._insert(ids))
 
     async def create(self, user_id: str) -> User:
         """The row of `user_id` (the id its cookie carries), made now or by someone before."""
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(user_id, []).append(future)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        return await asyncio.shield(future)     # a caller that leaves does not undo the others
+        return await self._rounds.submit(None, user_id)
 
-    async def _write(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, {}
-            for user_id, outcome in (await self._insert(list(batch))).items():
-                for future in batch[user_id]:
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-
-    async def _insert(self, ids: list[str]) -> dict[str, User | BaseException]:
-        rows = [anonymous(user_id) for user_id in ids]
+    async def _insert(self, ids: list[str]) -> list[User | Exception]:
+        """Each id's row (an id asked for twice is made once), or why it could not be had."""
+        rows = [anonymous(user_id) for user_id in dict.fromkeys(ids)]
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(sa.insert(UserRow), [dataclasses.asdict(u) for u in rows])
-            return {u.id: u for u in rows}
+            made: dict[str, User | Exception] = {u.id: u for u in rows}
+            return [made[user_id] for user_id in ids]
         except sa.exc.IntegrityError:   # one existed already (a second tab): each on its own
             pass
-        except Exception as exc:        # the database is away: each caller hears why
-            return {user_id: exc for user_id in ids}
-        outcomes: dict[str, User | BaseException] = {}
-        for user_id in ids:
+        outcomes: dict[str, User | Exception] = {}
+        for user in rows:
             try:
-                outcomes[user_id] = await create_anonymous(self.engine, user_id)
+                outcomes[user.id] = await create_anonymous(self.engine, user.id)
             except Exception as exc:
-                outcomes[user_id] = exc
-        return outcomes
+                outcomes[user.id] = exc
+        return [outcomes[user_id] for user_id in ids]
