@@ -124,7 +124,7 @@ def line(label: str, learners: list[Learner]) -> str:
             f" {started.pct(50) * 1000:.0f} ms, p99 {started.pct(99) * 1000:.0f} ms)")
 
 
-async def event(base: str, capacity: int) -> None:
+async def event(base: str, capacity: int, server_pid: int) -> None:
     await schedule_event(base)
     print(f"  pool pre-warmed to {capacity} python kernels (LS_MAX_KERNELS) in "
           f"{await prewarm(base, capacity):.1f} s for {LEARNERS} expected learners", flush=True)
@@ -132,12 +132,16 @@ async def event(base: str, capacity: int) -> None:
     learners = [Learner() for _ in range(LEARNERS)]
     for i in range(0, LEARNERS, 20):                  # arrive in small groups, then wait together
         await asyncio.gather(*(one.arrive(base) for one in learners[i:i + 20]))
+    print(f"  all {LEARNERS} learners are on the page, their sockets open; they press Run",
+          flush=True)
     load_before = os.getloadavg()
+    server_before = cpu_seconds(server_pid)
     deadline = time.perf_counter() + DEADLINE
     began = time.perf_counter()
     await asyncio.gather(*(one.press_run(deadline, leave) for one in learners))
     took = time.perf_counter() - began
     load_after = os.getloadavg()
+    server_cpu = cpu_seconds(server_pid) - server_before
     outputs = [one for one in learners if one.first_output is not None]
     print(line(f"{LEARNERS} learners press Run at once, all", outputs), flush=True)
     print(line("handed a warm kernel", [one for one in outputs if not one.queued]), flush=True)
@@ -151,6 +155,8 @@ async def event(base: str, capacity: int) -> None:
           f"{LEARNERS - len(outputs)}; errors: {errors or 0}; all done in {took:.1f} s; goal p99 "
           f"< 1 s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"({os.cpu_count()} cores)", flush=True)
+    print(f"  the server process spent {server_cpu:.2f} s of CPU on them, "
+          f"{server_cpu / LEARNERS * 1000:.1f} ms a learner", flush=True)
     for one in learners:
         one.socket.close()
 
@@ -203,11 +209,11 @@ def main() -> None:
                        "LS_COOKIE_SECRET": "c" * 40,
                        "LS_RECONNECT_GRACE": "0" if capacity < LEARNERS else "300",
                        "LS_START_QUEUE": str(LEARNERS * 2), "LS_WS_PER_IP": str(LEARNERS * 2),
-                       "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 4}/60", "LS_LOG_LEVEL": "WARNING"}
+                       "LS_NEW_LEARNERS_PER_IP": f"{LEARNERS * 4}/60", "LS_LOG_LEVEL": os.environ.get("LS_BENCH_LOG", "WARNING")}
                 db.upgrade(config.load(env))
                 log = Path(tempfile.gettempdir()) / f"ls-bench-live-event-{capacity}-serve.log"
                 with served(env, log) as server:
-                    asyncio.run(event(server.url, capacity))
+                    asyncio.run(event(server.url, capacity, server.pid))
                 print(f"  the server's log: {log}", flush=True)
     finally:
         redis_server.close()

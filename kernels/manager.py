@@ -31,7 +31,8 @@ from kernels.quotas import Quota, Quotas, Tier
 from kernels.relay import Relay
 from kernels.result import Output, RunLimits, RunResult, RunStatus
 from kernels.sandbox import SandboxError, StartSpec
-from kernels.session import KernelSession, OnInput, OnOutput, SessionClosed, SessionHooks
+from kernels.session import (KernelSession, OnInput, OnOutput, SessionClosed, SessionHooks,
+                             shared_context)
 from kernels.settings import KernelSettings
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ class KernelManager:
         self._tasks: list[asyncio.Task] = []
         self._spawned: set[asyncio.Task] = set()
         self._releasing: set[asyncio.Task] = set()
+        self._zmq = shared_context(settings.max_kernels)   # every session's sockets
 
     # --- the outside world's view -----------------------------------------
 
@@ -352,7 +354,7 @@ class KernelManager:
 
         hooks = SessionHooks(run_started=run_started, run_output=run_output, run_ended=run_ended,
                              status=status, admit_run=admit_run)
-        return KernelSession(self.sandbox, kernel, self.limits(entry.plugin), hooks)
+        return KernelSession(self.sandbox, kernel, self.limits(entry.plugin), hooks, self._zmq)
 
     async def _acquire(self, plugin: str) -> tuple[SandboxKernel, bool, float]:
         began = time.perf_counter()
@@ -507,6 +509,7 @@ class KernelManager:
         await asyncio.gather(*(self.shutdown(k, "server stopping") for k in list(self._kernels)),
                              return_exceptions=True)
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        self._zmq.destroy(linger=0)
 
     # --- replacement, watching, culling -----------------------------------
 

@@ -113,8 +113,8 @@ def test_a_tree_is_its_root_and_descendants_out_of_one_pass():
     def stat(pid: int, ppid: int) -> procs.Stat:
         return procs.Stat(procs.Proc(pid, str(pid)), ppid, "S", 0)
     every = [stat(1, 0), stat(10, 1), stat(11, 10), stat(12, 11), stat(13, 10), stat(20, 1)]
-    assert sorted(s.proc.pid for s in procs.tree(10, every)) == [10, 11, 12, 13]
-    assert procs.tree(99, every) == []
+    assert sorted(s.proc.pid for s in procs.tree(10, procs.listing(every))) == [10, 11, 12, 13]
+    assert procs.tree(99, procs.listing(every)) == []
 
 
 async def test_callers_during_a_pass_over_proc_share_the_next_one_and_none_gets_an_older_one():
@@ -133,10 +133,10 @@ async def test_callers_during_a_pass_over_proc_share_the_next_one_and_none_gets_
     later = [asyncio.create_task(table.snapshot()) for _ in range(50)]
     await asyncio.sleep(0.05)
     release.set()
-    assert (await first)[0].proc.pid == 1
-    assert {got[0].proc.pid for got in await asyncio.gather(*later)} == {2}   # begun after they asked
+    assert (await first).stats[0].proc.pid == 1
+    assert {got.stats[0].proc.pid for got in await asyncio.gather(*later)} == {2}   # begun after they asked
     assert passes == [1, 2]
-    assert (await table.snapshot())[0].proc.pid == 3                         # and a fresh one after
+    assert (await table.snapshot()).stats[0].proc.pid == 3                         # and a fresh one after
 
 
 def test_cgroup_dir_for_v1_v2_and_both_docker_drivers():
@@ -158,9 +158,9 @@ def test_cgroup_dir_for_v1_v2_and_both_docker_drivers():
 
 
 def test_cpu_seconds_of_this_process_tree_grows_with_work():
-    before = procs.cpu_seconds(procs.tree(os.getpid(), procs.every_process()))
+    before = procs.cpu_seconds(procs.tree(os.getpid(), procs.listing(procs.every_process())))
     sum(range(3_000_000))
-    assert procs.cpu_seconds(procs.tree(os.getpid(), procs.every_process())) > before
+    assert procs.cpu_seconds(procs.tree(os.getpid(), procs.listing(procs.every_process()))) > before
 
 
 def samples(*pairs: tuple[float, float]) -> list[CpuSample]:
