@@ -162,10 +162,14 @@ async def event(base: str, capacity: int, server_pid: int) -> None:
 
 
 def kernel_cpu_per_run(runs: int = 200) -> float:
-    """Seconds of CPU a warm python kernel spends on one run of the bench's print('hello'):
-    200 of them at once need this x 200 of the host's cores, before any server work."""
+    """Seconds of CPU a warm python kernel (with our plugin's options) spends on one run of
+    the bench's print('hello'): 200 at once need this x 200 of the host's cores, before any
+    server work."""
     from jupyter_client.manager import start_new_kernel
-    manager, client = start_new_kernel(kernel_name="python3")
+    from kernels.plugins import discover
+    python = next(p for p in discover() if p.name == "python")
+    manager, client = start_new_kernel(
+        kernel_name="python3", extra_arguments=[a for a in python.local_argv if a.startswith("--")])
     try:
         pid = manager.provisioner.process.pid
         for _ in range(10):
