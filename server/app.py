@@ -190,7 +190,7 @@ async def start_kernels(runtime: Runtime) -> None:
     runtime.progress = PendingProgress(runtime.engine, settings.data_dir / PROGRESS_SPOOL)
     await runtime.progress.start()
     runtime.closers.append(runtime.progress.close)
-    runtime.runner = ExerciseRunner(runtime.manager, runtime.engine, emit, router,
+    runtime.runner = ExerciseRunner(runtime.manager, emit, router,
                                     runtime.metrics, commit=traces.commit, progress=runtime.progress)
     runtime.sessions = LessonSessions(runtime.manager, grace=settings.reconnect_grace)
     runtime.manager.observers.append(runtime.sessions.observe)

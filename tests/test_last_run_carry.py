@@ -51,7 +51,7 @@ async def test_a_spooled_progress_write_keeps_its_last_run(db_engine, tmp_path):
     try:
         pending = PendingProgress(away, spool)
         write = ProgressWrite(learner.id, "intro", "a", False, "print(2)", '{"outputs": ["2"]}')
-        assert await pending.record(write) is False          # the database is away: spooled
+        assert await pending.record(write) is None           # the database is away: spooled
     finally:
         await away.dispose()
     back = PendingProgress(db_engine, spool)                  # the next start finds the spool

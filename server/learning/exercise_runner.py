@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kernels.manager import KernelManager, ManagedKernel
 from kernels.session import OnOutput
@@ -21,10 +20,9 @@ from server.course.grade import Verdict
 from server.course.model import Example, Exercise, Lesson
 from server.metrics import Metrics
 from server.learning.exercise_attempt import attempt
-from server.learning.pending_progress import PendingProgress, ProgressWrite, database_away
+from server.learning.pending_progress import PendingProgress, ProgressWrite
 from server.learning.exercise_steps import StepKind, run_limits
 from server.learning import last_run, messages
-from server.store import progress
 from server.tracing.tracer import Emit, KernelEventRouter, RunTracer
 
 log = logging.getLogger("lessonserver.runs")
@@ -46,12 +44,11 @@ SAVED_LATER = "Your progress will be saved when the database is back."
 
 
 class ExerciseRunner:
-    def __init__(self, manager: KernelManager, engine: AsyncEngine, emit: Emit,
+    def __init__(self, manager: KernelManager, emit: Emit,
                  router: KernelEventRouter, metrics: Metrics | None = None, *,
                  commit: Commit, progress: PendingProgress) -> None:
         """`commit`: makes the trace so far durable; awaited before the learner sees a verdict."""
         self.manager = manager
-        self.engine = engine
         self.emit = emit
         self.router = router
         self.metrics = metrics or Metrics()
@@ -143,18 +140,13 @@ class ExerciseRunner:
         # What the page showed rides with the progress row, for its reload (also when spooled).
         write = ProgressWrite(user_id, lesson.slug, exercise.id, verdict.passed, code,
                               last_run.dumps(snapshot))
-        statuses: dict[tuple[str, str], str] = {}
-        if await self.progress.record(write):
-            try:
-                statuses = progress_view.statuses_of(await progress.get_for_user(self.engine, user_id))
-            except Exception as exc:
-                if not database_away(exc):
-                    raise
-        else:
+        rows = await self.progress.record(write)
+        if rows is None:
             verdict = dataclasses.replace(verdict, message="\n\n".join(
                 part for part in (verdict.message, SAVED_LATER) if part))
-        if not statuses:
             statuses = {(lesson.slug, exercise.id): "passed" if verdict.passed else "failed"}
+        else:
+            statuses = progress_view.statuses_of(rows)
         return verdict, progress_view.passed_in(lesson, statuses)
 
 

@@ -70,12 +70,14 @@ class PendingProgress:
         self.waiting = len(await asyncio.to_thread(self.spool.pending))
         self._task = asyncio.create_task(self._retry_forever(), name="pending-progress")
 
-    async def record(self, write: ProgressWrite) -> bool:
-        """True when stored now; False when kept for later (the database is away)."""
+    async def record(self, write: ProgressWrite) -> list[progress.ProgressRow] | None:
+        """The learner's rows of the write's lesson when stored now (for the verdict's count);
+        None when kept for later (the database is away)."""
         if self.waiting == 0:               # otherwise queue behind older writes: attempts in order
             try:
-                await self._store(write)
-                return True
+                return await progress.record_in_lesson(
+                    self.engine, write.user_id, write.lesson_slug, write.exercise_id,
+                    write.passed, write.code, write.last_run)
             except Exception as exc:
                 if not database_away(exc):
                     raise
@@ -83,7 +85,7 @@ class PendingProgress:
                     "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]}})
         await asyncio.to_thread(self.spool.append, [dataclasses.asdict(write)])
         self.waiting += 1
-        return False
+        return None
 
     async def _store(self, write: ProgressWrite) -> None:
         await progress.record(self.engine, write.user_id, write.lesson_slug, write.exercise_id,
