@@ -7,6 +7,7 @@ import os
 import time
 
 import psycopg2
+import pytest
 import redis
 from rq import Queue
 from rq.job import Job
@@ -15,9 +16,11 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from server.tracing.tracer import RunTracer
 from tests.test_trace_pipeline import (expected_rows, open_buffer, pipeline, recorder,  # noqa: F401
                                        stored, traced_run, wait_until)
+from tests.services import free_port
 from tests.test_trace_support import fetch_all
+from workers import deps, traces
 from workers import queue as jobs_queue
-from workers import traces
+from workers.worker import LessonWorker
 
 SCHEDULER_LOCK = f"rq:scheduler-lock:{jobs_queue.TRACES}"
 
@@ -99,6 +102,33 @@ async def test_a_batch_popped_by_a_worker_killed_before_it_started_is_put_back_b
     new_worker()
     wait_until(lambda: len(stored(url)) == len(batch), 15, "the popped batch written")
     assert sorted(stored(url)) == expected_rows(tracer_events)
+
+
+def test_a_job_popped_as_redis_went_away_is_put_back_once_redis_is_back_not_a_pass_later(pipeline):
+    # Redis stopped between a BLPOP and the fetch of its job: RQ retries the connection and
+    # goes on, and the job, queued yet in no list, waited for the next maintenance pass (a
+    # minute; the fault table's Redis outage lost three runs' ends for that long).
+    settings, _ = pipeline
+    connection = redis.Redis.from_url(settings.redis_url)
+    job_deps = deps.JobDeps(settings)
+    q = Queue(jobs_queue.TRACES, connection=connection)
+    worker = LessonWorker([q], connection=connection, job_deps=job_deps, maintenance_interval=600)
+    try:
+        worker.run_maintenance_tasks()                       # a pass just ran: the next in 10 min
+        assert not worker.should_run_maintenance_tasks
+        job = q.enqueue(traces.write_batch, [], result_ttl=0)
+        assert connection.lpop(q.key).decode() == job.id     # popped, and then Redis was away:
+        away = redis.Redis(port=free_port(), socket_connect_timeout=1)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            worker.queue_class.dequeue_any([Queue(jobs_queue.TRACES, connection=away)], 1,
+                                           connection=away)
+        assert worker.should_run_maintenance_tasks           # the next loop runs a pass at once
+        worker.run_maintenance_tasks()
+        assert q.job_ids == [job.id]
+        assert not worker.should_run_maintenance_tasks
+    finally:
+        job_deps.close()
+        connection.close()
 
 
 async def test_a_worker_killed_inside_a_batch_is_replaced_at_once_not_after_its_heartbeat(pipeline):

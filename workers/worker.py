@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 import redis
 from rq import Queue, SimpleWorker
@@ -44,6 +45,18 @@ class LessonWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.job_deps = job_deps
         self.stop_requested = False
+        self.lost_redis = False          # since the last maintenance pass
+        self.queue_class = _noting_lost_redis(self.queue_class, self._note_lost_redis)
+
+    def _note_lost_redis(self) -> None:
+        self.lost_redis = True
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        """Also at once when Redis is back after the dequeue lost it: a job popped as Redis
+        went away is queued yet in no list, and would wait a whole interval for the pass that
+        puts it back (a 6-s Redis outage left three runs' ends there for a minute)."""
+        return self.lost_redis or super().should_run_maintenance_tasks
 
     def perform_job(self, job, queue_, execution) -> bool:
         with deps.provided(self.job_deps):
@@ -54,12 +67,26 @@ class LessonWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def run_maintenance_tasks(self) -> None:
+        self.lost_redis = False
         super().run_maintenance_tasks()
         for queue_ in self.queues:
             recovery.recover(self.connection, queue_, self.name, len(queue.RETRY_INTERVALS))
         schedule_retention(self.connection)
         schedule_reconciliation(self.connection, self.job_deps.settings)
         schedule_reminders(self.connection)
+
+
+def _noting_lost_redis(base: type[Queue], note: Callable[[], None]) -> type[Queue]:
+    """`base` whose dequeue tells `note` when Redis went away under it (RQ retries quietly)."""
+    class NotingQueue(base):
+        @classmethod
+        def dequeue_any(cls, *args, **kwargs):
+            try:
+                return super().dequeue_any(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                note()
+                raise
+    return NotingQueue
 
 
 def schedule_retention(connection: redis.Redis) -> None:
