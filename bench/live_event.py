@@ -135,13 +135,14 @@ async def event(base: str, capacity: int, server_pid: int) -> None:
     print(f"  all {LEARNERS} learners are on the page, their sockets open; they press Run",
           flush=True)
     load_before = os.getloadavg()
-    server_before = cpu_seconds(server_pid)
+    server_before, learners_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
     deadline = time.perf_counter() + DEADLINE
     began = time.perf_counter()
     await asyncio.gather(*(one.press_run(deadline, leave) for one in learners))
     took = time.perf_counter() - began
     load_after = os.getloadavg()
     server_cpu = cpu_seconds(server_pid) - server_before
+    learners_cpu = cpu_seconds(os.getpid()) - learners_before
     outputs = [one for one in learners if one.first_output is not None]
     print(line(f"{LEARNERS} learners press Run at once, all", outputs), flush=True)
     print(line("handed a warm kernel", [one for one in outputs if not one.queued]), flush=True)
@@ -156,7 +157,8 @@ async def event(base: str, capacity: int, server_pid: int) -> None:
           f"< 1 s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f} "
           f"({os.cpu_count()} cores)", flush=True)
     print(f"  the server process spent {server_cpu:.2f} s of CPU on them, "
-          f"{server_cpu / LEARNERS * 1000:.1f} ms a learner", flush=True)
+          f"{server_cpu / LEARNERS * 1000:.1f} ms a learner; the {LEARNERS} learners' sockets (this "
+          f"process, on the same cores) {learners_cpu:.2f} s", flush=True)
     for one in learners:
         one.socket.close()
 
