@@ -1,11 +1,14 @@
 """URLs (pure), the server's async engine and ping on real SQLite and Postgres."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 
 from server import db
 from tests import services
+from tests.test_faults import own_postgres  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize("given, sync, async_", [
@@ -65,5 +68,26 @@ async def test_postgres_engine_pools_connections(make_settings, fresh_pg_url):
         for _ in range(3):
             await db.ping(engine)
         assert engine.pool.checkedin() == 1   # one connection, reused
+    finally:
+        await engine.dispose()
+
+
+def test_only_a_connection_that_rested_is_pinged_at_checkout():
+    assert not db.needs_ping(None, 100.0)                                # new: it just connected
+    assert not db.needs_ping(100.0 - db.REST_BEFORE_PING / 2, 100.0)     # in steady use
+    assert db.needs_ping(100.0 - db.REST_BEFORE_PING, 100.0)
+
+
+async def test_a_rested_connection_lost_in_a_postgres_restart_is_replaced_unseen(
+        own_postgres, make_settings):
+    pg, url = own_postgres
+    engine = db.create_engine(make_settings(LS_DATABASE_URL=url))
+    try:
+        await db.ping(engine)
+        assert engine.pool.checkedin() == 1
+        pg.stop()
+        pg.start()                      # the pooled connection's server is gone
+        await asyncio.sleep(db.REST_BEFORE_PING)
+        await db.ping(engine)           # pinged at checkout, dropped, a new one answers
     finally:
         await engine.dispose()
