@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,16 +69,28 @@ class StartGate:
             self._slots.release()
 
 
+async def _nothing(kernel: SandboxKernel) -> None:
+    return None
+
+
 class Pool:
-    """Ready kernels of one plugin. A kernel leaves the pool once, to one caller."""
+    """Ready kernels of one plugin. A kernel leaves the pool once, to one caller.
+
+    `prepare` readies a started kernel further before it joins the pool (the manager opens
+    its session and does the handshake, so a live event's first runs do not); `release`
+    undoes that for a kernel the pool removes without handing it out."""
 
     def __init__(self, sandbox: Sandbox, spec: StartSpec, size: int, gate: StartGate,
-                 room: Callable[[], bool] = lambda: True) -> None:
+                 room: Callable[[], bool] = lambda: True,
+                 prepare: Callable[[SandboxKernel], Awaitable[None]] = _nothing,
+                 release: Callable[[SandboxKernel], Awaitable[None]] = _nothing) -> None:
         self.sandbox = sandbox
         self.spec = spec
         self.size = size
         self.gate = gate
         self._room = room                 # may one more kernel live on this host?
+        self._prepare = prepare
+        self._release = release
         self._ready: collections.deque[SandboxKernel] = collections.deque()
         self._watchers: dict[str, asyncio.Task] = {}
         self._starting = 0
@@ -148,6 +160,11 @@ class Pool:
         try:
             async with self.gate.slot(queued=False):
                 kernel = await self.sandbox.start(self.spec)
+                try:
+                    await self._prepare(kernel)
+                except BaseException:     # started, not prepared (or the pool closing): it goes
+                    await self._discard(kernel)
+                    raise
         except Exception as exc:
             # A missing image or a full disk would otherwise make refill spin: back off.
             self._starting -= 1
@@ -182,6 +199,7 @@ class Pool:
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
         try:
+            await self._release(kernel)
             await self.sandbox.kill(kernel)
         except Exception:
             log.exception("pool %s: could not remove kernel %s", self.spec.plugin, kernel.id)

@@ -141,6 +141,12 @@ class KernelSession:
         self._ready = False
         self._closed = False
 
+    def bind(self, limits: RunLimits, hooks: SessionHooks) -> None:
+        """Hand a session opened ahead (a pooled kernel's, past its handshake) to its owner."""
+        self.limits = limits
+        self.hooks = hooks
+        self._window = fold.start(limits)
+
     @property
     def dead(self) -> bool:
         return self.killed or self.exit is not None or self._closed

@@ -67,6 +67,26 @@ async def manager(manager_for) -> KernelManager:
     return manager
 
 
+def python_ahead(manager) -> list:
+    return [s for s in manager._ahead.values() if s.kernel.plugin == "python"]
+
+
+async def test_a_pooled_kernel_comes_with_its_session_open_and_its_handshake_done(manager):
+    [ahead] = python_ahead(manager)                  # opened while the kernel waited in the pool
+    assert ahead._ready and not ahead.dead
+    kernel = await manager.start("ada", "python")
+    assert kernel.pool_hit and manager._entry(kernel.id).session is ahead   # handed on as is
+    result = await manager.execute(kernel.id, "print('hi')", SHORT)
+    assert result.status is RunStatus.OK and result.stdout == "hi\n"
+    await manager.pools["python"].wait_full(30)      # the refill opens its own
+    [refill] = python_ahead(manager)
+    assert refill is not ahead
+    manager.pools["python"].resize(0)                # a kernel the pool removes takes its session
+    async with asyncio.timeout(10):
+        while python_ahead(manager) or not refill.dead:
+            await asyncio.sleep(0.02)
+
+
 def test_run_limits_merge_settings_and_plugin(make_settings):
     settings = make_settings(LS_RUN_TIMEOUT="3", LS_OUTPUT_LIMIT="2048", LS_MEMORY_MB="128")
 
