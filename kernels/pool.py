@@ -200,6 +200,9 @@ class Pool:
             watcher.cancel()
         try:
             await self._release(kernel)
+        except Exception:   # the kernel goes all the same
+            log.exception("pool %s: could not release kernel %s", self.spec.plugin, kernel.id)
+        try:
             await self.sandbox.kill(kernel)
         except Exception:
             log.exception("pool %s: could not remove kernel %s", self.spec.plugin, kernel.id)

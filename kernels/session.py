@@ -50,6 +50,7 @@ PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner ans
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
 
 OnOutput = Callable[[Output], None]   # called from the kernel's reader: must not block
+OnInput = Callable[[str, bool], Awaitable[str]]
 
 
 def shared_context(kernels: int) -> zmq.asyncio.Context:
@@ -64,7 +65,6 @@ def shared_context(kernels: int) -> zmq.asyncio.Context:
     wanted = max(1024, 2 * len(CHANNELS) * kernels + 64)
     context.set(zmq.MAX_SOCKETS, min(wanted, context.get(zmq.SOCKET_LIMIT)))
     return context
-OnInput = Callable[[str, bool], Awaitable[str]]
 
 
 class SessionClosed(RuntimeError):

@@ -157,3 +157,50 @@ async def test_a_drained_pool_removes_its_kernels_starts_cold_and_resumes(local,
     pool.resume()
     assert not pool.drained and await pool.wait_full(30)
     await local.kill(kernel)
+
+
+async def test_a_kernel_whose_preparation_fails_is_removed_and_the_pool_backs_off(local, spec):
+    started: list = []
+
+    async def refuse(kernel) -> None:
+        started.append(kernel)
+        raise RuntimeError("no handshake")
+
+    pool = Pool(local, spec, 1, StartGate(2, 8), prepare=refuse)
+    pool.refill()
+    try:
+        async with asyncio.timeout(30):
+            while not started:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert pool.ready == 0 and 1 <= pool._failures <= 3
+        assert not await local.is_alive(started[0])          # started, not prepared: removed
+    finally:
+        await pool.close()
+
+
+async def test_a_kernel_the_pool_removes_is_released_first(local, spec):
+    prepared, released = [], []
+
+    async def prepare(kernel) -> None:
+        prepared.append(kernel.id)
+
+    async def release(kernel) -> None:
+        assert await local.is_alive(kernel)                  # before its removal
+        released.append(kernel.id)
+
+    pool = Pool(local, spec, 2, StartGate(2, 8), prepare=prepare, release=release)
+    pool.refill()
+    try:
+        assert await pool.wait_full(30)
+        kernel, hit = await pool.acquire()                   # handed out: not released
+        assert hit and kernel.id in prepared
+        pool.resize(0)
+        async with asyncio.timeout(10):
+            while len(released) < 1:
+                await asyncio.sleep(0.05)
+        assert kernel.id not in released and set(released) <= set(prepared)
+        await local.kill(kernel)
+    finally:
+        await pool.close()
+    assert set(released) == set(prepared) - {kernel.id}       # every other prepared kernel

@@ -11,16 +11,17 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-def upsert(engine: AsyncEngine, table: Any) -> Any:
-    """`INSERT` with `.on_conflict_do_update/nothing` for the engine's dialect."""
-    if engine.dialect.name == "postgresql":
+def upsert(bind: AsyncEngine | AsyncConnection, table: Any) -> Any:
+    """`INSERT` with `.on_conflict_do_update/nothing` for the dialect of an engine (or of a
+    connection in a transaction)."""
+    if bind.dialect.name == "postgresql":
         return postgresql.insert(table)
-    if engine.dialect.name == "sqlite":
+    if bind.dialect.name == "sqlite":
         return sqlite.insert(table)
-    raise NotImplementedError(f"no upsert for {engine.dialect.name}")
+    raise NotImplementedError(f"no upsert for {bind.dialect.name}")
 
 
 T = TypeVar("T")
