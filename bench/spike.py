@@ -6,7 +6,7 @@
    standing in for a database round trip.
 2. Requests per second of the cached pages of a real `lessonserver serve` (Redis, INFO
    logging) against a bare Tornado "hello" handler on the same machine, same client.
-3. A step load on two `serve` processes: the catalog and a lesson page at an idle rate
+3. A step load on two `serve` processes (sharing Redis and Postgres): the catalog and a lesson page at an idle rate
    (2, 5, then 10 req/s), then to 100x within 5 s, held 5 s: p99 during vs before, errors.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from server.cache.cache import Cache, Computed
 from server.cache.freshness import Policy
 from server.cache.local import LocalStore
 from server.cache.shared import RedisStore
+from server import config, db
 from server.config import PROJECT_ROOT
 from tests import services
 from tests.serve_process import lessonserver, listening
@@ -191,11 +192,15 @@ def main() -> None:
     redis_server.start()
     try:
         expired_key(redis_server.url)
-        with tempfile.TemporaryDirectory(prefix="ls-bench-spike-") as tmp:
+        # Production's shape: both processes share Redis and Postgres (a learner's row is
+        # looked up there), as behind the load balancer.
+        with services.throwaway_postgres() as pg_url, \
+                tempfile.TemporaryDirectory(prefix="ls-bench-spike-") as tmp:
             root = Path(tmp)
-            env = {"LS_REDIS_URL": redis_server.url, "LS_POOL_SIZE": "0",
+            env = {"LS_REDIS_URL": redis_server.url, "LS_DATABASE_URL": pg_url, "LS_POOL_SIZE": "0",
                    "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}",
                    "LS_LESSONS_DIR": str(PROJECT_ROOT / "lessons")}
+            db.upgrade(config.load(env))
             (root / "a").mkdir()
             (root / "b").mkdir()
             with lessonserver(root / "a", **env) as a, lessonserver(root / "b", **env) as b:
