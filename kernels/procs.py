@@ -80,7 +80,6 @@ class Listing:
     """One pass over /proc, indexed once: with hundreds of kernels a tree per kernel that
     walked the whole pass cost each idle sample and run end a walk of every process on
     the host, and a live event's 200 runs 0.6 s of the event loop."""
-    stats: tuple[Stat, ...]
     by_pid: Mapping[int, Stat]
     below: Mapping[int, tuple[Stat, ...]]      # the children of each pid
 
@@ -90,7 +89,7 @@ def listing(every: Iterable[Stat]) -> Listing:
     below: dict[int, list[Stat]] = {}
     for found in stats:
         below.setdefault(found.ppid, []).append(found)
-    return Listing(stats, {s.proc.pid: s for s in stats},
+    return Listing({s.proc.pid: s for s in stats},
                    {pid: tuple(children) for pid, children in below.items()})
 
 
