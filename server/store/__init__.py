@@ -14,14 +14,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
+# Each dialect's INSERT with `.on_conflict_do_update/nothing`, by dialect name.
+INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def upsert(bind: AsyncEngine | AsyncConnection, table: Any) -> Any:
     """`INSERT` with `.on_conflict_do_update/nothing` for the dialect of an engine (or of a
     connection in a transaction)."""
-    if bind.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if bind.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"no upsert for {bind.dialect.name}")
+    if bind.dialect.name not in INSERTS:
+        raise NotImplementedError(f"no upsert for {bind.dialect.name}")
+    return INSERTS[bind.dialect.name](table)
 
 
 T = TypeVar("T")
