@@ -9,8 +9,8 @@ average. Two hosts:
 - sized for the event (capacity 200: a warm kernel for every learner, who stays on the page);
 - smaller than the event (capacity 40: 160 wait in the queue; each learner leaves after its
   result, LS_RECONNECT_GRACE=0, which frees a kernel for the queue's head).
-LS_BENCH_LEARNERS and LS_BENCH_CAPACITY (one host of that size) change them. Loopback only;
-bounded by DEADLINE.
+LS_BENCH_LEARNERS and LS_BENCH_CAPACITY (one host of that size) change them, and
+LS_BENCH_SANDBOX=docker runs the kernels in containers. Loopback only; bounded by DEADLINE.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from tests.test_exercise_ws import COURSE, LESSON   # a lesson whose `hello` pri
 LEARNERS = int(os.environ.get("LS_BENCH_LEARNERS", "200"))
 HOSTS = ((int(os.environ["LS_BENCH_CAPACITY"]),) if "LS_BENCH_CAPACITY" in os.environ
          else (LEARNERS, 40))    # LS_MAX_KERNELS of each host tried
+SANDBOX = os.environ.get("LS_BENCH_SANDBOX", "local")
 DEADLINE = 180.0         # seconds the learners are given, all told
 PREWARM_WAIT = 300.0
 TOKEN = "bench-" + "t" * 30
@@ -136,12 +137,14 @@ async def event(base: str, capacity: int, server_pid: int) -> None:
           flush=True)
     load_before = os.getloadavg()
     server_before, learners_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    loop_before = loop_waited(server_pid)
     deadline = time.perf_counter() + DEADLINE
     began = time.perf_counter()
     await asyncio.gather(*(one.press_run(deadline, leave) for one in learners))
     took = time.perf_counter() - began
     load_after = os.getloadavg()
     server_cpu = cpu_seconds(server_pid) - server_before
+    loop_wait = loop_waited(server_pid) - loop_before
     learners_cpu = cpu_seconds(os.getpid()) - learners_before
     outputs = [one for one in learners if one.first_output is not None]
     print(line(f"{LEARNERS} learners press Run at once, all", outputs), flush=True)
@@ -159,6 +162,8 @@ async def event(base: str, capacity: int, server_pid: int) -> None:
     print(f"  the server process spent {server_cpu:.2f} s of CPU on them, "
           f"{server_cpu / LEARNERS * 1000:.1f} ms a learner; the {LEARNERS} learners' sockets (this "
           f"process, on the same cores) {learners_cpu:.2f} s", flush=True)
+    print(f"  the server's event loop was ready to run but waited for a core {loop_wait:.2f} s of"
+          f" the {took:.1f} s{AUTOGROUPS if SANDBOX == 'local' and autogroups() else ''}", flush=True)
     for one in learners:
         one.socket.close()
 
@@ -190,6 +195,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+AUTOGROUPS = ("; the scheduler's autogroups are on, so each local kernel's session (bwrap's"
+              " --new-session) weighs on a core as much as the server's")
+
+
+def autogroups() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def loop_waited(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) has spent runnable on a run queue,
+    not running: what the other processes on the cores cost it."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def main() -> None:
     per_run = kernel_cpu_per_run()
     print(f"  the floor: a warm kernel spends {per_run * 1000:.1f} ms of CPU on the run, so "
@@ -209,7 +231,7 @@ def main() -> None:
                 print(f"  a host for {capacity} kernels:", flush=True)
                 env = {"LS_DATABASE_URL": pg_url, "LS_REDIS_URL": redis_server.url,
                        "LS_LESSONS_DIR": str(root / "lessons"), "LS_DATA_DIR": str(root / "data"),
-                       "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}", "LS_SANDBOX": "local",
+                       "LS_INSTANCE": f"bench-{uuid.uuid4().hex[:6]}", "LS_SANDBOX": SANDBOX,
                        "LS_POOL_SIZE": "0", "LS_MAX_KERNELS": str(capacity),
                        "LS_LIVE_LEAD": "3600", "LS_LIVE_EVERY": "1", "LS_API_TOKEN": TOKEN,
                        "LS_COOKIE_SECRET": "c" * 40,
