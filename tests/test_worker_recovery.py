@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import socket
 import time
 
 import psycopg2
 import pytest
 import redis
 from rq import Queue
+from rq.executions import Execution
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -18,7 +20,7 @@ from tests.test_trace_pipeline import (expected_rows, open_buffer, pipeline, rec
                                        stored, traced_run, wait_until)
 from tests.services import free_port
 from tests.test_trace_support import fetch_all
-from workers import deps, traces
+from workers import deps, recovery, traces
 from workers import queue as jobs_queue
 from workers.worker import LessonWorker
 
@@ -102,6 +104,39 @@ async def test_a_batch_popped_by_a_worker_killed_before_it_started_is_put_back_b
     new_worker()
     wait_until(lambda: len(stored(url)) == len(batch), 15, "the popped batch written")
     assert sorted(stored(url)) == expected_rows(tracer_events)
+
+
+def test_a_job_registered_by_a_worker_killed_before_it_marked_it_started_is_put_back(pipeline):
+    # RQ's worker registers a job's execution (StartedJobRegistry), then marks the job
+    # started, in two writes. Killed between them, it leaves a job that is queued, in no
+    # queue, and in the registry: RQ's clean-up only drops the entry (a billing test lost its
+    # Stripe event this way). A live worker in that same moment keeps its job.
+    settings, _ = pipeline
+    connection = redis.Redis.from_url(settings.redis_url)
+    q = Queue(jobs_queue.TRACES, connection=connection)
+    registry = StartedJobRegistry(jobs_queue.TRACES, connection=connection)
+    alive = "alive-worker"
+    connection.hset(f"rq:worker:{alive}", mapping={"hostname": socket.gethostname(),
+                                                   "pid": os.getpid()})
+    taken = {}
+    for worker_name in ("killed-worker", alive):
+        job = q.enqueue(traces.write_batch, [], result_ttl=0)
+        assert connection.lpop(q.key).decode() == job.id          # the worker's BLPOP
+        with connection.pipeline() as pipe:                        # its first write, as RQ does it
+            Execution.create(job, 60, pipeline=pipe, worker_name=worker_name)
+            pipe.execute()
+        taken[worker_name] = job.id
+    try:
+        assert sorted(registry.get_job_ids(cleanup=False)) == sorted(taken.values())
+        assert Job.fetch(taken["killed-worker"], connection=connection).get_status() == "queued"
+
+        assert recovery.reclaim_abandoned(connection, q, me="successor") == 1
+        assert q.job_ids == [taken["killed-worker"]]
+        assert registry.get_job_ids(cleanup=False) == [taken[alive]]
+        assert recovery.reclaim_abandoned(connection, q, me="successor") == 0   # once
+        assert q.job_ids == [taken["killed-worker"]]
+    finally:
+        connection.close()
 
 
 def test_a_job_popped_as_redis_went_away_is_put_back_once_redis_is_back_not_a_pass_later(pipeline):

@@ -6,8 +6,9 @@ maintenance pass a minute apart. Jobs are idempotent (a trace batch's event ids
 are keys; an email's row and a Stripe event's status say whether it was done), so
 here a worker acts at once on anything whose owner is provably gone:
 a started job whose worker is on this host with a dead pid, or whose worker
-record expired; a job taken off its queue (into the intermediate list, or
-popped) that no worker started within a moment;
+record expired; a job such a worker registered as started but died before
+marking (still queued, in no queue); a job taken off its queue (into the
+intermediate list, or popped) that no worker started within a moment;
 and a failed batch (the database was away too long) goes back to the queue
 with fresh retries. A batch refused as bad stays failed, with its reason.
 """
@@ -21,6 +22,7 @@ import time
 
 import redis
 from rq import Queue
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -68,24 +70,49 @@ def holder(connection: redis.Redis, key: str, name: str) -> Holder:
 
 
 def reclaim_abandoned(connection: redis.Redis, queue: Queue, me: str) -> int:
-    """Hand the started jobs of dead workers to RQ's abandoned-job handling now; returns how many."""
+    """Hand the started jobs of dead workers to RQ's abandoned-job handling now, and put back
+    on the queue those a dead worker had registered but not yet marked started; returns how
+    many of both."""
     registry = StartedJobRegistry(queue.name, connection=connection)
-    here, expired = socket.gethostname(), []
+    here, expired, unstarted = socket.gethostname(), [], []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
         job = Job.fetch_many([job_id], connection=connection)[0]
-        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+        status = None if job is None else job.get_status(refresh=False)
+        if status not in (JobStatus.STARTED, JobStatus.QUEUED):
             continue
-        name = job.worker_name or ""
+        # The execution names the worker of this attempt; a queued job's own field may still
+        # name the worker of an earlier one (a retried job), so only a started job falls back.
+        name = execution_worker(connection, job_id, execution_id)
+        if name is None and status == JobStatus.QUEUED:
+            continue                  # RQ drops the entry in time, and rescue_dequeued the job
+        name = name or job.worker_name or ""
         owner = holder(connection, f"rq:worker:{name}", name)
-        if is_dead(owner, here=here, pid_alive=pid_alive, me=me):
+        if not is_dead(owner, here=here, pid_alive=pid_alive, me=me):
+            continue
+        if status == JobStatus.STARTED:
             expired.append(f"{job_id}:{execution_id}")
-    if not expired:
-        return 0
-    # Marked as expired, RQ's own clean-up retries them (or fails them when out of retries).
-    connection.zadd(registry.key, {entry: 0 for entry in expired}, xx=True)
-    registry.cleanup(timestamp=1)
-    log.info("batches of a dead worker requeued", extra={"fields": {"jobs": len(expired)}})
-    return len(expired)
+        else:
+            unstarted.append((f"{job_id}:{execution_id}", job_id))
+    # A worker registers a job's execution, then marks the job started, in two writes. Killed
+    # between them it leaves a queued job that RQ's clean-up only drops from the registry.
+    for entry, job_id in unstarted:
+        if connection.zrem(registry.key, entry):
+            connection.lrem(queue.intermediate_queue_key, 1, job_id)   # a worker on one queue's
+            queue.push_job_id(job_id)
+    if expired:
+        # Marked as expired, RQ's own clean-up retries them (or fails them when out of retries).
+        connection.zadd(registry.key, {entry: 0 for entry in expired}, xx=True)
+        registry.cleanup(timestamp=1)
+    if expired or unstarted:
+        log.info("batches of a dead worker requeued", extra={"fields": {
+            "jobs": len(expired) + len(unstarted)}})
+    return len(expired) + len(unstarted)
+
+
+def execution_worker(connection: redis.Redis, job_id: str, execution_id: str) -> str | None:
+    """The name of the worker that registered this execution of the job, if Redis has it."""
+    raw = connection.hget(Execution(execution_id, job_id, connection).key, "worker_name")
+    return raw.decode() if raw else None
 
 
 def rescue_dequeued(connection: redis.Redis, queue: Queue,
