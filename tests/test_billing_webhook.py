@@ -13,6 +13,7 @@ import pytest
 import redis
 import tornado.httpclient
 from rq import Queue
+from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from tests import services
@@ -198,7 +199,14 @@ async def test_a_worker_killed_mid_job_is_retried_by_the_next(billing):
         first = billing.new_worker(LS_STRIPE_API_BASE=f"http://127.0.0.1:{hanging.getsockname()[1]}")
         assert (await deliver(billing.base, body, sign(body))).code == 200
         started = StartedJobRegistry(jobs_queue.BILLING, connection=billing.redis)
-        await asyncio.to_thread(wait_until, lambda: len(started.get_job_ids(cleanup=False)) == 1, 30,
+
+        def inside_the_job() -> bool:
+            # In the registry is not enough: RQ marks the job started in a second write, and a
+            # kill between the two leaves a queued job (see workers/recovery.reclaim_abandoned).
+            ids = started.get_job_ids(cleanup=False)
+            return len(ids) == 1 and \
+                Job.fetch(ids[0], connection=billing.redis).get_status() == JobStatus.STARTED
+        await asyncio.to_thread(wait_until, inside_the_job, 30,
                                 "the worker inside the job (waiting on Stripe)")
         first.kill()                                  # SIGKILL mid-job
     finally:
