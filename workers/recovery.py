@@ -6,9 +6,10 @@ maintenance pass a minute apart. Jobs are idempotent (a trace batch's event ids
 are keys; an email's row and a Stripe event's status say whether it was done), so
 here a worker acts at once on anything whose owner is provably gone:
 a started job whose worker is on this host with a dead pid, or whose worker
-record expired; a job such a worker registered as started but died before
-marking (still queued, in no queue); a job taken off its queue (into the
-intermediate list, or popped) that no worker started within a moment;
+record expired; a job such a worker had put in the started registry but died
+before marking it started (still queued, yet in no queue); a job taken off its
+queue (into the intermediate list, or popped) that no worker started within a
+moment;
 and a failed batch (the database was away too long) goes back to the queue
 with fresh retries. A batch refused as bad stays failed, with its reason.
 """
@@ -96,8 +97,11 @@ def reclaim_abandoned(connection: redis.Redis, queue: Queue, me: str) -> int:
     # A worker registers a job's execution, then marks the job started, in two writes. Killed
     # between them it leaves a queued job that RQ's clean-up only drops from the registry.
     for entry, job_id in unstarted:
-        if connection.zrem(registry.key, entry):
-            connection.lrem(queue.intermediate_queue_key, 1, job_id)   # a worker on one queue's
+        if not connection.zrem(registry.key, entry):
+            continue                                  # another worker's pass took it first
+        # A worker on a single queue took it through the intermediate list: not twice.
+        connection.lrem(queue.intermediate_queue_key, 1, job_id)
+        if connection.lpos(queue.key, job_id) is None:
             queue.push_job_id(job_id)
     if expired:
         # Marked as expired, RQ's own clean-up retries them (or fails them when out of retries).
