@@ -357,7 +357,7 @@ class KernelManager:
         hooks = SessionHooks(run_started=run_started, run_output=run_output, run_ended=run_ended,
                              status=status, admit_run=admit_run)
         session = self._ahead.pop(kernel.id, None)
-        if session is None or session.dead:   # a cold start, or it ended in the pool meanwhile
+        if session is None:   # a cold start, or its session died in the pool (closed by _acquire)
             return KernelSession(self.sandbox, kernel, self.limits(entry.plugin), hooks, self._zmq)
         session.bind(self.limits(entry.plugin), hooks)
         return session
@@ -381,7 +381,11 @@ class KernelManager:
     async def _acquire(self, plugin: str) -> tuple[SandboxKernel, bool, float]:
         began = time.perf_counter()
         kernel, hit = await self.pools[plugin].acquire()
-        return kernel, hit, round((time.perf_counter() - began) * 1000, 2)
+        ms = round((time.perf_counter() - began) * 1000, 2)
+        ahead = self._ahead.get(kernel.id)
+        if ahead is not None and ahead.dead:   # it ended in the pool before the pool saw it
+            await self._close_ahead(kernel)    # (its readers and sockets go with it)
+        return kernel, hit, ms
 
     def _entry(self, kernel_id: str) -> _Entry:
         try:

@@ -87,6 +87,15 @@ async def test_a_pooled_kernel_comes_with_its_session_open_and_its_handshake_don
             await asyncio.sleep(0.02)
 
 
+async def test_a_session_that_died_in_the_pool_is_closed_and_replaced_at_the_start(manager):
+    [ahead] = python_ahead(manager)
+    ahead.killed = True                  # its kernel ended before the pool's watcher saw it
+    kernel = await manager.start("ada", "python")
+    session = manager._entry(kernel.id).session
+    assert session is not ahead and not session.dead
+    assert ahead._closed and ahead not in manager._ahead.values()   # nothing of it left open
+
+
 def test_run_limits_merge_settings_and_plugin(make_settings):
     settings = make_settings(LS_RUN_TIMEOUT="3", LS_OUTPUT_LIMIT="2048", LS_MEMORY_MB="128")
 
