@@ -10,7 +10,7 @@ import time
 import psycopg2
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.executions import Execution
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -135,6 +135,33 @@ def test_a_job_registered_by_a_worker_killed_before_it_marked_it_started_is_put_
         assert registry.get_job_ids(cleanup=False) == [taken[alive]]
         assert recovery.reclaim_abandoned(connection, q, me="successor") == 0   # once
         assert q.job_ids == [taken["killed-worker"]]
+    finally:
+        connection.close()
+
+
+def test_the_job_a_worker_held_when_redis_went_away_is_retried_by_its_own_next_pass(pipeline):
+    # Redis stopped mid-job: RQ's worker gives the job up and carries on once Redis is back,
+    # but the job stays registered as started under that live worker's name until its
+    # heartbeat lapses (the job timeout and a minute: the fault table lost a batch that long).
+    settings, _ = pipeline
+    connection = redis.Redis.from_url(settings.redis_url)
+    q = Queue(jobs_queue.TRACES, connection=connection)
+    me = "this-worker"
+    connection.hset(f"rq:worker:{me}", mapping={"hostname": socket.gethostname(),
+                                                "pid": os.getpid()})
+    job = q.enqueue(traces.write_batch, [], result_ttl=0, retry=Retry(max=3))
+    assert connection.lpop(q.key).decode() == job.id
+    with connection.pipeline() as pipe:
+        Execution.create(job, 600, pipeline=pipe, worker_name=me)
+        job.prepare_for_execution(me, pipeline=pipe)             # marked started
+        pipe.execute()
+    try:
+        assert Job.fetch(job.id, connection=connection).get_status() == "started"
+        assert recovery.reclaim_abandoned(connection, q, me="another-worker") == 0   # alive
+        assert recovery.reclaim_abandoned(connection, q, me=me) == 1    # between its jobs
+        assert q.job_ids == [job.id]
+        assert StartedJobRegistry(jobs_queue.TRACES, connection=connection).get_job_ids(
+            cleanup=False) == []
     finally:
         connection.close()
 

@@ -71,9 +71,10 @@ def holder(connection: redis.Redis, key: str, name: str) -> Holder:
 
 
 def reclaim_abandoned(connection: redis.Redis, queue: Queue, me: str) -> int:
-    """Hand the started jobs of dead workers to RQ's abandoned-job handling now, and put back
-    on the queue those a dead worker had registered but not yet marked started; returns how
-    many of both."""
+    """Hand the started jobs of dead workers (and those `me` left when Redis went away under
+    them) to RQ's abandoned-job handling now, and put back on the queue those such a worker
+    had registered but not yet marked started; returns how many of both. For a worker
+    between jobs only: it holds none then."""
     registry = StartedJobRegistry(queue.name, connection=connection)
     here, expired, unstarted = socket.gethostname(), [], []
     for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
@@ -87,8 +88,10 @@ def reclaim_abandoned(connection: redis.Redis, queue: Queue, me: str) -> int:
         if name is None and status == JobStatus.QUEUED:
             continue                  # RQ drops the entry in time, and rescue_dequeued the job
         name = name or job.worker_name or ""
-        owner = holder(connection, f"rq:worker:{name}", name)
-        if not is_dead(owner, here=here, pid_alive=pid_alive, me=me):
+        # Our worker runs jobs in its own process and recovers only between them, so a job
+        # still registered under its own name was dropped when Redis went away mid-job.
+        if name != me and not is_dead(holder(connection, f"rq:worker:{name}", name),
+                                      here=here, pid_alive=pid_alive, me=me):
             continue
         if status == JobStatus.STARTED:
             expired.append(f"{job_id}:{execution_id}")
