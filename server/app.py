@@ -47,6 +47,7 @@ from server.learning.lesson_sessions import LessonSessions
 from server.learning.pending_progress import SPOOL_DIR as PROGRESS_SPOOL, PendingProgress
 from server.handlers.health import HealthHandler, MetricsHandler, docker_ping
 from server.handlers.pages import CatalogHandler, LessonHandler, LessonsApiHandler
+from server.handlers.shared_pages import SharedPages
 from server.dev_reload import DevReload
 from server.library import Library, Shelf, build_library
 from server.mail.mailer import Mailer
@@ -274,6 +275,7 @@ class LessonApp(tornado.web.Application):
     def __init__(self, *args, trusted_proxies: tuple[Network, ...] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.trusted_proxies = trusted_proxies
+        self.shared_pages = SharedPages(self.settings)
 
     def find_handler(self, request, **kwargs):
         peer = request.remote_ip

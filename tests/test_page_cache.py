@@ -85,6 +85,29 @@ async def test_anonymous_answers_are_public_with_validators(make_settings, tmp_p
         assert recomputes((await site.get("/metrics")).body.decode(), "lesson") == 2  # reading + 404
 
 
+async def test_a_stale_page_is_refreshed_behind_the_request_that_found_it(make_settings, redis_url,
+                                                                            instance_name):
+    """With Redis between, the refresh runs after that request has finished, so it cannot
+    render through its handler (Tornado tears its template namespace down at finish)."""
+    async with serve(make_settings, LS_REDIS_URL=redis_url, LS_INSTANCE=instance_name,
+                     LS_CACHE_TTL="1", LS_CACHE_GRACE="60") as (settings, site, api):
+        lesson = first_lesson(api, access="free", prerequisites=[])
+        paid = first_lesson(api, access="paid")
+        paths = ("/", f"/lessons/{lesson['slug']}", f"/lessons/{paid['slug']}")
+        first = {path: await site.get(path) for path in paths}
+        await asyncio.sleep(1.3)
+        for path in paths:                   # stale: served at once, each starts a refresh
+            assert (await site.get(path)).headers["Etag"] == first[path].headers["Etag"], path
+        await asyncio.sleep(0.5)
+        for path in paths:
+            fresh = await site.get(path)
+            assert fresh.headers["Etag"] != first[path].headers["Etag"], path    # refreshed
+            assert (fresh.code, fresh.body) == (first[path].code, first[path].body), path
+        assert "part of the paid course" in first[paths[2]].body.decode()
+        metrics = (await site.get("/metrics")).body.decode()
+        assert recomputes(metrics, "catalog") == 2 and recomputes(metrics, "lesson") == 4
+
+
 async def first_run(site, slug: str, cookie: str, api) -> dict:
     """Open the lesson's socket and run its first exercise's starter; the result frame."""
     lesson = first_lesson(api, slug=slug)

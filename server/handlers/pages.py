@@ -97,7 +97,7 @@ class CatalogHandler(LearnerPage):
 
     async def render_anonymous(self) -> Computed:
         courses = progress_view.catalog_state(self.library.catalog, {}, False, False)
-        return Computed(self.render_string("catalog.html", courses=courses))
+        return Computed(self.application.shared_pages.render("catalog.html", courses=courses))
 
 
 class LessonHandler(LearnerPage):
@@ -138,7 +138,8 @@ class LessonHandler(LearnerPage):
             return Computed(b"", 404, negative=True)
         completed = progress_view.completed_lessons(self.library.catalog, {})
         state = progress_view.lesson_state(lesson, {}, completed, False, False)
-        return Computed(self.render_string("lesson.html", **self.page_args(lesson, state)),
+        return Computed(self.application.shared_pages.render("lesson.html",
+                                                             **self.page_args(lesson, state)),
                         lock_status(state))
 
     def page_args(self, lesson, state: progress_view.LessonState) -> dict:
@@ -149,6 +150,7 @@ class LessonHandler(LearnerPage):
                     body=self.library.bodies[lesson.slug] if state.access.open else "",
                     saved=_saved_work(self.progress_rows, lesson) if state.access.open else {},
                     next_lesson=_next_lesson(course, lesson.slug),
+                    billing_configured=self.settings_.billing_configured,
                     version=self.library.versions.get(lesson.slug, "") if self.settings_.dev else "")
 
 
