@@ -151,6 +151,27 @@ async def test_stale_is_served_within_grace_and_never_beyond(redis_client, names
         await cache.get("p", "k", broken)                         # an error, not the old v2
 
 
+async def test_a_failed_refresh_is_tried_once_per_lease_while_stale_is_served(redis_client, namespace):
+    cache, counts = shared_cache(redis_client, namespace, Policy(ttl=0.2, grace=30, beta=0),
+                                 near_ttl=0.01, lease_ttl=2.0)
+    await cache.get("p", "k", slow(b"v1", 0))
+    await asyncio.sleep(0.3)                                     # stale, within grace
+    calls: list = []
+
+    async def broken() -> Computed:
+        calls.append(1)
+        raise RuntimeError("the page no longer renders")
+    for _ in range(10):
+        assert (await cache.get("p", "k", broken)).value == b"v1"
+        await asyncio.sleep(0.03)
+    assert len(calls) == 1               # not once per request: the failed refresh holds its lease
+    await asyncio.sleep(2.0)                                     # its lease ran out
+    assert (await cache.get("p", "k", slow(b"v2", 0))).value == b"v1"   # and the next one refreshes
+    await asyncio.sleep(0.1)
+    assert (await cache.get("p", "k", slow(b"unused", 0))).value == b"v2"
+    assert counts.recomputes == 3
+
+
 async def test_stale_past_grace_is_not_served_while_another_holds_the_lease(redis_client, namespace):
     cache, _ = shared_cache(redis_client, namespace, Policy(ttl=0.1, grace=0.1, beta=0),
                             near_ttl=0.01, lease_ttl=0.5)

@@ -99,7 +99,7 @@ class Cache:
             lease = await self.store.try_lease(full, self.lease_ttl)
             if lease is not None:
                 if freshness.servable(state):     # early or stale: answer now, refresh behind
-                    self._spawn(self._recompute(prefix, full, compute, lease))
+                    self._spawn(self._recompute(prefix, full, compute, lease, behind=True))
                 else:
                     return await self._recompute(prefix, full, compute, lease), "miss"
             elif not freshness.servable(state):
@@ -127,7 +127,9 @@ class Cache:
                     extra={"fields": {"key": full}})
         return await self._compute(prefix, compute, fence=0)
 
-    async def _recompute(self, prefix: str, full: str, compute: Compute, lease: Lease) -> Entry:
+    async def _recompute(self, prefix: str, full: str, compute: Compute, lease: Lease, *,
+                         behind: bool = False) -> Entry:
+        release = True
         try:
             # The previous holder may have stored and released between our read and our lease.
             entry = await self.store.read(full)
@@ -140,9 +142,17 @@ class Cache:
                 log.info("a newer answer was stored first; ours is not kept",
                          extra={"fields": {"key": full}})
             return entry
+        except Exception:
+            # A refresh behind a served answer that fails keeps its lease until the lease's
+            # TTL: the stale answer goes on being served and the failure is retried once per
+            # lease_ttl, not by every request (each with its traceback). A request that waits
+            # for the answer gets the error and the next one may try at once.
+            release = not behind
+            raise
         finally:
-            with contextlib.suppress(StoreUnavailable):   # then the lease simply expires
-                await self.store.release(full, lease)
+            if release:
+                with contextlib.suppress(StoreUnavailable):   # then the lease simply expires
+                    await self.store.release(full, lease)
 
     async def _compute(self, prefix: str, compute: Compute, fence: int) -> Entry:
         self.observer.observe_cache_recompute(prefix)
