@@ -20,6 +20,7 @@ from server.accounts.connections import PerIpCap
 from server.accounts.deletion import AccountDeletion
 from server.accounts.limiter import CredentialLimiter, CredentialRules, NewLearnerLimiter
 from server.accounts.redis_rates import open_rate_store
+from server.admin import figures
 from server.admin.live_events import LivePools
 from server.admin.flags import FeatureFlags
 from server.cache import keys as cache_keys
@@ -82,6 +83,7 @@ class Runtime:
     redis: object | None = None
     flags: FeatureFlags | None = None
     cache: Cache | None = None
+    figures: Cache | None = None   # the dashboard's aggregates: the same store, a shorter TTL
     billing: BillingProvider | None = None
     intake: Intake | None = None
     jobs: object | None = None
@@ -148,13 +150,16 @@ async def start_cache(runtime: Runtime) -> None:
     """Redis behind an in-process tier when there is Redis; the in-process tier alone when not."""
     settings = runtime.settings
     policy = Policy(ttl=settings.cache_ttl, grace=settings.cache_grace)
+    figures_policy = figures.policy(settings.cache_ttl, settings.cache_grace)
     if runtime.redis is None:
         runtime.cache = Cache.embedded(policy, runtime.metrics)
+        runtime.figures = Cache.embedded(figures_policy, runtime.metrics)
     else:
         store = RedisStore(runtime.redis, f"lessonserver:{settings.instance}:cache:",
                            tombstone_seconds=settings.cache_ttl + settings.cache_grace)
         runtime.cache = Cache(policy, store, runtime.metrics, near=LocalStore())
-    runtime.closers.append(runtime.cache.close)
+        runtime.figures = Cache(figures_policy, store, runtime.metrics, near=LocalStore())
+    runtime.closers += [runtime.cache.close, runtime.figures.close]
     await cache_keys.catalog_changed(runtime.cache)   # this process may serve a new course
 
 
@@ -312,10 +317,11 @@ def make_app(runtime: Runtime) -> tornado.web.Application:
         *admin_outbox.routes(common, runtime.secrets.api_token, limiter),
         *admin_live_events.routes(common, runtime.secrets.api_token, limiter, runtime.library,
                                   runtime.live),
-        *admin_learning.routes(common, runtime.secrets.api_token, limiter, runtime.library),
+        *admin_learning.routes(common, runtime.secrets.api_token, limiter, runtime.library,
+                               runtime.figures),
         *admin_users.routes(common, runtime.secrets.api_token, limiter),
         *admin_overview.routes(common, runtime.secrets.api_token, limiter, admin_overview.Sources(
-            runtime.manager, health_checks(runtime), runtime.redis, QUEUES)),
+            runtime.manager, health_checks(runtime), runtime.redis, QUEUES, runtime.figures)),
         *admin_ops.routes(common, runtime.secrets.api_token, limiter, operations(runtime)),
         *accounts.routes(common, limiter, runtime.mailer, AccountDeletion(
             runtime.engine, kernel_closer(runtime.manager),

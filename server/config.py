@@ -184,7 +184,7 @@ FIELDS: tuple[Field, ...] = (
           "seconds of idle CPU use judged at once"),
     Field("LS_MAX_LIFETIME", "max_lifetime", _float(1), _kernel("max_lifetime"),
           "seconds a kernel may live at most"),
-    Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh"),
+    Field("LS_CACHE_TTL", "cache_ttl", _float(0), "30", "seconds a rendered page stays fresh (the dashboard's figures: at most 10)"),
     Field("LS_CACHE_GRACE", "cache_grace", _float(0), "60",
           "seconds past LS_CACHE_TTL a page is still served (stale) while one request recomputes it"),
     Field("LS_TRACE_BATCH", "trace_batch", _int(1), "200", "trace events per RQ batch job"),

@@ -8,8 +8,10 @@ import re
 
 
 from kernels.result import Output, RunResult, RunStatus
-from server.admin import learning
+from server.admin import figures, learning
 from server.admin.learning import FailureRow, LearnerRow, LessonBucket
+from server.cache.cache import Cache, CacheObserver
+from server.cache.freshness import Policy
 from server.handlers.admin_learning import seconds
 from server.store import progress, users
 from server.tracing.tracer import RunTracer
@@ -140,6 +142,28 @@ async def test_the_lessons_index_groups_learners_progress(db_engine):
     # intro: u2 passed none of 2 (2 runs), u1 passed 1 of 2 (4 runs, a pass stays a pass)
     assert buckets == [LessonBucket("intro", 0, 1, 2, 2), LessonBucket("intro", 1, 1, 4, 2),
                        LessonBucket("other", 1, 1, 1, 1)]
+
+
+async def test_the_dashboards_figures_are_kept_for_their_ttl_then_recounted(db_engine):
+    cache = Cache.embedded(figures.policy(0.5, 0), CacheObserver())
+    await users.create_anonymous(db_engine, "u1")
+    await progress.record(db_engine, "u1", "intro", "a", True, "x")
+    first = await figures.lesson_buckets(cache, db_engine)
+    assert first.value == [LessonBucket("intro", 1, 1, 1, 1)]
+    await users.create_anonymous(db_engine, "u2")
+    await progress.record(db_engine, "u2", "intro", "a", False, "x")
+    assert await figures.lesson_buckets(cache, db_engine) == first          # within the TTL
+    await asyncio.sleep(0.6)
+    later = await figures.lesson_buckets(cache, db_engine)
+    assert sorted(later.value, key=lambda b: b.exercises_passed) == [
+        LessonBucket("intro", 0, 1, 1, 1), LessonBucket("intro", 1, 1, 1, 1)]
+    assert later.computed_at > first.computed_at
+    await cache.close()
+
+
+def test_the_dashboards_figures_are_never_older_than_two_refreshes():
+    assert figures.policy(30, 60) == Policy(ttl=figures.REFRESH, grace=figures.REFRESH)
+    assert figures.policy(0, 0) == Policy(ttl=0, grace=0)      # no page cache, no figure cache
 
 
 def cells(body: str, row_id: str) -> list[str]:

@@ -88,6 +88,17 @@ async def test_overview_shows_the_runs_kernels_and_health(admin_site):
     assert (await admin_site.admin.get("/admin?range=1y")).code == 400
 
 
+async def test_the_run_figures_are_counted_once_for_every_view_within_their_ttl(admin_site):
+    """Issue 11: admins refreshing the overview during an event share one count per range."""
+    bodies = [text(await admin_site.admin.get("/admin?range=7d")) for _ in range(3)]
+    bodies.append(text(await admin_site.admin.get("/admin?range=24h")))
+    metrics = (await admin_site.anonymous.fetch("/metrics")).body.decode()
+    assert re.search(r'^lessonserver_cache_recomputes_total\{prefix="admin_runs"\} 2\.0$', metrics, re.M)
+    counted = [re.search(r'id="runs-as-of">([^<]+) UTC<', body).group(1) for body in bodies]
+    assert counted[0] == counted[1] == counted[2]         # the same count, and it says when
+    assert all("4 runs in 7d" in body for body in bodies[:3])
+
+
 async def test_ending_a_kernel_is_done_and_audited(admin_site):
     api = {"Authorization": f"token {TOKEN}"}
     started = await admin_site.anonymous.fetch("/api/kernels", "POST", json.dumps({"name": "python"}),
@@ -144,7 +155,7 @@ OPEN = {r"/admin/login"}          # the sign-in form itself
 def test_the_authorization_test_covers_every_admin_route():
     declared = [pattern for module in (admin_pages, admin_outbox, admin_users)
                 for pattern, *_ in module.routes(None, None, None)]
-    declared += [p for p, *_ in admin_learning.routes(None, None, None, None)]
+    declared += [p for p, *_ in admin_learning.routes(None, None, None, None, None)]
     declared += [p for p, *_ in admin_overview.routes(None, None, None, None)]
     declared += [p for p, *_ in admin_runs.routes(api_token=None, engine=None)]
     declared += [p for p, *_ in admin_ops.routes(None, None, None, None)]

@@ -10,6 +10,9 @@ from __future__ import annotations
 CATALOG = "catalog"          # the anonymous catalog page
 LESSON = "lesson"            # the anonymous view of one lesson page, by slug (or a cached 404)
 LESSONS_API = "api_lessons"  # /api/lessons
+# The dashboard's aggregates (server.admin.figures): bound to time, never invalidated.
+ADMIN_RUNS = "admin_runs"          # the overview's run figures, by range
+ADMIN_LEARNING = "admin_learning"  # learners per lesson and exercises passed
 
 
 async def catalog_changed(cache) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tornado.web
 
 from server.accounts.limiter import CredentialLimiter
-from server.admin import display, learning, overview
+from server.admin import display, figures, learning, overview
+from server.cache.cache import Cache
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
 from server.library import Shelf
@@ -13,9 +14,10 @@ from server.library import Shelf
 
 class LearningPage(AdminPage):
     def initialize(self, common: Common, api_token: str | None, limiter: CredentialLimiter,
-                   library: Shelf) -> None:
+                   library: Shelf, figures_cache: Cache) -> None:
         super().initialize(common, api_token, limiter)
         self.library = library
+        self.figures_cache = figures_cache
 
     def helpers(self) -> dict:
         return {**display.HELPERS, "percent": overview.percent, "seconds": seconds}
@@ -24,12 +26,13 @@ class LearningPage(AdminPage):
 class LessonsIndex(LearningPage):
     async def get(self) -> None:
         await self.require_admin()
-        buckets = await learning.lesson_buckets(self.common.engine)
+        buckets = await figures.lesson_buckets(self.figures_cache, self.common.engine)
         courses = [(course, learning.lesson_stats(
-            buckets, [(lesson.slug, lesson.title, len(lesson.exercises))
-                      for lesson in course.lessons]))
+            buckets.value, [(lesson.slug, lesson.title, len(lesson.exercises))
+                            for lesson in course.lessons]))
             for course in self.library.catalog.courses]
-        self.render("admin_learning.html", courses=courses, **self.helpers())
+        self.render("admin_learning.html", courses=courses, counted_at=buckets.computed_at.isoformat(),
+                    **self.helpers())
 
 
 class LessonReportPage(LearningPage):
@@ -56,7 +59,8 @@ def seconds(value: float | None) -> str:
 
 
 def routes(common: Common, api_token: str | None, limiter: CredentialLimiter,
-           library: Shelf) -> list[tuple]:
-    deps = {"common": common, "api_token": api_token, "limiter": limiter, "library": library}
+           library: Shelf, figures_cache: Cache) -> list[tuple]:
+    deps = {"common": common, "api_token": api_token, "limiter": limiter, "library": library,
+            "figures_cache": figures_cache}
     return [(r"/admin/learning", LessonsIndex, deps),
             (r"/admin/learning/([A-Za-z0-9_-]+)", LessonReportPage, deps)]

@@ -12,7 +12,8 @@ import tornado.web
 from kernels.manager import KernelManager, UnknownKernel
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
-from server.admin import audit, display, overview
+from server.cache.cache import Cache
+from server.admin import audit, display, figures, overview
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
 from server.handlers.health import run_check
@@ -27,6 +28,7 @@ class Sources:
     checks: Mapping[str, Check]
     redis: object | None            # redis.asyncio client, or None in embedded mode
     queues: Sequence[str]
+    figures: Cache                  # the run figures, computed once per TTL for every admin
 
 
 class WithSources(AdminPage):
@@ -50,10 +52,11 @@ class OverviewPage(WithSources):
         queues = None
         if self.sources.redis is not None and health.get("redis") == "ok":
             queues = await overview.queue_depths(self.sources.redis, self.sources.queues)
-        stats = await overview.run_stats(self.common.engine, range_name, now)
+        runs = await figures.run_stats(self.sources.figures, self.common.engine, range_name)
+        stats = runs.value
         manager = self.sources.manager
         self.render("admin_overview.html", range_name=range_name, ranges=list(overview.RANGES),
-                    now=now.isoformat(), kernels=overview.kernels_by(manager.list()),
+                    now=now.isoformat(), stats_at=runs.computed_at.isoformat(), kernels=overview.kernels_by(manager.list()),
                     kernel_list=sorted(manager.list(), key=lambda k: k.created_at),
                     pools={name: (pool.ready, pool.starting) for name, pool in manager.pools.items()},
                     stats=stats, chart=overview.bars(stats.buckets), health=health, queues=queues,
