@@ -31,8 +31,8 @@ class LessonsIndex(LearningPage):
             buckets.value, [(lesson.slug, lesson.title, len(lesson.exercises))
                             for lesson in course.lessons]))
             for course in self.library.catalog.courses]
-        self.render("admin_learning.html", courses=courses, counted_at=buckets.computed_at.isoformat(),
-                    **self.helpers())
+        self.render("admin_learning.html", courses=courses,
+                    counted_at=buckets.computed_at.isoformat(), **self.helpers())
 
 
 class LessonReportPage(LearningPage):

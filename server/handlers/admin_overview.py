@@ -12,8 +12,8 @@ import tornado.web
 from kernels.manager import KernelManager, UnknownKernel
 from server.accounts.limiter import CredentialLimiter
 from server.accounts.redirects import local_redirect
-from server.cache.cache import Cache
 from server.admin import audit, display, figures, overview
+from server.cache.cache import Cache
 from server.handlers.admin_pages import AdminPage
 from server.handlers.base import Common
 from server.handlers.health import run_check
@@ -56,7 +56,8 @@ class OverviewPage(WithSources):
         stats = runs.value
         manager = self.sources.manager
         self.render("admin_overview.html", range_name=range_name, ranges=list(overview.RANGES),
-                    now=now.isoformat(), stats_at=runs.computed_at.isoformat(), kernels=overview.kernels_by(manager.list()),
+                    now=now.isoformat(), stats_at=runs.computed_at.isoformat(),
+                    kernels=overview.kernels_by(manager.list()),
                     kernel_list=sorted(manager.list(), key=lambda k: k.created_at),
                     pools={name: (pool.ready, pool.starting) for name, pool in manager.pools.items()},
                     stats=stats, chart=overview.bars(stats.buckets), health=health, queues=queues,
