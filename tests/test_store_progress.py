@@ -55,10 +55,12 @@ async def test_a_write_with_its_lesson_gives_that_lessons_rows_after_it(db_engin
     await progress.record(db_engine, user_id, "intro", "a", passed=True, code="")
     await progress.record(db_engine, user_id, "loops", "z", passed=True, code="")   # another lesson
     await progress.record(db_engine, other, "intro", "b", passed=True, code="")     # another learner
-    rows = await progress.record_in_lesson(db_engine, user_id, "intro", "b", passed=False, code="y")
+    [rows] = await progress.record_each_in_lesson(
+        db_engine, [progress.Attempt(user_id, "intro", "b", passed=False, code="y")])
     assert sorted((r.exercise_id, r.status, r.attempts) for r in rows) == \
         [("a", Status.PASSED, 1), ("b", Status.FAILED, 1)]
-    again = await progress.record_in_lesson(db_engine, user_id, "intro", "b", passed=True, code="w")
+    [again] = await progress.record_each_in_lesson(
+        db_engine, [progress.Attempt(user_id, "intro", "b", passed=True, code="w")])
     assert {r.exercise_id: (r.status, r.attempts, r.code) for r in again}["b"] == \
         (Status.PASSED, 2, "w")
     assert sorted(r.exercise_id for r in await progress.get_for_user(db_engine, user_id)) == \

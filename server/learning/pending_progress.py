@@ -97,9 +97,7 @@ class PendingProgress:
         outcomes: list = []
         for write in writes:
             try:
-                outcomes.append(await progress.record_in_lesson(
-                    self.engine, write.user_id, write.lesson_slug, write.exercise_id,
-                    write.passed, write.code, write.last_run))
+                outcomes += await progress.record_each_in_lesson(self.engine, [write])
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes

@@ -99,26 +99,14 @@ async def record(engine: AsyncEngine, user_id: str, lesson_slug: str, exercise_i
         return await _record(conn, user_id, lesson_slug, exercise_id, passed, code, last_run)
 
 
-async def record_in_lesson(engine: AsyncEngine, user_id: str, lesson_slug: str,
-                           exercise_id: str, passed: bool, code: str,
-                           last_run: str | None = None) -> list[ProgressRow]:
-    """As `record`, and the learner's rows of that lesson after it, in the same transaction:
-    a run's verdict ("2 of 3 passed") then costs one checkout, not two (a live event's 200
-    runs made 12 round trips each, a checkout's ping being three of them)."""
-    async with engine.begin() as conn:
-        await _record(conn, user_id, lesson_slug, exercise_id, passed, code, last_run)
-        rows = (await conn.execute(_IN_LESSON, {"user_id": user_id, "lesson_slug": lesson_slug})
-                ).mappings().all()
-    return [_row(row) for row in rows]
-
-
 async def record_each_in_lesson(engine: AsyncEngine,
                                 attempts: Sequence[Attempt]) -> list[list[ProgressRow]]:
-    """As `record_in_lesson` for each attempt, all in one transaction: the attempts counted in
-    their order, then every learner's rows of its lesson in one read. Runs that finish
-    together (a live event's) cost one checkout and commit in all, not one each: 0.45 ms of
-    the server's CPU a run against 1.7 ms (200 runs on a local Postgres). One attempt the
-    database refuses fails the transaction: the caller then stores them one by one."""
+    """As `record` for each attempt, and each learner's rows of its lesson after them (for a
+    run's verdict, "2 of 3 passed"), all in one transaction: the attempts counted in their
+    order, then the rows in one read. Runs that finish together (a live event's) cost one
+    checkout and commit in all, not one each: 0.45 ms of the server's CPU a run against
+    1.7 ms (200 runs on a local Postgres). One attempt the database refuses fails the
+    transaction: the caller then stores them one by one."""
     async with engine.begin() as conn:
         for a in attempts:
             await _record(conn, a.user_id, a.lesson_slug, a.exercise_id, a.passed, a.code,
@@ -164,8 +152,6 @@ def _upsert(insert: Callable[[sa.Table], Any]) -> Any:
 # Built once, one per dialect: building them per run (the ON CONFLICT clause, its EXCLUDED
 # alias) cost a live event 2 ms of the server's CPU per learner (10.6 -> 7.9 ms in all).
 _UPSERTS = {dialect: _upsert(insert) for dialect, insert in INSERTS.items()}
-_IN_LESSON = sa.select(*COLUMNS).where(Progress.user_id == sa.bindparam("user_id"),
-                                       Progress.lesson_slug == sa.bindparam("lesson_slug"))
 # Several learners' rows of several lessons: a few pairs too many, which the caller sorts out.
 _IN_LESSONS = sa.select(Progress.user_id, *COLUMNS).where(
     Progress.user_id.in_(sa.bindparam("users", expanding=True)),
