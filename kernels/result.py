@@ -51,8 +51,13 @@ class Output:
     display_id: str | None = None             # for update_display_data; clear_output has no fields
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items() if v not in (None, ())}
+        # Field by field: dataclasses.asdict deep-copies every mime bundle, on each output's way
+        # to the page, for a dict that is only serialized.
+        return {name: (list(v) if isinstance(v, tuple) else v) for name in _OUTPUT_FIELDS
+                if (v := getattr(self, name)) is not None and v != ()}
+
+
+_OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(Output))
 
 
 @dataclasses.dataclass(frozen=True)
