@@ -146,6 +146,9 @@ class KernelManager:
         self.settings = settings = KernelSettings.of(settings)
         self.sandbox = sandbox
         self.plugins = {p.name: p for p in plugins}
+        # Settings and plugins are fixed: each language's run limits are worked out once, not
+        # on every run's way to its kernel.
+        self._limits = {name: run_limits(settings, p) for name, p in self.plugins.items()}
         self.observers = list(on_event)
         self.quotas = owner_quotas or Quotas(
             anonymous=Quota(settings.anon_kernels, settings.anon_starts_per_minute,
@@ -176,11 +179,15 @@ class KernelManager:
         entry = self._kernels.get(kernel_id)
         return entry.snapshot() if entry else None
 
+    def holds(self, kernel_id: str) -> bool:
+        """Whether the kernel is this manager's, without a snapshot: on every run's way."""
+        return kernel_id in self._kernels
+
     def list(self, owner: str | None = None) -> list[ManagedKernel]:
         return [e.snapshot() for e in self._kernels.values() if owner is None or e.owner == owner]
 
     def limits(self, plugin: str) -> RunLimits:
-        return run_limits(self.settings, self.plugins[plugin])
+        return self._limits[plugin]
 
     def _alive(self) -> int:
         """Kernels on the host: assigned, being started for someone, and warm in the pools."""

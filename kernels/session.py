@@ -205,9 +205,9 @@ class KernelSession:
             run.started = True
             self._active = run
             self._window = fold.start(self.limits)
-            if run.relay is not None:
+            if run.relay is not None:     # a client's run: its clock starts now (a lesson run's
                 self.hooks.run_started(run.id, str((run.header or {}).get("code", "")))
-            run.wake.set()
+                run.wake.set()            # at its send, so its supervisor sleeps on)
         self.execution_state = state
         self.hooks.status(state)
 

@@ -204,7 +204,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
     def _hello(self, session: LessonSession, had: str) -> None:
         """The page had a kernel: if this process does not hold it (the page's process went
         away behind the balancer, or it was closed), say so now and with the next run."""
-        held = session.kernel_id is not None and self.manager.get(session.kernel_id) is not None
+        held = session.kernel_id is not None and self.manager.holds(session.kernel_id)
         if held and kernel_tag(session.kernel_id) == had:
             return
         self.kernel_lost = True
@@ -229,7 +229,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
 
     async def _kernel(self, session: LessonSession) -> tuple[str, ManagedKernel | None]:
         """The session's kernel id, and the kernel when it was started for this run."""
-        if session.kernel_id is None or self.manager.get(session.kernel_id) is None:
+        if session.kernel_id is None or not self.manager.holds(session.kernel_id):
             session.send({"type": "kernel", "state": "starting", "message": None})
             kernel = await self.manager.start(
                 session.user_id, self.lesson.kernel, owner_tier(self.user),
