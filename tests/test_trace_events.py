@@ -1,6 +1,7 @@
 """The pure core of tracing: event constructors, the tracer's numbering and the summary fold."""
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
@@ -44,6 +45,28 @@ def traced_run(result: RunResult, *, pool_hit: bool = False, with_verdict: bool 
 
 HELLO = Output("stream", name="stdout", text="hi\n")
 OK = RunResult(RunStatus.OK, outputs=(HELLO, HELLO), bytes_out=6)
+
+
+async def test_requested_soon_opens_the_trace_at_the_next_turn_stamped_when_asked():
+    """A lesson run's way to its kernel builds no event: the request is recorded a turn later,
+    with the time it was made, and what was recorded meanwhile follows it in order."""
+    clock, emitted = FakeClock(), []
+    tracer = RunTracer(emitted.append, clock=lambda: clock.wall, monotonic=lambda: clock.mono)
+    asked_at = clock.wall
+    tracer.requested_soon(user_id="u1", lesson_slug="intro", exercise_id="ex1", kernel="python",
+                          code="print('hi')")
+    clock.advance(3)
+    tracer.kernel_assigned(pool_hit=True, container_id="c0ffee")
+    assert emitted == []
+    await asyncio.sleep(0)
+    clock.advance(2)
+    tracer.output(HELLO)
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.KERNEL_ASSIGNED,
+                                         EventKind.OUTPUT]
+    assert [e.seq for e in emitted] == [0, 1, 2]
+    assert [e.data["elapsed_ms"] for e in emitted] == [0.0, 3.0, 5.0]
+    assert emitted[0].ts == asked_at and emitted[0].data["code"] == "print('hi')"
+    assert emitted[0].data["client"] == "lesson"
 
 
 def test_events_are_numbered_in_order_with_unique_ids_and_one_run_id():

@@ -7,6 +7,7 @@ so a failure to build an event is logged and swallowed.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -21,6 +22,7 @@ from server.tracing.events import EventKind, TraceEvent
 log = logging.getLogger("lessonserver.tracing")
 
 Emit = Callable[[TraceEvent], None]
+Stamp = tuple[float, float]     # (wall clock, monotonic clock) when it happened
 LIMITS = frozenset(limit.value for limit in LimitHit)
 
 
@@ -35,12 +37,31 @@ class RunTracer:
         self._t0 = monotonic()
         self._seq = 0
         self._limits: set[str] = set()   # limits already recorded, so the result does not repeat one
+        self._held: list[tuple[EventKind, Callable[[], Mapping[str, Any]], Stamp]] | None = None
 
     def requested(self, *, user_id: str | None, lesson_slug: str | None, exercise_id: str | None,
                   kernel: str, code: str, client: str = events.LESSON_CLIENT) -> None:
         self._record(EventKind.REQUESTED, lambda: events.requested_data(
             user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
             code=code, client=client))
+
+    def requested_soon(self, *, user_id: str | None, lesson_slug: str | None,
+                       exercise_id: str | None, kernel: str, code: str) -> None:
+        """`requested`, stamped now and recorded at the event loop's next turn: a lesson run's
+        way to its kernel does not wait, so building and handing on its first events is done
+        once the code is with the kernel. Events recorded meanwhile follow it, in order."""
+        stamp = self._stamp()
+        self._held = []
+
+        def record() -> None:
+            held, self._held = self._held or [], None
+            self._record(EventKind.REQUESTED, lambda: events.requested_data(
+                user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
+                code=code), stamp)
+            for kind, build, at in held:
+                self._record(kind, build, at)
+
+        asyncio.get_running_loop().call_soon(record)
 
     def kernel_assigned(self, *, pool_hit: bool, container_id: str | None,
                         start_ms: float = 0.0) -> None:
@@ -86,10 +107,19 @@ class RunTracer:
             self._record(EventKind.KERNEL_EVENT, lambda: {"event": type(event).__name__,
                                                           **_fields(event)})
 
-    def _record(self, kind: EventKind, build: Callable[[], Mapping[str, Any]]) -> None:
+    def _stamp(self) -> Stamp:
+        return self._clock(), self._monotonic()
+
+    def _record(self, kind: EventKind, build: Callable[[], Mapping[str, Any]],
+                stamp: Stamp | None = None) -> None:
+        stamp = stamp or self._stamp()
+        if self._held is not None:          # the request is recorded first (requested_soon)
+            self._held.append((kind, build, stamp))
+            return
         try:
-            elapsed_ms = (self._monotonic() - self._t0) * 1000.0
-            event = events.make_event(self.run_id, self._seq, self._clock(), elapsed_ms, kind, build())
+            ts, now = stamp
+            elapsed_ms = (now - self._t0) * 1000.0
+            event = events.make_event(self.run_id, self._seq, ts, elapsed_ms, kind, build())
             self._seq += 1
             self._emit(event)
         except Exception:  # a trace must never fail the run it describes
