@@ -30,7 +30,7 @@ from kernels.sandbox import create_sandbox
 from server import config
 from tests.serve_process import lessonserver
 
-RUNS = 30
+RUNS = int(os.environ.get("RUNS", "30"))
 TOKEN = uuid.uuid4().hex
 CODE = "print('hello')"
 LESSON = """---
@@ -84,6 +84,8 @@ async def lesson_socket(base: str, exercise: str = "hello",
         seen_output = None
         while True:
             frame = json.loads(await socket.read_message())
+            if frame["type"] == "error":     # e.g. over the runs-per-minute quota: say so
+                raise RuntimeError(f"run {run} refused: {frame['message']}")
             if frame["type"] == "output" and seen_output is None:
                 seen_output = time.perf_counter() - began
             if frame["type"] == "result":
