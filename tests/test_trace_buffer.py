@@ -63,6 +63,22 @@ async def test_full_batches_go_out_at_once_and_the_rest_after_the_time_window(tm
     await buffer.close()
 
 
+async def test_a_few_events_alone_go_out_when_their_window_ends_not_before(tmp_path):
+    """No full batch and no commit: only the window's end sends them (the flusher sleeps
+    until then)."""
+    sink = Sink()
+    buffer = make_buffer(tmp_path, sink, batch_size=10, flush_every=0.25)
+    await buffer.start()
+    began = time.monotonic()
+    run_events(RunTracer(buffer.emit), 1)         # 3 events
+    await asyncio.sleep(0.15)
+    assert sink.batches == []
+    await wait_for(lambda: sink.batches, timeout=1.0)
+    assert time.monotonic() - began >= 0.24
+    assert [len(b) for b in sink.batches] == [3]
+    await buffer.close()
+
+
 async def test_emit_never_waits_for_the_sink(tmp_path):
     release = asyncio.Event()
 
