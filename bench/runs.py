@@ -2,7 +2,7 @@
 
 One `lessonserver serve` process (embedded mode; LS_SANDBOX from the environment,
 docker by default here) with a one-lesson course. Measured on the same kind of kernel,
-the paths taking turns run by run:
+each path once a round, in shuffled order:
   - bare jupyter_client straight to a kernel's ZMQ sockets (the baseline),
   - the Jupyter channels WebSocket (`/api/kernels/{id}/channels`),
   - the lesson page's WebSocket (`/lessons/{slug}/ws`: run, grade, progress, trace).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -166,13 +167,16 @@ async def bare(settings) -> tuple[Once, Callable[[], Awaitable[None]]]:
 
 
 async def interleaved(paths: dict[str, Once], runs: int) -> dict[str, list[tuple[float, float]]]:
-    """Each path once per round, in turn, so a drift of the host's speed (another process
-    waking, a CPU clock change) weighs on all of them alike. The first round starts kernels
-    and warms caches: not counted."""
+    """Each path once per round, so a drift of the host's speed (another process waking, a CPU
+    clock change) weighs on all of them alike; in an order shuffled per round, since a run
+    starts while the server still finishes the one before (traces, checks for stray
+    processes), and a fixed order made one path always pay for the same other path's end.
+    The first round starts kernels and warms caches: not counted."""
     measured: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    order = random.Random(8)        # the same orders in every run of the bench
     for n in range(runs + 1):
-        for name, once in paths.items():
-            figures = await once()
+        for name in order.sample(list(paths), len(paths)):
+            figures = await paths[name]()
             if n:
                 measured[name].append(figures)
     return measured
@@ -222,7 +226,7 @@ async def main() -> None:
     first, done = zip(*got["lesson"])
     med = statistics.median
     print(f"  sandbox: {env['LS_SANDBOX']}; medians of {RUNS} runs of {CODE!r}, the three paths "
-          "in turn, run by run; the server in its own process")
+          "once a round in shuffled order; the server in its own process")
     line("bare jupyter_client: first output (baseline)", f"{med(bare_first):.1f} ms")
     line("bare jupyter_client: run to idle (baseline)", f"{med(bare_idle):.1f} ms")
     line("Jupyter channels WebSocket: first output", f"{med(ws_first):.1f} ms",
