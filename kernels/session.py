@@ -205,9 +205,11 @@ class KernelSession:
             run.started = True
             self._active = run
             self._window = fold.start(self.limits)
-            if run.relay is not None:     # a client's run: its clock starts now (a lesson run's
+            # A client's run is timed from now: its supervisor wakes to start the clock. A
+            # lesson run's clock started at its send, so its supervisor sleeps on.
+            if run.relay is not None:
                 self.hooks.run_started(run.id, str((run.header or {}).get("code", "")))
-                run.wake.set()            # at its send, so its supervisor sleeps on)
+                run.wake.set()
         self.execution_state = state
         self.hooks.status(state)
 

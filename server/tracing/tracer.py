@@ -112,11 +112,11 @@ class RunTracer:
 
     def _record(self, kind: EventKind, build: Callable[[], Mapping[str, Any]],
                 stamp: Stamp | None = None) -> None:
-        stamp = stamp or self._stamp()
-        if self._held is not None:          # the request is recorded first (requested_soon)
-            self._held.append((kind, build, stamp))
-            return
         try:
+            stamp = stamp or self._stamp()
+            if self._held is not None:      # the request is recorded first (requested_soon)
+                self._held.append((kind, build, stamp))
+                return
             ts, now = stamp
             elapsed_ms = (now - self._t0) * 1000.0
             event = events.make_event(self.run_id, self._seq, ts, elapsed_ms, kind, build())
