@@ -30,7 +30,7 @@ ROUNDS = 200
 
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ls-bench-floor-") as tmp:
-        settings = config.load({"LS_DATA_DIR": tmp,
+        settings = config.load({"LS_DATA_DIR": tmp, "LS_INSTANCE": f"bench-floor-{os.getpid()}",
                                 "LS_SANDBOX": os.environ.get("LS_SANDBOX", "docker")})
         bare_once, bare_close = await bare(settings)
         sandbox = create_sandbox(settings)
