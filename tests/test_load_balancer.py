@@ -1,6 +1,7 @@
 """Two `serve` processes behind the shipped HAProxy config: a learner stays on one process,
 and when that process dies it reconnects through the balancer to the other, its progress kept,
-and is told in plain words that its kernel restarted."""
+and is told in plain words that its kernel restarted. A read that a dying process took and
+dropped is sent again; a write never is."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,11 @@ import json
 import os
 import re
 import signal
+import socketserver
 import subprocess
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -34,6 +39,57 @@ def haproxy(backends: list[str], log: Path):
     with log.open("w") as out, listening(["haproxy", "-db", "-f", str(HAPROXY_CFG)], port, "haproxy",
                                          env=env, stdout=out, stderr=subprocess.STDOUT) as url:
         yield url
+
+
+class _Threaded(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+
+@contextlib.contextmanager
+def stand_in(answers: bool):
+    """A serve process's stand-in on a free port: it passes health checks, and notes the method
+    of any other request, then answers it (`answers`) or drops it unanswered, as a process does
+    that is killed while it takes the connection. Yields (its URL, the methods it got)."""
+    got: list[str] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            method, path, _ = self.rfile.readline().decode().split(" ", 2)
+            length = 0
+            while (header := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = header.decode().partition(":")
+                length = int(value) if name.lower() == "content-length" else length
+            self.rfile.read(length)
+            if path != "/healthz":
+                got.append(method)
+            if answers or path == "/healthz":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    server = _Threaded(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def status(url: str, data: bytes | None = None) -> int:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_read_that_a_dying_process_dropped_goes_to_another_but_a_write_is_never_sent_twice(tmp_path):
+    with stand_in(answers=False) as (dying, dropped), stand_in(answers=True) as (alive, answered), \
+            haproxy([dying, alive], tmp_path / "haproxy.log") as lb:
+        assert [status(lb + "/lessons") for _ in range(4)] == [200] * 4
+        assert "GET" in dropped and answered.count("GET") == 4
+        posted = [status(lb + "/login", b"name=a") for _ in range(6)]
+        assert set(posted) == {200, 502} and dropped.count("POST") == posted.count(502)
+        assert answered.count("POST") == posted.count(200)
 
 
 async def kernels_on(url: str) -> float:
