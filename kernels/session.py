@@ -1,6 +1,6 @@
 """The one owner of a sandboxed kernel's ZMQ sockets: lesson runs and Jupyter clients alike.
 
-One KernelSession per kernel. A reader per channel checks each message and
+One KernelSession per kernel. A reader per channel (`SocketReader`) checks each message and
 hands it to `_dispatch`, which routes it at once by its parent id: to the run
 that sent the request (folded there, so output past the cap is discarded at
 the reader and a run buffers at most its cap), to the Jupyter clients
@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from kernels import fold, messages
 from kernels.connection import channel_url
 from kernels.messages import BadMessage, ClientMessage, KernelMessage
 from kernels.result import LimitHit, Output, RunLimits, RunResult, RunStatus
+from kernels.socket_reader import SocketReader
 
 if TYPE_CHECKING:
     from kernels.relay import Relay
@@ -114,9 +116,9 @@ class KernelSession:
                                 username="lessonserver")
         self._own_context = context is None         # a lone session (tests, benches) has its own
         self._context = context if context is not None else zmq.asyncio.Context()
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._sockets: dict[str, zmq.Socket] = {}
         for name, kind in CHANNELS.items():
-            sock = self._context.socket(kind)
+            sock = zmq.Socket(self._context, kind)   # read by a SocketReader, not zmq.asyncio
             sock.setsockopt(zmq.LINGER, 0)
             if kind == zmq.SUB:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -135,7 +137,8 @@ class KernelSession:
         self._probe_answers: set[tuple[str, str]] = set()
         self._probed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
-        self._readers = [asyncio.create_task(self._read(name)) for name in CHANNELS]
+        self._readers = {name: SocketReader(sock, functools.partial(self._received, name))
+                         for name, sock in self._sockets.items()}
         self._exited = asyncio.create_task(self._watch())
         self._exited.add_done_callback(self._wake_runs)   # however it ends
         self._ready = False
@@ -165,18 +168,16 @@ class KernelSession:
 
     # --- reading and routing ----------------------------------------------------
 
-    async def _read(self, channel: str) -> None:
-        sock, key, sign = self._sockets[channel], self._session.key, self._session.sign
-        while True:
-            frames = await sock.recv_multipart()
-            try:
-                self._dispatch(messages.from_frames(channel, frames, key, sign))
-            except BadMessage as exc:
-                self.malformed += 1
-                log.info("kernel %s: %s message skipped: %s", self.kernel.id, channel, exc)
-            except Exception:  # one odd message must not stop the reader or the run
-                self.malformed += 1
-                log.exception("kernel %s: %s message skipped", self.kernel.id, channel)
+    def _received(self, channel: str, frames: list[bytes]) -> None:
+        try:
+            self._dispatch(messages.from_frames(channel, frames, self._session.key,
+                                                self._session.sign))
+        except BadMessage as exc:
+            self.malformed += 1
+            log.info("kernel %s: %s message skipped: %s", self.kernel.id, channel, exc)
+        except Exception:  # one odd message must not stop the reader or the run
+            self.malformed += 1
+            log.exception("kernel %s: %s message skipped", self.kernel.id, channel)
 
     def _dispatch(self, msg: KernelMessage) -> None:
         parent = msg.parent_id
@@ -316,7 +317,16 @@ class KernelSession:
         return header["msg_id"]
 
     def _send_parts(self, channel: str, parts: list[bytes]) -> None:
-        self._sockets[channel].send_multipart([DELIM, self._session.sign(parts), *parts])
+        if self._closed:
+            return
+        try:   # never waits: a kernel that leaves 1000 messages unread is stuck, not slow
+            self._sockets[channel].send_multipart([DELIM, self._session.sign(parts), *parts],
+                                                  zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            log.warning("kernel %s: %s message not sent: the kernel reads none", self.kernel.id,
+                        channel)
+        self._readers[channel].after_send()
 
     # --- lesson runs ------------------------------------------------------------------
 
@@ -545,7 +555,9 @@ class KernelSession:
         for relay in list(self._relays):
             relay.attach(None)
         self._relays.clear()
-        tasks = (*self._readers, self._exited, *self._tasks)
+        for reader in self._readers.values():
+            reader.close()
+        tasks = (self._exited, *self._tasks)
         for task in tasks:
             task.cancel()
         try:
