@@ -108,6 +108,7 @@ class KernelSession:
         self.killed = False                  # we killed it (timeout escalation, fork bomb)
         self.exit: KernelExit | None = None  # how it ended, once it has
         self.dropped = 0                     # messages nobody was waiting for
+        self.unsent = 0                      # ours the kernel would not take (1000 unread)
         self.malformed = 0                   # messages with a bad signature or shape
         self.execution_state = "starting"
         info = kernel.connection
@@ -323,9 +324,10 @@ class KernelSession:
             self._sockets[channel].send_multipart([DELIM, self._session.sign(parts), *parts],
                                                   zmq.NOBLOCK)
         except zmq.Again:
-            self.dropped += 1
-            log.warning("kernel %s: %s message not sent: the kernel reads none", self.kernel.id,
-                        channel)
+            self.unsent += 1
+            if self.unsent == 1:   # once: a client may keep sending to a stuck kernel
+                log.warning("kernel %s: %s message not sent: the kernel reads none",
+                            self.kernel.id, channel)
         self._readers[channel].after_send()
 
     # --- lesson runs ------------------------------------------------------------------

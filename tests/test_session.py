@@ -145,3 +145,17 @@ async def test_messages_for_nobody_are_dropped_not_buffered(session):
     await asyncio.sleep(0.2)
     assert session.dropped >= 200
     assert all(not run.pending for run in session._runs.values())
+
+
+async def test_a_kernel_that_reads_nothing_never_makes_the_server_wait(session):
+    """Sends never block the event loop: past the kernel's queues they are refused and counted."""
+    stop = ("import os, signal, threading\n"
+            "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGSTOP)).start()")
+    assert (await session.execute(stop, SHORT)).status is RunStatus.OK
+    await asyncio.sleep(0.6)                       # the whole kernel is stopped: it reads nothing
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for _ in range(20_000):
+        session._send_raw("shell", "kernel_info_request", {})
+    assert session.unsent > 0
+    assert loop.time() - began < 5
