@@ -226,17 +226,24 @@ def test_router_sends_kernel_events_to_the_run_on_that_kernel_only_while_attache
     assert [e.kind for e in mine] == [EventKind.KERNEL_DIED] and other == []
 
 
-def test_router_traces_a_jupyter_clients_run_from_start_to_end():
+async def test_router_traces_a_jupyter_clients_run_from_start_to_end():
+    """Built at the loop's next turn, in order: the kernel's reader reports them between one
+    message to the client and the next."""
     emitted: list[TraceEvent] = []
     router = KernelEventRouter(emitted.append)
     router(ke.RunStarted("k1", "api:token", "python", "m1", "print(1)"))
     router(ke.RunOutput("k1", "m1", Output("stream", name="stdout", text="1\n")))
+    assert emitted == []
+    await asyncio.sleep(0)
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]
     router(ke.KernelLimited("k1", "api:token", "python", "timeout", "Stopped after 1 s"))
     router(ke.RunEnded("k1", "m1", RunResult(RunStatus.LIMIT, limit=LimitHit.TIMEOUT,
                                              message="Stopped after 1 s")))
     router(ke.KernelDied("k1", "u", "python", "c", 9, False, "exited", True))   # after the run
+    await asyncio.sleep(0)
     assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT, EventKind.LIMIT,
                                          EventKind.FINISHED]
+    assert [e.seq for e in emitted] == [0, 1, 2, 3]
     s = summarize(emitted[0].run_id, emitted)
     assert (s.client, s.user_id, s.kernel, s.code, s.status, s.limit_hit) == (
         "api", "api:token", "python", "print(1)", "limit", "timeout")

@@ -29,9 +29,13 @@ LIMITS = frozenset(limit.value for limit in LimitHit)
 class RunTracer:
     def __init__(self, emit: Emit, run_id: str | None = None, *,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, soon: bool = False) -> None:
+        """`soon`: every event is stamped when it happens and built and handed on at the event
+        loop's next turn (a Jupyter client's run, whose events the kernel's reader reports
+        between one message to the client and the next)."""
         self.run_id = run_id or events.new_id()
         self._emit = emit
+        self._soon = soon
         self._clock = clock
         self._monotonic = monotonic
         self._t0 = monotonic()
@@ -50,18 +54,9 @@ class RunTracer:
         """`requested`, stamped now and recorded at the event loop's next turn: a lesson run's
         way to its kernel does not wait, so building and handing on its first events is done
         once the code is with the kernel. Events recorded meanwhile follow it, in order."""
-        stamp = self._stamp()
-        self._held = []
-
-        def record() -> None:
-            held, self._held = self._held or [], None
-            self._record(EventKind.REQUESTED, lambda: events.requested_data(
-                user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
-                code=code), stamp)
-            for kind, build, at in held:
-                self._record(kind, build, at)
-
-        asyncio.get_running_loop().call_soon(record)
+        self._hold(EventKind.REQUESTED, lambda: events.requested_data(
+            user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
+            code=code), self._stamp())
 
     def kernel_assigned(self, *, pool_hit: bool, container_id: str | None,
                         start_ms: float = 0.0) -> None:
@@ -114,17 +109,38 @@ class RunTracer:
                 stamp: Stamp | None = None) -> None:
         try:
             stamp = stamp or self._stamp()
-            if self._held is not None:      # the request is recorded first (requested_soon)
-                self._held.append((kind, build, stamp))
-                return
-            ts, now = stamp
-            elapsed_ms = (now - self._t0) * 1000.0
-            event = events.make_event(self.run_id, self._seq, ts, elapsed_ms, kind, build())
-            self._seq += 1
-            self._emit(event)
+            if self._held is not None or self._soon:   # after what is held, in order
+                self._hold(kind, build, stamp)
+            else:
+                self._hand_on(kind, build, stamp)
         except Exception:  # a trace must never fail the run it describes
-            log.exception("trace event dropped", extra={"fields": {"run_id": self.run_id,
-                                                                    "kind": kind.value}})
+            self._dropped(kind)
+
+    def _hand_on(self, kind: EventKind, build: Callable[[], Mapping[str, Any]],
+                 stamp: Stamp) -> None:
+        ts, now = stamp
+        elapsed_ms = (now - self._t0) * 1000.0
+        event = events.make_event(self.run_id, self._seq, ts, elapsed_ms, kind, build())
+        self._seq += 1
+        self._emit(event)
+
+    def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp) -> None:
+        if self._held is None:
+            asyncio.get_running_loop().call_soon(self._release)
+            self._held = []
+        self._held.append((kind, build, stamp))
+
+    def _release(self) -> None:
+        held, self._held = self._held or [], None
+        for kind, build, stamp in held:
+            try:
+                self._hand_on(kind, build, stamp)
+            except Exception:
+                self._dropped(kind)
+
+    def _dropped(self, kind: EventKind) -> None:
+        log.exception("trace event dropped", extra={"fields": {"run_id": self.run_id,
+                                                                "kind": kind.value}})
 
 
 def _fields(event: Any) -> dict[str, Any]:
@@ -156,7 +172,7 @@ class KernelEventRouter:
     def __call__(self, event: kernel_events.KernelEvent) -> None:
         if isinstance(event, kernel_events.RunStarted):
             if self._emit is not None:
-                tracer = RunTracer(self._emit)
+                tracer = RunTracer(self._emit, soon=True)
                 tracer.requested(user_id=event.owner, lesson_slug=None, exercise_id=None,
                                  kernel=event.plugin, code=event.code, client=events.API_CLIENT)
                 self._api_runs[event.run_id] = self._runs[event.kernel_id] = tracer
