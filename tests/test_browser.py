@@ -475,6 +475,37 @@ def test_paid_lesson_shows_the_lock_and_opens_no_socket(page):
         page.wait(lambda d: d.execute_script("return !!window.lessonserver"), 0.5)
 
 
+def test_a_runs_first_output_or_input_request_is_its_start(page):
+    """The server says "started" only for a run that lasts: the page shows a run as running,
+    and its kernel busy, from whichever of the three comes first."""
+    page.open().ready()
+    got = page.driver.execute_script("""
+        const p = window.lessonserver.page, cell = p.cells.get("hello");
+        const seen = () => [p.statusBar.dataset.state, cell.state.textContent];
+        const out = {output_type: "stream", name: "stdout", text: "hi\\n"};
+        const fast = p.newRunId(cell), before = seen();
+        p.dispatch({type: "output", run: fast, output: out});
+        const afterOutput = seen();
+        p.dispatch({type: "kernel", state: "idle", message: null, session: "tag1"});
+        const afterIdle = seen().concat([p.kernelSession]);
+        p.forgetRun(fast);
+        const asking = p.newRunId(cell);
+        p.dispatch({type: "input_request", run: asking, prompt: "Name?", password: false});
+        const afterAsk = seen();
+        p.forgetRun(asking);
+        const slow = p.newRunId(cell);
+        p.dispatch({type: "started", run: slow, exercise: "hello", session: "tag2"});
+        const afterStarted = seen().concat([p.kernelSession]);
+        p.forgetRun(slow);
+        return {before, afterOutput, afterIdle, afterAsk, afterStarted};
+    """)
+    assert got["before"][0] == "none"          # no kernel yet: nothing ran
+    assert got["afterOutput"] == ["busy", "Running…"]
+    assert got["afterIdle"] == ["idle", "Running…", "tag1"]
+    assert got["afterAsk"] == ["busy", "Waiting for your input"]
+    assert got["afterStarted"] == ["busy", "Running…", "tag2"]
+
+
 def test_page_helpers_on_their_own(page):
     """The pure pieces of notebook.js, imported in the page: ANSI colours, backoff, banners."""
     page.open().ready()

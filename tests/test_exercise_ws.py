@@ -140,6 +140,18 @@ async def test_output_check_passes_and_outputs_stream_first(site):
     assert "1 of 3 exercises passed" in again.body.decode()
 
 
+async def test_a_run_that_lasts_says_it_started_and_each_run_names_the_kernel(site):
+    """A silent run gets a "started" frame once it lasts (a fast run's first output is its
+    start); either way the page learns its kernel's tag, for its hello after a reconnect."""
+    page = await Page.open(site)
+    _, frames = await page.run("hello", "import time\ntime.sleep(0.5)\nprint('hello')")
+    types = [f["type"] for f in frames]
+    assert types.index("started") < types.index("output")
+    started = frames[types.index("started")]
+    idle = [f for f in frames if f["type"] == "kernel" and f["state"] == "idle"][-1]
+    assert len(started["session"]) == 16 and idle["session"] == started["session"]
+
+
 async def test_hidden_tests_judge_and_never_show_their_code(site):
     page = await Page.open(site)
     result, frames = await page.run("add", "def add(a, b):\n    return a - b\nprint('defined')")

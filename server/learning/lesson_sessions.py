@@ -42,31 +42,38 @@ class LessonSession:
         default_factory=lambda: collections.deque(maxlen=MISSED_FRAMES))
     expiry: asyncio.TimerHandle | None = None
     refusing: str | None = None                 # while the server stops: why new runs are refused
-    deferred: list = dataclasses.field(default_factory=list)   # frames for the loop's next turn
+    notice: tuple[str, asyncio.TimerHandle] | None = None       # (run id, its "started" timer)
 
     @property
     def busy(self) -> bool:
         return self.running is not None and not self.running.done()
 
     def send(self, frame: dict[str, Any]) -> None:
-        if self.deferred:                       # in order: what was deferred goes first
-            self._send_deferred()
+        if self.notice is not None and frame.get("run") is not None:
+            self.settle(frame["run"])           # the run's own frame says it started
         if self.sink is not None:
             self.sink(frame)
         else:
             self.missed.append(frame)
 
-    def send_soon(self, frame: dict[str, Any]) -> None:
-        """Send at the event loop's next turn, in order with `send`: a run's "started" frames
-        then leave after its code went to the kernel, not on the way to it."""
-        if not self.deferred:
-            asyncio.get_running_loop().call_soon(self._send_deferred)
-        self.deferred.append(frame)
+    def announce(self, frame: dict[str, Any], after: float) -> None:
+        """Send a run's "started" `frame` only if the run has sent nothing else `after` seconds
+        on: a faster run's first frame tells the page it started. A status the page would show
+        for a blink is not worth a frame that wakes it while the kernel takes the code up."""
+        if self.notice is not None:
+            self.notice[1].cancel()
+        self.notice = (frame["run"], asyncio.get_running_loop().call_later(
+            after, self._announce, frame))
 
-    def _send_deferred(self) -> None:
-        frames, self.deferred = self.deferred, []
-        for frame in frames:
-            self.send(frame)
+    def settle(self, run_id: str) -> None:
+        """The run ended: its "started" frame, if not sent yet, never is."""
+        if self.notice is not None and self.notice[0] == run_id:
+            self.notice[1].cancel()
+            self.notice = None
+
+    def _announce(self, frame: dict[str, Any]) -> None:
+        self.notice = None
+        self.send(frame)
 
 
 def closed_in_words(reason: str) -> str:

@@ -28,6 +28,7 @@ class Page {
     this.kernel = article.dataset.kernel || "";
     this.mode = article.dataset.mode || this.kernel;
     this.runs = new Map();   // run id -> Cell
+    this.begun = new Set();  // ids of our runs the page shows as running
     this.cells = new Map();  // exercise id -> Cell
     this.connected = false;
     this.kernelSession = null;  // the server's tag of our kernel: told back in each hello
@@ -92,6 +93,7 @@ class Page {
 
   forgetRun(id) {
     this.runs.delete(id);
+    this.begun.delete(id);
   }
 
   send(msg) {
@@ -119,9 +121,13 @@ class Page {
         this.setKernel("queued", `position ${msg.position} in the queue`);
         for (const waiting of this.runs.values()) waiting.queued(msg.position);
         return undefined;
-      case "started": return cell && cell.started();
-      case "output": return cell && cell.output(msg.output);
-      case "input_request": return cell && cell.inputRequest(msg.prompt, msg.password);
+      case "started": return this.began(msg, cell);
+      case "output":
+        this.began(msg, cell);
+        return cell && cell.output(msg.output);
+      case "input_request":
+        this.began(msg, cell);
+        return cell && cell.inputRequest(msg.prompt, msg.password);
       case "result":
         if (cell) cell.finished(msg);
         if (msg.progress) this.setProgress(msg.progress.passed, msg.progress.total);
@@ -142,6 +148,16 @@ class Page {
       case "error": return this.error(msg, cell);
       default: return undefined;
     }
+  }
+
+  // The server says "started" only for a run that lasts: a faster run's first output (or
+  // input request) is its start. Either way the kernel is busy with it from then on.
+  began(msg, cell) {
+    if (msg.session) this.kernelSession = msg.session;
+    if (!cell || this.begun.has(msg.run)) return;
+    this.begun.add(msg.run);
+    this.setKernel("busy", null);
+    cell.started();
   }
 
   error(msg, cell) {
