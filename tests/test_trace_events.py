@@ -10,7 +10,7 @@ from kernels.result import LimitHit, Output, RunResult, RunStatus
 from server.tracing.events import (RUNNING, EventKind, TraceEvent, code_hash, output_data,
                                    summarize)
 from kernels import events as ke
-from server.tracing.tracer import KernelEventRouter, RunTracer
+from server.tracing.tracer import REQUEST_HOLD, KernelEventRouter, RunTracer
 
 
 class FakeClock:
@@ -47,26 +47,43 @@ HELLO = Output("stream", name="stdout", text="hi\n")
 OK = RunResult(RunStatus.OK, outputs=(HELLO, HELLO), bytes_out=6)
 
 
-async def test_requested_soon_opens_the_trace_at_the_next_turn_stamped_when_asked():
-    """A lesson run's way to its kernel builds no event: the request is recorded a turn later,
-    with the time it was made, and what was recorded meanwhile follows it in order."""
-    clock, emitted = FakeClock(), []
+def asked(emitted: list, clock: FakeClock) -> RunTracer:
     tracer = RunTracer(emitted.append, clock=lambda: clock.wall, monotonic=lambda: clock.mono)
-    asked_at = clock.wall
     tracer.requested_soon(user_id="u1", lesson_slug="intro", exercise_id="ex1", kernel="python",
                           code="print('hi')")
+    return tracer
+
+
+async def test_requested_soon_opens_the_trace_at_the_runs_end_stamped_when_asked():
+    """A lesson run builds no event on its way to its kernel nor while the kernel starts on it:
+    the request is recorded at the run's end (or once it lasts), with the time it was made, and
+    what was recorded meanwhile follows it in order."""
+    clock, emitted = FakeClock(), []
+    asked_at = clock.wall
+    tracer = asked(emitted, clock)
     clock.advance(3)
     tracer.kernel_assigned(pool_hit=True, container_id="c0ffee")
-    assert emitted == []
     await asyncio.sleep(0)
     clock.advance(2)
     tracer.output(HELLO)
+    assert emitted == []
+    tracer.finished(OK)
     assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.KERNEL_ASSIGNED,
-                                         EventKind.OUTPUT]
-    assert [e.seq for e in emitted] == [0, 1, 2]
-    assert [e.data["elapsed_ms"] for e in emitted] == [0.0, 3.0, 5.0]
+                                         EventKind.OUTPUT, EventKind.FINISHED]
+    assert [e.seq for e in emitted] == [0, 1, 2, 3]
+    assert [e.data["elapsed_ms"] for e in emitted] == [0.0, 3.0, 5.0, 5.0]
     assert emitted[0].ts == asked_at and emitted[0].data["code"] == "print('hi')"
     assert emitted[0].data["client"] == "lesson"
+
+
+async def test_a_lesson_run_that_lasts_is_traced_as_it_goes():
+    clock, emitted = FakeClock(), []
+    tracer = asked(emitted, clock)
+    tracer.output(HELLO)
+    await asyncio.sleep(REQUEST_HOLD + 0.05)
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]
+    tracer.output(HELLO)                                   # no longer held
+    assert [e.kind for e in emitted][-1] == EventKind.OUTPUT and len(emitted) == 3
 
 
 def test_events_are_numbered_in_order_with_unique_ids_and_one_run_id():

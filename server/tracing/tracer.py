@@ -24,6 +24,7 @@ log = logging.getLogger("lessonserver.tracing")
 Emit = Callable[[TraceEvent], None]
 Stamp = tuple[float, float]     # (wall clock, monotonic clock) when it happened
 LIMITS = frozenset(limit.value for limit in LimitHit)
+REQUEST_HOLD = 0.05     # seconds a lesson run's first events wait, unless it ends sooner
 
 
 class RunTracer:
@@ -42,6 +43,7 @@ class RunTracer:
         self._seq = 0
         self._limits: set[str] = set()   # limits already recorded, so the result does not repeat one
         self._held: list[tuple[EventKind, Callable[[], Mapping[str, Any]], Stamp]] | None = None
+        self._release_at: asyncio.Handle | None = None      # when what is held is handed on
 
     def requested(self, *, user_id: str | None, lesson_slug: str | None, exercise_id: str | None,
                   kernel: str, code: str, client: str = events.LESSON_CLIENT) -> None:
@@ -51,12 +53,13 @@ class RunTracer:
 
     def requested_soon(self, *, user_id: str | None, lesson_slug: str | None,
                        exercise_id: str | None, kernel: str, code: str) -> None:
-        """`requested`, stamped now and recorded at the event loop's next turn: a lesson run's
-        way to its kernel does not wait, so building and handing on its first events is done
-        once the code is with the kernel. Events recorded meanwhile follow it, in order."""
+        """`requested`, stamped now and recorded once the run has lasted REQUEST_HOLD or ended,
+        whichever comes first; events recorded meanwhile follow it, in order. Building and
+        handing them on then slows neither the lesson run's way to its kernel nor the kernel
+        taking the code up (80 us of the loop just then, on two cores shared with the kernel)."""
         self._hold(EventKind.REQUESTED, lambda: events.requested_data(
             user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
-            code=code), self._stamp())
+            code=code), self._stamp(), after=REQUEST_HOLD)
 
     def kernel_assigned(self, *, pool_hit: bool, container_id: str | None,
                         start_ms: float = 0.0) -> None:
@@ -85,6 +88,7 @@ class RunTracer:
         if result.limit is not None and result.limit.value not in self._limits:
             self.limit(result.limit, result.message)
         self._record(EventKind.FINISHED, lambda: events.finished_data(result))
+        self._release()       # the run's end: nothing is held past it (a commit may follow)
 
     def on_event(self, event: kernel_events.KernelEvent) -> None:
         """What the kernel manager reported about this run's kernel."""
@@ -124,13 +128,20 @@ class RunTracer:
         self._seq += 1
         self._emit(event)
 
-    def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp) -> None:
+    def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp,
+              after: float = 0.0) -> None:
+        """Keep the event, in order, until the loop's next turn (or `after` seconds)."""
         if self._held is None:
-            asyncio.get_running_loop().call_soon(self._release)
+            loop = asyncio.get_running_loop()
+            self._release_at = loop.call_later(after, self._release) if after \
+                else loop.call_soon(self._release)
             self._held = []
         self._held.append((kind, build, stamp))
 
     def _release(self) -> None:
+        if self._release_at is not None:
+            self._release_at.cancel()
+            self._release_at = None
         held, self._held = self._held or [], None
         for kind, build, stamp in held:
             try:
