@@ -21,7 +21,7 @@ from kernels.manager import KernelManager, ManagedKernel, UnknownKernel
 from kernels.pool import CapacityError
 from kernels.result import Output
 from kernels.sandbox import SandboxError
-from server import safe_json
+from server import eager_task, safe_json
 from server.accounts.connections import PerIpCap
 from server.learning.exercise_runner import ExerciseRunner
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
@@ -182,7 +182,8 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
                 self.send({"type": "error", "run": frame["run"],
                            "message": "A run is already in progress; interrupt it first."})
                 return
-            session.running = asyncio.create_task(self._run_or_say_why(session, frame))
+            # Started now: its code is with the kernel before the loop turns (server/eager_task.py).
+            session.running = eager_task.start(self._run_or_say_why(session, frame))
         elif kind == "input":
             if session.answer is not None and not session.answer.done():
                 session.answer.set_result(frame["value"])

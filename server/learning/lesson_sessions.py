@@ -34,7 +34,7 @@ class LessonSession:
     user_id: str
     slug: str
     kernel_id: str | None = None
-    running: asyncio.Task | None = None
+    running: asyncio.Future | None = None     # the run in progress (a task once it waits)
     answer: asyncio.Future | None = None       # the learner's reply to input(), while asked
     asking: dict[str, Any] | None = None        # the input_request frame, re-sent on reconnect
     sink: Sink | None = None                    # the attached socket's send
