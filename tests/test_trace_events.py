@@ -10,7 +10,7 @@ from kernels.result import LimitHit, Output, RunResult, RunStatus
 from server.tracing.events import (RUNNING, EventKind, TraceEvent, code_hash, output_data,
                                    summarize)
 from kernels import events as ke
-from server.tracing.tracer import REQUEST_HOLD, KernelEventRouter, RunTracer
+from server.tracing.tracer import HOLD, KernelEventRouter, RunTracer
 
 
 class FakeClock:
@@ -80,7 +80,7 @@ async def test_a_lesson_run_that_lasts_is_traced_as_it_goes():
     clock, emitted = FakeClock(), []
     tracer = asked(emitted, clock)
     tracer.output(HELLO)
-    await asyncio.sleep(REQUEST_HOLD + 0.05)
+    await asyncio.sleep(HOLD + 0.05)
     assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]
     tracer.output(HELLO)                                   # no longer held
     assert [e.kind for e in emitted][-1] == EventKind.OUTPUT and len(emitted) == 3
@@ -244,23 +244,32 @@ def test_router_sends_kernel_events_to_the_run_on_that_kernel_only_while_attache
 
 
 async def test_router_traces_a_jupyter_clients_run_from_start_to_end():
-    """Built at the loop's next turn, in order: the kernel's reader reports them between one
-    message to the client and the next."""
+    """Built at the run's end (or once it lasts), in order: the kernel's reader reports them
+    between one message to the client and the next."""
     emitted: list[TraceEvent] = []
     router = KernelEventRouter(emitted.append)
     router(ke.RunStarted("k1", "api:token", "python", "m1", "print(1)"))
     router(ke.RunOutput("k1", "m1", Output("stream", name="stdout", text="1\n")))
-    assert emitted == []
     await asyncio.sleep(0)
-    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]
+    assert emitted == []
     router(ke.KernelLimited("k1", "api:token", "python", "timeout", "Stopped after 1 s"))
     router(ke.RunEnded("k1", "m1", RunResult(RunStatus.LIMIT, limit=LimitHit.TIMEOUT,
                                              message="Stopped after 1 s")))
     router(ke.KernelDied("k1", "u", "python", "c", 9, False, "exited", True))   # after the run
-    await asyncio.sleep(0)
     assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT, EventKind.LIMIT,
                                          EventKind.FINISHED]
     assert [e.seq for e in emitted] == [0, 1, 2, 3]
     s = summarize(emitted[0].run_id, emitted)
     assert (s.client, s.user_id, s.kernel, s.code, s.status, s.limit_hit) == (
         "api", "api:token", "python", "print(1)", "limit", "timeout")
+
+
+async def test_a_jupyter_clients_long_run_is_traced_as_it_goes():
+    emitted: list[TraceEvent] = []
+    router = KernelEventRouter(emitted.append)
+    router(ke.RunStarted("k1", "api:token", "python", "m1", "import time; time.sleep(9)"))
+    await asyncio.sleep(HOLD + 0.05)
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED]
+    router(ke.RunOutput("k1", "m1", Output("stream", name="stdout", text="1\n")))
+    await asyncio.sleep(HOLD + 0.05)
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]

@@ -24,19 +24,20 @@ log = logging.getLogger("lessonserver.tracing")
 Emit = Callable[[TraceEvent], None]
 Stamp = tuple[float, float]     # (wall clock, monotonic clock) when it happened
 LIMITS = frozenset(limit.value for limit in LimitHit)
-REQUEST_HOLD = 0.05     # seconds a lesson run's first events wait, unless it ends sooner
+HOLD = 0.05     # seconds a run's held events wait, unless it ends sooner
 
 
 class RunTracer:
     def __init__(self, emit: Emit, run_id: str | None = None, *,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic, soon: bool = False) -> None:
-        """`soon`: every event is stamped when it happens and built and handed on at the event
-        loop's next turn (a Jupyter client's run, whose events the kernel's reader reports
-        between one message to the client and the next)."""
+                 monotonic: Callable[[], float] = time.monotonic, held: bool = False) -> None:
+        """`held`: every event is stamped when it happens, and built and handed on (in order)
+        once the run has ended or lasted HOLD: a Jupyter client's run, whose events the
+        kernel's reader reports between one message to the client and the next, while the
+        kernel, the server and the client share the host's cores."""
         self.run_id = run_id or events.new_id()
         self._emit = emit
-        self._soon = soon
+        self._hold_all = held
         self._clock = clock
         self._monotonic = monotonic
         self._t0 = monotonic()
@@ -53,13 +54,13 @@ class RunTracer:
 
     def requested_soon(self, *, user_id: str | None, lesson_slug: str | None,
                        exercise_id: str | None, kernel: str, code: str) -> None:
-        """`requested`, stamped now and recorded once the run has lasted REQUEST_HOLD or ended,
-        whichever comes first; events recorded meanwhile follow it, in order. Building and
-        handing them on then slows neither the lesson run's way to its kernel nor the kernel
-        taking the code up (80 us of the loop just then, on two cores shared with the kernel)."""
+        """`requested`, stamped now and recorded once the run has lasted HOLD or ended, whichever
+        comes first; events recorded meanwhile follow it, in order. Building and handing them
+        on then slows neither the lesson run's way to its kernel nor the kernel taking the
+        code up (80 us of the loop just then, on two cores shared with the kernel)."""
         self._hold(EventKind.REQUESTED, lambda: events.requested_data(
             user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
-            code=code), self._stamp(), after=REQUEST_HOLD)
+            code=code), self._stamp())
 
     def kernel_assigned(self, *, pool_hit: bool, container_id: str | None,
                         start_ms: float = 0.0) -> None:
@@ -113,7 +114,7 @@ class RunTracer:
                 stamp: Stamp | None = None) -> None:
         try:
             stamp = stamp or self._stamp()
-            if self._held is not None or self._soon:   # after what is held, in order
+            if self._held is not None or self._hold_all:   # after what is held, in order
                 self._hold(kind, build, stamp)
             else:
                 self._hand_on(kind, build, stamp)
@@ -128,13 +129,10 @@ class RunTracer:
         self._seq += 1
         self._emit(event)
 
-    def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp,
-              after: float = 0.0) -> None:
-        """Keep the event, in order, until the loop's next turn (or `after` seconds)."""
+    def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp) -> None:
+        """Keep the event, in order, until the run ends (`finished`) or HOLD has passed."""
         if self._held is None:
-            loop = asyncio.get_running_loop()
-            self._release_at = loop.call_later(after, self._release) if after \
-                else loop.call_soon(self._release)
+            self._release_at = asyncio.get_running_loop().call_later(HOLD, self._release)
             self._held = []
         self._held.append((kind, build, stamp))
 
@@ -183,7 +181,7 @@ class KernelEventRouter:
     def __call__(self, event: kernel_events.KernelEvent) -> None:
         if isinstance(event, kernel_events.RunStarted):
             if self._emit is not None:
-                tracer = RunTracer(self._emit, soon=True)
+                tracer = RunTracer(self._emit, held=True)
                 tracer.requested(user_id=event.owner, lesson_slug=None, exercise_id=None,
                                  kernel=event.plugin, code=event.code, client=events.API_CLIENT)
                 self._api_runs[event.run_id] = self._runs[event.kernel_id] = tracer
