@@ -130,7 +130,6 @@ class KernelSession:
             sock.connect(channel_url(info, name))
             self._sockets[name] = sock
         self._runs: dict[str, _Run] = {}
-        self._active: _Run | None = None      # the run the kernel said it is busy with
         self._window = fold.start(self.limits)  # output with parents of no run of ours
         self._requests: collections.OrderedDict[str, Relay] = collections.OrderedDict()
         self._relays: set[Relay] = set()
@@ -205,7 +204,6 @@ class KernelSession:
         run = self._runs.get(msg.parent_id or "")
         if state == "busy" and run is not None and not run.started:
             run.started = True
-            self._active = run
             self._window = fold.start(self.limits)
             # A client's run is timed from now: its supervisor wakes to start the clock. A
             # lesson run's clock started at its send, so its supervisor sleeps on.
@@ -451,8 +449,6 @@ class KernelSession:
 
     def _end(self, run: _Run) -> None:
         self._runs.pop(run.id, None)
-        if self._active is run:
-            self._active = None
 
     # --- Jupyter clients --------------------------------------------------------------
 
