@@ -49,12 +49,12 @@ OK = RunResult(RunStatus.OK, outputs=(HELLO, HELLO), bytes_out=6)
 
 def asked(emitted: list, clock: FakeClock) -> RunTracer:
     tracer = RunTracer(emitted.append, clock=lambda: clock.wall, monotonic=lambda: clock.mono)
-    tracer.requested_soon(user_id="u1", lesson_slug="intro", exercise_id="ex1", kernel="python",
+    tracer.requested_held(user_id="u1", lesson_slug="intro", exercise_id="ex1", kernel="python",
                           code="print('hi')")
     return tracer
 
 
-async def test_requested_soon_opens_the_trace_at_the_runs_end_stamped_when_asked():
+async def test_a_lesson_runs_request_is_held_to_its_end_and_stamped_when_asked():
     """A lesson run builds no event on its way to its kernel nor while the kernel starts on it:
     the request is recorded at the run's end (or once it lasts), with the time it was made, and
     what was recorded meanwhile follows it in order."""

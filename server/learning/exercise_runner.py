@@ -122,7 +122,7 @@ class ExerciseRunner:
                 code: str, started: ManagedKernel | None) -> RunTracer:
         """`started`: the kernel when it was assigned for this run (its start is traced)."""
         tracer = RunTracer(self.emit, run_id)
-        tracer.requested_soon(user_id=user_id, lesson_slug=lesson.slug,
+        tracer.requested_held(user_id=user_id, lesson_slug=lesson.slug,
                               exercise_id=exercise_id, kernel=lesson.kernel, code=code)
         if started is not None:
             tracer.kernel_assigned(pool_hit=started.pool_hit, container_id=started.ref,

@@ -52,7 +52,7 @@ class RunTracer:
             user_id=user_id, lesson_slug=lesson_slug, exercise_id=exercise_id, kernel=kernel,
             code=code, client=client))
 
-    def requested_soon(self, *, user_id: str | None, lesson_slug: str | None,
+    def requested_held(self, *, user_id: str | None, lesson_slug: str | None,
                        exercise_id: str | None, kernel: str, code: str) -> None:
         """`requested`, stamped now and recorded once the run has lasted HOLD or ended, whichever
         comes first; events recorded meanwhile follow it, in order. Building and handing them
