@@ -76,6 +76,16 @@ async def test_a_lesson_runs_request_is_held_to_its_end_and_stamped_when_asked()
     assert emitted[0].data["client"] == "lesson"
 
 
+async def test_a_run_given_up_hands_on_what_was_held_at_once():
+    clock, emitted = FakeClock(), []
+    tracer = asked(emitted, clock)
+    tracer.output(HELLO)
+    tracer.release()                 # e.g. the run was cancelled as the server stopped
+    assert [e.kind for e in emitted] == [EventKind.REQUESTED, EventKind.OUTPUT]
+    await asyncio.sleep(HOLD + 0.05)
+    assert len(emitted) == 2         # and nothing twice
+
+
 async def test_a_lesson_run_that_lasts_is_traced_as_it_goes():
     clock, emitted = FakeClock(), []
     tracer = asked(emitted, clock)

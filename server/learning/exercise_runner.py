@@ -76,6 +76,7 @@ class ExerciseRunner:
                                  owner=user_id, on_output=forward, on_input=on_input, watch=watch)
         finally:
             self.router.detach(kernel_id)
+            tracer.release()    # also for a run cut short (a server stopping): its trace is kept
         results, verdict = done.results, done.verdict
         shown = results.get(StepKind.LEARNER) or results.get(StepKind.SETUP) \
             or RunResult(RunStatus.DIED, message="Nothing ran.")
@@ -108,6 +109,7 @@ class ExerciseRunner:
             result = await self.manager.execute(kernel_id, example.code, limits, on_output=forward)
         finally:
             self.router.detach(kernel_id)
+            tracer.release()
         tracer.finished(result)
         self.metrics.observe_run(lesson.kernel, result, time.monotonic() - began)
         release(result)

@@ -89,7 +89,7 @@ class RunTracer:
         if result.limit is not None and result.limit.value not in self._limits:
             self.limit(result.limit, result.message)
         self._record(EventKind.FINISHED, lambda: events.finished_data(result))
-        self._release()       # the run's end: nothing is held past it (a commit may follow)
+        self.release()        # the run's end: nothing is held past it (a commit may follow)
 
     def on_event(self, event: kernel_events.KernelEvent) -> None:
         """What the kernel manager reported about this run's kernel."""
@@ -132,11 +132,12 @@ class RunTracer:
     def _hold(self, kind: EventKind, build: Callable[[], Mapping[str, Any]], stamp: Stamp) -> None:
         """Keep the event, in order, until the run ends (`finished`) or HOLD has passed."""
         if self._held is None:
-            self._release_at = asyncio.get_running_loop().call_later(HOLD, self._release)
+            self._release_at = asyncio.get_running_loop().call_later(HOLD, self.release)
             self._held = []
         self._held.append((kind, build, stamp))
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Hand on what is held, now: the run ended, or its caller gave it up."""
         if self._release_at is not None:
             self._release_at.cancel()
             self._release_at = None
