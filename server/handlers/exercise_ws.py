@@ -299,8 +299,9 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
         # One frame says both that the run started and that the kernel is busy, and only for
         # a run that lasts: each frame woke the page as the kernel took the code up, and the
         # kernel's first output came 0.2 ms later for each.
+        tag = kernel_tag(kernel_id)     # the page's name for its kernel, with its frames
         session.announce({"type": "started", "run": run_id, "exercise": exercise.id,
-                          "session": kernel_tag(kernel_id)}, STARTED_AFTER)
+                          "session": tag}, STARTED_AFTER)
         if self.kernel_lost:
             self.kernel_lost = False
             send({"type": "output", "run": run_id, "output": {
@@ -344,7 +345,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
             send({"type": "error", "run": run_id, "message": "The server could not finish this run."})
             return
         result = outcome.result
-        send({"type": "kernel", "state": "idle", "message": None, "session": kernel_tag(kernel_id)})
+        send({"type": "kernel", "state": "idle", "message": None, "session": tag})
         if outcome.verdict is None:        # an example: its output, no verdict, no progress
             send({"type": "result", "run": run_id, "trace": outcome.run_id, "example": example.id,
                   "status": result.status.value,
