@@ -77,7 +77,10 @@ class Relay:
             self.close("the client went away")
             return
         self._unflushed += 1
-        flushed.add_done_callback(lambda done: self._flushed(done, size))
+        if flushed.done():       # went out whole at once: no callback to schedule
+            self._flushed(flushed, size)
+        else:
+            flushed.add_done_callback(lambda done: self._flushed(done, size))
 
     def _flushed(self, done: asyncio.Future, size: int) -> None:
         self._bytes -= size

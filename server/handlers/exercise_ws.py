@@ -24,6 +24,7 @@ from kernels.sandbox import SandboxError
 from server import eager_task, safe_json
 from server.accounts.connections import PerIpCap
 from server.learning.exercise_runner import ExerciseRunner
+from server.handlers import ws_send
 from server.handlers.base import CappedSocket, Common, HeaderError, owner_tier
 from server.handlers.pages import LearnerPage
 from server.learning import last_run, reveal
@@ -148,7 +149,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
     def send(self, frame: dict[str, Any]) -> None:
         if not self.closed:
             try:
-                self.write_message(json.dumps(frame, default=str))
+                ws_send.send_text(self, json.dumps(frame, default=str).encode())
                 return
             except tornado.websocket.WebSocketClosedError:
                 self.closed = True

@@ -20,6 +20,7 @@ from kernels import messages
 from kernels.manager import UnknownKernel
 from kernels.relay import Relay
 from server.handlers.base import CappedSocket
+from server.handlers import ws_send
 from server.handlers.kernels_api import ApiHandler
 
 log = logging.getLogger("lessonserver.channels")
@@ -66,7 +67,7 @@ class KernelChannelsHandler(CappedSocket, tornado.websocket.WebSocketHandler, Ap
     def _write(self, msg: messages.KernelMessage) -> "asyncio.Future[None]":
         """Called from the kernel's reader: the frame goes into the connection now."""
         try:
-            return self.write_message(messages.ws_frame(msg))   # UTF-8 bytes: a text frame
+            return ws_send.send_text(self, messages.ws_frame(msg))   # UTF-8 bytes: a text frame
         except tornado.websocket.WebSocketClosedError:
             raise ConnectionError("the client went away") from None
 
