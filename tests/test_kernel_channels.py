@@ -9,6 +9,7 @@ import time
 import pytest
 import tornado.httpclient
 import tornado.websocket
+from jupyter_client.session import Session
 
 from kernels import messages
 from kernels.messages import BadMessage, parse_client_frame
@@ -60,6 +61,32 @@ def test_client_frames_are_checked():
                               "content": [1]})):
         with pytest.raises(BadMessage):
             parse_client_frame(frame)
+
+
+def test_kernel_messages_parse_as_json_loads_would_and_bad_ones_are_named():
+    """The reader's faster parse accepts what json.loads accepts and refuses the rest."""
+    session = Session(key=b"secret")
+
+    def frames(header: bytes, content: bytes = b"{}") -> list[bytes]:
+        parts = [header, b"{}", b"{}", content]
+        return [b"id", messages.DELIM, session.sign(parts), *parts]
+
+    header = b'{"msg_id": "m", "msg_type": "status", "date": "2026-11-30T00:00:00Z"}'
+    for raw in (header, b" \n" + header + b"\n "):
+        msg = messages.from_frames("iopub", frames(raw, b' {"execution_state": "idle"}\n'),
+                                   session.key, session.sign)
+        assert (msg.msg_type, msg.content) == ("status", {"execution_state": "idle"})
+    for raw, why in ((b"{} {}", "header is not JSON"), (b"\xff{}", "header is not JSON"),
+                     (b"[]", "header is not an object"), (b"", "header is not JSON"),
+                     (b"[" * 100_000, "header is not JSON")):
+        with pytest.raises(BadMessage, match=why):
+            messages.from_frames("iopub", frames(raw), session.key, session.sign)
+    odd = messages.from_frames("iopub", frames(header, b'{"a": 1} trailing'), session.key,
+                               session.sign)
+    assert odd.content == {}              # content is read lazily: unusable reads as empty
+    with pytest.raises(BadMessage, match="bad signature"):
+        messages.from_frames("iopub", [messages.DELIM, b"0" * 64, header, b"{}", b"{}", b"{}"],
+                             session.key, session.sign)
 
 
 def test_frames_are_spliced_from_raw_parts_without_reparsing():
