@@ -33,3 +33,10 @@ def test_depth():
     assert safe_json.depth(1, 10) == 0
     assert safe_json.depth([[], {"a": [1]}], 10) == 3
     assert safe_json.loads("[" * 64 + "]" * 64, max_bytes=1000) is not None
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    """Past the limit in brackets, the values are walked: a shallow frame still passes."""
+    code = "x = [[[" * 40 + "]]]" * 40
+    assert safe_json.openings(code) > safe_json.MAX_DEPTH
+    assert safe_json.loads('{"type": "run", "code": "%s"}' % code, max_bytes=10_000)["code"] == code
