@@ -34,6 +34,8 @@ from server.library import Shelf
 from server.store import progress
 
 log = logging.getLogger("lessonserver.ws")
+# One encoder for every frame: json.dumps with an option builds a new one per call.
+_ENCODE = json.JSONEncoder(default=str).encode
 RUNS_PAUSED_MESSAGE = ("Running code is paused for a short while for maintenance. Your code is "
                        "kept on this page; try again in a few minutes.")
 
@@ -149,7 +151,7 @@ class ExerciseSocket(CappedSocket, tornado.websocket.WebSocketHandler, LearnerPa
     def send(self, frame: dict[str, Any]) -> None:
         if not self.closed:
             try:
-                ws_send.send_text(self, json.dumps(frame, default=str).encode())
+                ws_send.send_text(self, _ENCODE(frame).encode())
                 return
             except tornado.websocket.WebSocketClosedError:
                 self.closed = True
