@@ -50,6 +50,8 @@ CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "io
 OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
 PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner answers one
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
+_NOBLOCK = int(zmq.NOBLOCK)                 # plain ints: see kernels/socket_reader.py
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 OnOutput = Callable[[Output], None]   # called from the kernel's reader: must not block
 OnInput = Callable[[str, bool], Awaitable[str]]
@@ -318,9 +320,15 @@ class KernelSession:
     def _send_parts(self, channel: str, parts: list[bytes]) -> None:
         if self._closed:
             return
+        send = self._sockets[channel].send
         try:   # never waits: a kernel that leaves 1000 messages unread is stuck, not slow
-            self._sockets[channel].send_multipart([DELIM, self._session.sign(parts), *parts],
-                                                  zmq.NOBLOCK)
+            # send_multipart's own loop ORs IntFlag enums in Python for every frame. Only the
+            # first frame can be refused: ZMQ takes the rest of a message it has begun.
+            send(DELIM, _MORE)
+            send(self._session.sign(parts), _MORE)
+            for part in parts[:-1]:
+                send(part, _MORE)
+            send(parts[-1], _NOBLOCK)
         except zmq.Again:
             self.unsent += 1
             if self.unsent == 1:   # once: a client may keep sending to a stuck kernel
