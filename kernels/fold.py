@@ -47,7 +47,7 @@ class RunState:
 
 
 def _with(state: RunState, **changes: Any) -> RunState:
-    """`dataclasses.replace` for RunState, at a tenth of its cost: the reader folds every
+    """`dataclasses.replace` for RunState at a fraction of its cost: the reader folds every
     message of a run, and replace() calls __init__ through every field (RunState has no
     __post_init__ to skip)."""
     new = object.__new__(RunState)

@@ -1,12 +1,12 @@
-"""A small text frame written straight to a WebSocket's socket, past Tornado's write path.
+"""A text frame written straight to a WebSocket's socket, past Tornado's write path.
 
 Tornado's `write_message` makes, for every frame, a Future and its done callback, a wrapper
 coroutine and its Task, and in the stream a buffer entry and another Future: on our 2-core
 host 80 us of a frame's 130, on the way to each output a learner or a Jupyter client waits
-for. When nothing is queued on the stream, `send_text` hands a small frame to the socket with
-one send(). Anything else goes Tornado's way, so frames keep their order: a frame the socket
-did not take whole (its rest is queued), a large frame on a socket that compresses, a TLS
-stream, a frame sent while earlier ones still wait.
+for. When nothing is queued on the stream, `send_text` hands the frame to the socket with one
+send(). Anything else goes Tornado's way, so frames keep their order: the rest of a frame the
+socket did not take whole (queued behind it, so is every later frame until it is flushed),
+a frame over SMALL on a socket that compresses (Tornado compresses it), a TLS stream.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def send_text(handler: tornado.websocket.WebSocketHandler, payload: bytes) -> "a
         sent = 0
     if sent < len(frame):
         try:
-            return stream.write(frame[sent:])
+            return stream.write(memoryview(frame)[sent:])
         except tornado.iostream.StreamClosedError:
             raise tornado.websocket.WebSocketClosedError() from None
     done = asyncio.get_running_loop().create_future()
