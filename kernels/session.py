@@ -34,7 +34,7 @@ from kernels import fold, messages
 from kernels.connection import channel_url
 from kernels.messages import BadMessage, ClientMessage, KernelMessage
 from kernels.result import LimitHit, Output, RunLimits, RunResult, RunStatus
-from kernels.socket_reader import SocketReader
+from kernels.socket_reader import NOBLOCK, SocketReader
 
 if TYPE_CHECKING:
     from kernels.relay import Relay
@@ -50,8 +50,7 @@ CHANNELS = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "io
 OUTPUT_KINDS = frozenset({*fold.OUTPUT_TYPES, "update_display_data", "clear_output"})
 PENDING_INPUTS = 8     # input requests a lesson run keeps while the learner answers one
 UNREAD_STREAM = 4096   # bytes of a stream message that, past the cap, is dropped unparsed
-_NOBLOCK = int(zmq.NOBLOCK)                 # plain ints: see kernels/socket_reader.py
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_MORE = NOBLOCK | int(zmq.SNDMORE)          # plain ints: see kernels/socket_reader.py
 
 OnOutput = Callable[[Output], None]   # called from the kernel's reader: must not block
 OnInput = Callable[[str, bool], Awaitable[str]]
@@ -328,7 +327,7 @@ class KernelSession:
             send(self._session.sign(parts), _MORE)
             for part in parts[:-1]:
                 send(part, _MORE)
-            send(parts[-1], _NOBLOCK)
+            send(parts[-1], NOBLOCK)
         except zmq.Again:
             self.unsent += 1
             if self.unsent == 1:   # once: a client may keep sending to a stuck kernel

@@ -78,8 +78,7 @@ async def test_frames_arrive_whole_and_in_order_when_the_socket_cannot_take_one_
         assert at_once[1:3] == [False, False]
 
 
-async def test_a_frame_to_a_closed_socket_raises_as_write_message_does(server):
-    url, _ = server
+async def test_a_frame_to_a_closed_socket_raises_as_write_message_does():
     seen: list = []
 
     class Late(Sender):
