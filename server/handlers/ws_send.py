@@ -44,10 +44,8 @@ def send_text(handler: tornado.websocket.WebSocketHandler, payload: bytes) -> "a
     frame = frame_header(len(payload)) + payload
     try:
         sent = stream.socket.send(frame)
-    except BlockingIOError:
-        sent = 0
-    except OSError:          # reset or broken: Tornado's write closes the stream and says so
-        sent = 0
+    except OSError:   # would block (all goes to the stream), or reset or broken: Tornado's
+        sent = 0      # write then closes the stream and says so
     if sent < len(frame):
         try:
             return stream.write(memoryview(frame)[sent:])
